@@ -1,0 +1,1 @@
+"""Shared building blocks: role interfaces, configuration, logging, process utilities."""

@@ -1,0 +1,84 @@
+"""The five roles of the system, as small interfaces.
+
+Everything else in the project implements one of these. They say what a role
+does, not how: an actor may step MuJoCo on a CPU or a GPU-batched simulator,
+a replay service may hold a ring buffer or an on-policy rollout store.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping
+
+import numpy as np
+
+Arrays = Mapping[str, Any]  # a (possibly nested) dict of numpy arrays
+
+
+class Env(abc.ABC):
+    """A batch of B environments stepped together, with automatic reset.
+
+    Observations are an array [B, ...] or a dict of such arrays.
+    When env b finishes (terminated or truncated), the returned observation
+    row b already belongs to the next episode; the last observation of the
+    finished episode is in ``infos["final_obs"]`` (same structure as obs,
+    meaningful only in rows where ``infos["done"]`` is true).
+    """
+
+    num_envs: int
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> Any: ...
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Policy(abc.ABC):
+    """Maps a batch of observations to a batch of actions; weights are swappable."""
+
+    @abc.abstractmethod
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def load_weights(self, weights: Arrays) -> None: ...
+
+
+class Actor(abc.ABC):
+    """Runs environments with the newest policy and emits experience."""
+
+    @abc.abstractmethod
+    def run(self) -> int:
+        """Act until told to stop; return the process exit code."""
+
+
+class ReplayService(abc.ABC):
+    """Stores experience from actors and serves training batches to the learner."""
+
+    @abc.abstractmethod
+    def serve(self) -> int:
+        """Serve until told to stop; return the process exit code."""
+
+
+class Learner(abc.ABC):
+    """Consumes batches, updates the networks, publishes versioned weights."""
+
+    @abc.abstractmethod
+    def step(self) -> dict[str, float]:
+        """One learner step; returns the metrics it produced."""
+
+    @abc.abstractmethod
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights actors need, as host arrays."""
+
+
+class Saveable(abc.ABC):
+    """Anything whose state survives a restart."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict) -> None: ...
