@@ -1,0 +1,96 @@
+"""The evaluator process: deterministic episodes with the newest weights, every N learner updates.
+
+It is an actor that sends no experience. Keeping evaluation out of the
+learner means the learner never pauses for it, and out of the training
+actors means their data stays on-policy for exploration.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from actors.weights import WeightsSubscriber
+from core.devices import resolve_device
+from core.net import endpoint
+from core.role_runtime import RoleRuntime
+from envs import make_vector_env
+from policies.build import build_policy
+
+
+def run_episodes(env, policy, episodes: int, seed: int, deterministic: bool = True,
+                 record_key: str | None = None) -> tuple[dict, list]:
+    """Run exactly ceil(episodes / num_envs) episodes in each env; returns metrics and env 0's first-episode frames."""
+    per_env = -(-episodes // env.num_envs)
+    obs = env.reset(seed=seed)
+    done_count = np.zeros(env.num_envs, int)
+    returns, lengths, successes, frames = [], [], [], []
+    while np.any(done_count < per_env):
+        if record_key is not None and done_count[0] == 0 and isinstance(obs, dict) and record_key in obs:
+            frames.append(np.asarray(obs[record_key][0]).copy())
+        obs, _, _, _, info = env.step(policy.act(obs, deterministic=deterministic))
+        for b in np.flatnonzero(info["done"]):
+            if done_count[b] < per_env and len(returns) < episodes:
+                returns.append(float(info["episode_return"][b]))
+                lengths.append(int(info["episode_length"][b]))
+                successes.append(bool(info["episode_success"][b]))
+            done_count[b] += 1
+    metrics = {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+               "eval/episode_len": float(np.mean(lengths)), "eval/success_rate": float(np.mean(successes)),
+               "eval/episodes": len(returns)}
+    return metrics, frames
+
+
+class Evaluator:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.rt = RoleRuntime(cfg, "evaluator", "evaluator")
+        self.log = self.rt.log
+        env_cfg = OmegaConf.merge(cfg.env, cfg.eval_env)
+        self.env = make_vector_env(env_cfg, num_envs=cfg.eval.num_envs)
+        device = resolve_device(cfg.actor.devices[0] if cfg.actor.devices else cfg.actor.device)
+        self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space, device,
+                                   seed=cfg.runner.seed)
+        self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
+        self.next_eval = 0
+
+    def evaluate(self, final: bool = False) -> None:
+        t0 = time.time()
+        record = "front" if self.cfg.eval.video else None
+        metrics, frames = run_episodes(self.env, self.policy, self.cfg.eval.episodes,
+                                       seed=self.cfg.runner.seed + 10_000, record_key=record)
+        metrics["eval/wall_s"] = time.time() - t0
+        video = None
+        if frames:
+            from envs.video import save_video
+
+            video = Path(self.cfg.runner.run_dir) / "videos" / f"eval_{self.weights.updates:08d}.mp4"
+            save_video(frames, video, fps=10)
+        self.log.info(f"eval after {self.weights.updates:,} updates: return {metrics['eval/return_mean']:.1f}, "
+                      f"success {metrics['eval/success_rate']:.2f} ({metrics['eval/wall_s']:.1f} s)")
+        self.rt.report(scalars=metrics, eval_updates=self.weights.updates, final=final,
+                       video=str(video) if video else None)
+
+    def run(self) -> int:
+        every = max(1, int(self.cfg.eval.every_updates))
+        while not self.rt.should_stop():
+            new = self.weights.poll(timeout_ms=200)
+            if new is not None:
+                self.policy.load_weights(new)
+                if self.weights.updates >= self.next_eval:
+                    self.evaluate()
+                    self.next_eval = (self.weights.updates // every + 1) * every
+        # Final evaluation on the last weights the learner publishes when it stops (marked final).
+        deadline = time.time() + 5.0
+        while not self.weights.final and time.time() < deadline:
+            new = self.weights.poll(timeout_ms=200)
+            if new is not None:
+                self.policy.load_weights(new)
+        if self.weights.version > 0:
+            self.evaluate(final=True)
+        self.weights.close()
+        self.env.close()
+        self.rt.close()
+        return 0

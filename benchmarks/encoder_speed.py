@@ -1,0 +1,103 @@
+"""Time the SAC-CNN vision encoder: frozen ResNet-10 features, the trainable head, a full pass.
+
+    .venv/bin/python -m benchmarks.encoder_speed --batch 32
+    .venv/bin/python -m benchmarks.encoder_speed --device cuda --batch 256 --compile [--channels-last] [--bf16]
+
+Prints milliseconds per call and images per second. The learner calls
+``precompute`` once per batch and the head several times (critic, actor,
+target), so both numbers matter.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import gymnasium
+import numpy as np
+import torch
+
+from policies.vision_encoder import VisionEncoder, VisionEncoderConfig
+
+
+def _time(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds per call of ``fn`` after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=128, help="camera height and width")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:i or auto")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbones and heads")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    cameras = ("front", "wrist")
+    obs_space = gymnasium.spaces.Dict({
+        **{cam: gymnasium.spaces.Box(0, 255, (args.size, args.size, 3), np.uint8) for cam in cameras},
+        "state": gymnasium.spaces.Box(-np.inf, np.inf, (7,), np.float32),
+    })
+    g = torch.Generator().manual_seed(0)
+    obs = {cam: torch.randint(0, 256, (args.batch, args.size, args.size, 3), dtype=torch.uint8, generator=g)
+           for cam in cameras}
+    obs["state"] = torch.randn(args.batch, 7, generator=g)
+    obs = {k: v.to(device) for k, v in obs.items()}
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
+
+    frozen = VisionEncoder(obs_space, VisionEncoderConfig(channels_last=args.channels_last)).to(device)
+    trainable = VisionEncoder(obs_space, VisionEncoderConfig(trainable=True, channels_last=args.channels_last)).to(device)
+    if args.compile:
+        # Module.compile() compiles in place, so parameter names stay as they are.
+        frozen.backbone.compile()
+        for module in (*trainable.backbones.values(), *frozen.image_heads.values(), *trainable.image_heads.values()):
+            module.compile()
+    with autocast:
+        precomputed = frozen.precompute(obs)
+
+    def head_forward_backward():
+        with autocast:
+            frozen(obs, precomputed).sum().backward()
+
+    def trainable_forward_backward():
+        with autocast:
+            trainable(obs).sum().backward()
+
+    def run_precompute():
+        with autocast:
+            frozen.precompute(obs)
+
+    results = {
+        "frozen backbone, precompute (both cameras)": _time(run_precompute, device, args.repeats),
+        "head forward+backward on precomputed maps": _time(head_forward_backward, device, args.repeats),
+        "trainable backbone, forward+backward": _time(trainable_forward_backward, device, args.repeats),
+    }
+    images = args.batch * len(cameras)
+    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch}, "
+          f"{args.size}x{args.size}, cameras={len(cameras)}, channels_last={args.channels_last}, bf16={args.bf16}, "
+          f"compile={args.compile}")
+    for name, seconds in results.items():
+        print(f"  {name:45s} {seconds * 1e3:9.1f} ms   {images / seconds:9.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Run configuration: typed schema, YAML presets, and ``key=value`` overrides.
+
+A run is described by one tree of settings. Its shape and defaults live in the
+dataclasses below (and in the algorithm configs next to each algorithm); the
+presets in ``configs/*.yaml`` only change values. On the command line,
+``key=value`` overrides any leaf, e.g. ``actor.num_actors=2 sac.batch_size=128``.
+An unknown key is an error that names the closest valid key, because a typo
+that is silently ignored costs a day of training.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from learner.grpo import GRPOConfig
+from learner.ppo import PPOConfig
+from learner.sac import SACConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class RunnerConfig:
+    run_dir: Optional[str] = None  # default: runs/<preset>-<timestamp>
+    max_env_steps: int = 20_000  # total over all actors; the run ends when replay has seen this many
+    max_wall_s: float = 0.0  # 0 = no wall-clock limit
+    seed: int = 0
+    resume: bool = False  # continue from the checkpoint in run_dir
+    checkpoint_every_updates: int = 5_000
+    log_every_s: float = 5.0  # how often each role reports its counters
+    shutdown_timeout_s: float = 10.0
+
+
+@dataclass
+class EnvConfig:
+    id: str = "Pendulum-v1"
+    num_envs: int = 1  # environments stepped together in each actor process
+    max_episode_steps: Optional[int] = None  # None = the registered default
+    kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
+
+
+@dataclass
+class EncoderConfig:
+    type: str = "state"  # "state" (flatten vector observations) | "resnet10" (cameras + proprio)
+    cameras: list = field(default_factory=lambda: ["front", "wrist"])
+    weights: Optional[str] = None  # local file with pretrained ResNet-10 weights
+    pretrained: str = "none"  # "none" | "file" | "efficientnet_lite0"
+    trainable: bool = False  # False: backbone frozen, features computed once per batch
+    num_spatial_kernels: int = 8
+    image_feature_dim: int = 256
+    proprio_key: str = "state"
+    proprio_dim: int = 64
+    dropout: float = 0.1
+    channels_last: bool = False
+
+
+@dataclass
+class PolicyConfig:
+    hidden: list = field(default_factory=lambda: [256, 256])
+    activation: str = "tanh"  # "tanh" (with layer_norm, as RLinf/SERL heads) | "relu" | "elu"
+    layer_norm: bool = True
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
+@dataclass
+class ActorConfig:
+    num_actors: int = 1
+    chunk_len: int = 64  # env steps per trajectory chunk sent to replay
+    device: str = "cpu"  # "cpu", "cuda", "cuda:i" or "auto"; actor i uses devices[i] when given
+    devices: list = field(default_factory=list)
+    random_steps: int = 1_000  # uniform random actions per actor before the policy acts
+    credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
+    heartbeat_s: float = 1.0
+    pipeline_stages: int = 1  # 2: two env groups alternate so inference overlaps env stepping
+    weights_poll_s: float = 0.0  # 0 = check for new weights after every env step
+
+
+@dataclass
+class RateLimitConfig:
+    """Keeps the update-to-data ratio fixed, whatever the machine's speed (like Reverb's SampleToInsertRatio)."""
+
+    updates_per_step: float = 1.0  # critic updates per env step; 0 disables the limiter
+    slack_steps: int = 2_000  # how far actors may run ahead of the learner (and the learner ahead of data)
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000  # transitions
+    capacity_gb: float = 0.0  # > 0: capacity derived from this memory budget instead
+    min_size: int = 1_000  # transitions stored before the first batch is served
+    prefetch: int = 4  # batch requests the learner keeps in flight
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    heartbeat_timeout_s: float = 10.0  # an actor silent this long is considered gone
+    snapshot_every_s: float = 0.0  # 0 = no periodic buffer snapshots
+
+
+@dataclass
+class LearnerConfig:
+    device: str = "auto"  # "auto" picks cuda:0 when there is a GPU
+    num_threads: int = 0  # torch CPU threads; 0 = leave one core to the other roles
+    publish_every: int = 30  # learner steps between weight publications
+    compile: bool = False
+    amp: str = "none"  # "none" | "bf16"
+
+
+@dataclass
+class EvalConfig:
+    every_updates: int = 2_000  # evaluate the newest weights after this many learner updates
+    episodes: int = 10
+    num_envs: int = 5
+    video: bool = False
+    enabled: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = "offline"  # "offline" | "online" | "disabled"
+    project: str = "zarl"
+    tensorboard: bool = True
+    console_every_s: float = 5.0
+    progress_bar: bool = True
+
+
+@dataclass
+class NetworkConfig:
+    host: str = "127.0.0.1"  # address the services bind to / connect to
+    transport: str = "tcp"  # "tcp" | "ipc"
+    ports: dict = field(default_factory=dict)  # filled by the launcher: role endpoint -> port
+
+
+@dataclass
+class LaunchConfig:
+    mode: str = "local"  # "local" | "tmux" | "ssh" | "ray"
+    wait: bool = True
+    restart_actors: int = 3  # how often a crashed actor is restarted
+    restart_backoff_s: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    name: str = "unnamed"
+    algo: str = "sac"  # "sac" (async, off-policy) | "ppo" | "grpo" (sync, on-policy)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    eval_env: dict = field(default_factory=dict)  # overrides of env for evaluation (e.g. kwargs)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says how to fix it."""
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            path = f"{prefix}{k}"
+            keys.append(path)
+            keys.extend(_leaf_keys(node[k], path + "."))
+    return keys
+
+
+def _check_key(schema: DictConfig, key: str) -> None:
+    """Raise ConfigError when `key` is not in the schema, naming the closest valid key.
+
+    Keys under a free-form dict (env.kwargs, network.ports) are accepted as they are.
+    """
+    node: Any = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
+            return  # a free-form mapping: any key is valid below this point
+        if not isinstance(node, DictConfig) or part not in node:
+            valid = _leaf_keys(schema)
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'.{hint}")
+        node = node[part]
+
+
+def _check_tree(schema: DictConfig, tree: DictConfig, prefix: str = "") -> None:
+    for k in tree.keys():
+        path = f"{prefix}{k}"
+        _check_key(schema, path)
+        sub = tree[k]
+        target = OmegaConf.select(schema, path)
+        if isinstance(sub, DictConfig) and isinstance(target, DictConfig) and OmegaConf.get_type(target) is not dict:
+            _check_tree(schema, sub, path + ".")
+
+
+def parse_overrides(overrides: list[str]) -> list[str]:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. actor.num_actors=2)")
+    return list(overrides)
+
+
+def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults <- preset YAML <- command-line overrides, validated at each step."""
+    overrides = parse_overrides(list(overrides or []))
+    schema = OmegaConf.structured(RunConfig)
+    path = Path(preset)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(str(preset), available_presets(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"no config preset '{preset}' (looked for {path}).{hint} Available: {', '.join(available_presets())}")
+    preset_tree = OmegaConf.load(path)
+    if not isinstance(preset_tree, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    _check_tree(schema, preset_tree)
+    for item in overrides:
+        _check_key(schema, item.split("=", 1)[0])
+    try:
+        cfg = OmegaConf.merge(schema, preset_tree, OmegaConf.from_dotlist(overrides))
+    except Exception as e:  # type errors such as actor.num_actors=abc
+        raise ConfigError(f"invalid config value: {e}") from None
+    if cfg.name == "unnamed":
+        cfg.name = path.stem
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that types alone cannot express."""
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.algo in ("sac", "ppo", "grpo"), f"algo must be sac, ppo or grpo, not '{cfg.algo}'")
+    need(cfg.actor.num_actors >= 1, "actor.num_actors must be >= 1")
+    need(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
+    need(cfg.actor.credits >= 1, "actor.credits must be >= 1")
+    need(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
+    need(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2")
+    need(cfg.actor.pipeline_stages == 1 or cfg.env.num_envs % 2 == 0,
+         "actor.pipeline_stages=2 needs an even env.num_envs (two equal env groups)")
+    need(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
+    need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
+    need(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
+    need(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
+    need(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
+    need(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(cfg))
+
+
+def read_run_config(run_dir: str | os.PathLike) -> DictConfig:
+    """The resolved config a launcher wrote into the run directory (what every role reads)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: start roles through launch/, which writes it")
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))

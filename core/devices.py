@@ -1,0 +1,15 @@
+"""Device names from config to torch devices."""
+from __future__ import annotations
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda:0' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
+    import torch
+
+    name = str(name)
+    if name == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' was asked for but no CUDA GPU is visible "
+                           f"(CUDA_VISIBLE_DEVICES or the driver); use 'cpu' or 'auto'")
+    return name

@@ -1,0 +1,129 @@
+"""A batch of gymnasium environments stepped in one process, with automatic reset.
+
+This is the `Env` role the actors use. It differs from gymnasium's own vector
+envs in what an RL pipeline needs: actions always in [-1, 1] (rescaled to each
+env's bounds here, so policies and replay never see env-specific ranges), the
+final observation of a finished episode kept in ``infos["final_obs"]``, episode
+statistics computed once, and ``chunk_step`` for C actions per env at a time.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from core.roles import Env
+
+
+def _stack(items: list[Any]) -> Any:
+    if isinstance(items[0], dict):
+        return {k: _stack([it[k] for it in items]) for k in items[0]}
+    return np.stack(items)
+
+
+def _set_row(dst: Any, i: int, src: Any) -> None:
+    if isinstance(dst, dict):
+        for k in dst:
+            _set_row(dst[k], i, src[k])
+    else:
+        dst[i] = src
+
+
+def _empty_like(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: _empty_like(v) for k, v in obs.items()}
+    return np.zeros_like(obs)
+
+
+class SyncVectorEnv(Env):
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]):
+        if not env_fns:
+            raise ValueError("SyncVectorEnv needs at least one environment")
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        self.single_observation_space = self.envs[0].observation_space
+        space = self.envs[0].action_space
+        if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise TypeError(f"unsupported action space {space}: Box or Discrete expected")
+        self.env_action_space = space
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        if self.discrete:
+            self.single_action_space = space
+        else:
+            if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+                raise ValueError(f"continuous action space must be bounded, got {space}")
+            self.single_action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
+        self._returns = np.zeros(self.num_envs, np.float64)
+        self._lengths = np.zeros(self.num_envs, np.int64)
+        self._success_once = np.zeros(self.num_envs, bool)
+
+    def reset(self, seed: int | None = None) -> Any:
+        obs = []
+        for i, env in enumerate(self.envs):
+            o, _ = env.reset(seed=None if seed is None else seed + i)
+            obs.append(o)
+        self._returns[:] = 0
+        self._lengths[:] = 0
+        self._success_once[:] = False
+        self._obs = _stack(obs)
+        return self._obs
+
+    def _to_env_action(self, action: np.ndarray) -> Any:
+        if self.discrete:
+            return int(action)
+        a = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
+        low, high = self.env_action_space.low, self.env_action_space.high
+        return (low + (a + 1.0) * 0.5 * (high - low)).astype(self.env_action_space.dtype)
+
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if len(actions) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} actions, got {len(actions)}")
+        n = self.num_envs
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        success = np.zeros(n, bool)
+        done = np.zeros(n, bool)
+        final_obs = None
+        ep_return = np.zeros(n, np.float32)
+        ep_length = np.zeros(n, np.int64)
+        ep_success = np.zeros(n, bool)
+        next_obs = []
+        for i, env in enumerate(self.envs):
+            o, r, term, trunc, info = env.step(self._to_env_action(actions[i]))
+            rewards[i], terminated[i], truncated[i] = r, term, trunc
+            success[i] = bool(info.get("success", info.get("is_success", False)))
+            self._returns[i] += r
+            self._lengths[i] += 1
+            self._success_once[i] |= success[i]
+            if term or trunc:
+                done[i] = True
+                if final_obs is None:
+                    final_obs = _empty_like(self._obs)
+                _set_row(final_obs, i, o)
+                ep_return[i], ep_length[i], ep_success[i] = self._returns[i], self._lengths[i], self._success_once[i]
+                self._returns[i], self._lengths[i], self._success_once[i] = 0.0, 0, False
+                o, _ = env.reset()
+            next_obs.append(o)
+        self._obs = _stack(next_obs)
+        infos = {"done": done, "success": success, "episode_return": ep_return, "episode_length": ep_length,
+                 "episode_success": ep_success, "final_obs": final_obs if final_obs is not None else _empty_like(self._obs)}
+        return self._obs, rewards, terminated, truncated, infos
+
+    def chunk_step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        """Run C actions per env (actions[B, C, A]); returns obs after the last step, rewards/terminations/
+        truncations [B, C] and the per-step infos (auto-reset happens inside, final obs kept in each info)."""
+        actions = np.asarray(actions)
+        if actions.ndim < 2 or actions.shape[0] != self.num_envs:
+            raise ValueError(f"chunk_step expects actions[B={self.num_envs}, C, ...], got shape {actions.shape}")
+        steps = [self.step(actions[:, c]) for c in range(actions.shape[1])]
+        obs = steps[-1][0]
+        rewards = np.stack([s[1] for s in steps], axis=1)
+        terminated = np.stack([s[2] for s in steps], axis=1)
+        truncated = np.stack([s[3] for s in steps], axis=1)
+        return obs, rewards, terminated, truncated, [s[4] for s in steps]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,214 @@
+"""The run's monitor, inside the launcher: collects every role's reports, writes the logs, decides when to stop.
+
+Outputs in the run directory:
+  metrics.jsonl   one JSON object per log step (env_steps, updates, rates, env/*, train/*, eval/*)
+  tb/             tensorboard events
+  wandb/          the wandb run (offline unless an account is configured)
+  summary.json    written at the end (see Monitor.summary)
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+from omegaconf import DictConfig, OmegaConf
+
+from core.log import get_logger
+from core.net import endpoint, make_socket
+from wire import protocol
+from wire.protocol import Kind
+
+
+class MetricSinks:
+    """metrics.jsonl + tensorboard + wandb, each optional except the JSON lines."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.tb = None
+        self.wandb_run = None
+        log = get_logger("monitor")
+        if cfg.logging.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except Exception as e:  # tensorboard missing: say so, keep going with the other sinks
+                log.warning(f"tensorboard disabled: {e}")
+        if cfg.logging.wandb != "disabled":
+            try:
+                import wandb
+
+                self.wandb_run = wandb.init(project=cfg.logging.project, name=run_dir.name, dir=str(run_dir),
+                                            mode=cfg.logging.wandb, config=OmegaConf.to_container(cfg, resolve=True),
+                                            settings=wandb.Settings(silent=True, console="off"))
+            except Exception as e:
+                log.warning(f"wandb disabled: {e}")
+
+    def write(self, row: dict) -> None:
+        self.jsonl.write(json.dumps(row) + "\n")
+        step = int(row.get("env_steps", 0))
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v)}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(scalars, step=step)
+
+    def log_video(self, path: str, step: int) -> None:
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"eval/video": wandb.Video(path, format="mp4")}, step=step)
+
+    def close(self, summary: dict) -> None:
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb_run is not None:
+            for k, v in summary.items():
+                if isinstance(v, (int, float, str)):
+                    self.wandb_run.summary[k] = v
+            self.wandb_run.finish(quiet=True)
+
+
+class Monitor:
+    def __init__(self, cfg: DictConfig, ctx: zmq.Context):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.runner.run_dir)
+        self.log = get_logger("monitor")
+        self.stats = make_socket(ctx, zmq.PULL)
+        self.stats.bind(endpoint(cfg, "stats", bind=True))
+        self.control = make_socket(ctx, zmq.PUB)
+        self.control.bind(endpoint(cfg, "control", bind=True))
+        self.rejects = protocol.RejectCounter(self.log, "stats socket")
+        self.sinks = MetricSinks(cfg, self.run_dir)
+        self.start = time.time()
+        self.counters: dict[str, dict] = {}  # sender -> its newest counters
+        self.scalars: dict[str, float] = {}
+        self.episodes: collections.deque = collections.deque(maxlen=100)
+        self.evals: list[dict] = []
+        self.final_eval: dict | None = None
+        self.device: dict[str, str] = {}
+        self._last_row = (self.start, 0, 0)
+        self._last_console = 0.0
+
+    # -- counters the run is judged by -------------------------------------------------------------
+    @property
+    def env_steps(self) -> int:
+        return int(self.counters.get("replay", {}).get("env_steps", 0))
+
+    @property
+    def updates(self) -> int:
+        return int(self.counters.get("learner", {}).get("updates", 0))
+
+    def broadcast_stop(self, reason: str) -> None:
+        self.log.info(f"asking every role to stop: {reason}")
+        protocol.send(self.control, Kind.CONTROL, sender="launcher", meta={"command": "stop", "reason": reason})
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        if not self.stats.poll(timeout_ms):
+            return
+        while True:
+            try:
+                _, msg = protocol.recv(self.stats, flags=zmq.NOBLOCK, kinds={Kind.STATS})
+            except zmq.Again:
+                break
+            except protocol.ProtocolError as e:
+                self.rejects.reject(e, "stats")
+                continue
+            self._on_report(msg)
+        now = time.time()
+        if now - self._last_console >= self.cfg.logging.console_every_s:
+            self._write_row(now)
+            self._last_console = now
+
+    def _on_report(self, msg: protocol.Message) -> None:
+        meta = msg.meta
+        if meta.get("counters"):
+            self.counters[msg.sender] = meta["counters"]
+        if meta.get("device"):
+            self.device[msg.sender] = meta["device"]
+        for ep in meta.get("episodes", []):
+            self.episodes.append(ep)
+        scalars = meta.get("scalars", {})
+        if msg.sender == "evaluator" and "eval/return_mean" in scalars:
+            row = {**scalars, "eval_updates": meta.get("eval_updates", 0), "final": bool(meta.get("final"))}
+            self.evals.append({**row, "wall_s": time.time() - self.start, "env_steps": self.env_steps})
+            if meta.get("final"):
+                self.final_eval = row
+            self._write_row(time.time(), extra=scalars)
+            if meta.get("video"):
+                self.sinks.log_video(meta["video"], self.env_steps)
+        else:
+            self.scalars.update(scalars)
+
+    def _write_row(self, now: float, extra: dict | None = None) -> None:
+        t_prev, steps_prev, updates_prev = self._last_row
+        dt = max(now - t_prev, 1e-6)
+        row = {"wall_s": round(now - self.start, 2), "env_steps": self.env_steps, "updates": self.updates,
+               "env_steps_per_s": (self.env_steps - steps_prev) / dt,
+               "updates_per_s": (self.updates - updates_prev) / dt, **self.scalars}
+        if self.episodes:
+            eps = np.asarray(self.episodes, dtype=np.float64)
+            row.update({"env/return": float(eps[:, 0].mean()), "env/episode_len": float(eps[:, 1].mean()),
+                        "env/success_once": float(eps[:, 2].mean())})
+        if extra:
+            row.update(extra)
+        else:
+            self._last_row = (now, self.env_steps, self.updates)
+        self.sinks.write(row)
+        if not extra:
+            self._console(row)
+
+    def _console(self, row: dict) -> None:
+        total = self.cfg.runner.max_env_steps
+        frac = min(1.0, self.env_steps / total)
+        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20)) if self.cfg.logging.progress_bar else ""
+        parts = [f"[{bar}] {100 * frac:3.0f}%", f"env steps {self.env_steps:,}/{total:,}",
+                 f"{row['env_steps_per_s']:.0f} steps/s", f"{row['updates_per_s']:.0f} updates/s"]
+        if "env/return" in row:
+            parts.append(f"return {row['env/return']:.1f}")
+        if self.evals:
+            last = self.evals[-1]
+            parts.append(f"eval {last['eval/return_mean']:.1f} (success {last['eval/success_rate']:.2f})")
+        waiting = self.scalars.get("replay/actors_waiting", 0)
+        if waiting:
+            parts.append(f"{int(waiting)} actor(s) waiting for the learner")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    def summary(self, exit_codes: dict[str, int | None], device: str) -> dict:
+        wall = time.time() - self.start
+        last_eval = self.final_eval or (self.evals[-1] if self.evals else {})
+        out = {
+            "config": self.cfg.name,
+            "env_id": self.cfg.env.id,
+            "env_steps": self.env_steps,
+            "learner_updates": self.updates,
+            "wall_s": round(wall, 1),
+            "env_steps_per_s": self.env_steps / wall if wall else 0.0,
+            "updates_per_s": self.updates / wall if wall else 0.0,
+            "eval/return_mean": last_eval.get("eval/return_mean"),
+            "eval/success_rate": last_eval.get("eval/success_rate"),
+            "eval/episodes": last_eval.get("eval/episodes"),
+            "eval/best_return_mean": max((e["eval/return_mean"] for e in self.evals), default=None),
+            "evals": [{k: e[k] for k in ("wall_s", "env_steps", "eval_updates", "eval/return_mean",
+                                         "eval/success_rate")} for e in self.evals],
+            "device": device,
+            "num_actors": int(self.cfg.actor.num_actors),
+            "exit_codes": exit_codes,
+            "rejected_stats_messages": self.rejects.total,
+        }
+        return out
+
+    def close(self, summary: dict) -> None:
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.sinks.close(summary)
+        self.stats.close(0)
+        self.control.close(0)

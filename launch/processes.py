@@ -1,0 +1,91 @@
+"""Role processes started by the local launcher: command lines, environment, log streaming."""
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def role_command(role: str, run_dir: str, index: int = 0, python: str | None = None) -> list[str]:
+    """The one command line every launch mode runs for a role."""
+    return [python or sys.executable, "-u", "-m", "launch.role", role, "--run-dir", str(run_dir),
+            "--index", str(index)]
+
+
+def role_env(cfg: DictConfig, role: str, index: int = 0) -> dict[str, str]:
+    """Environment for a role: thread counts that do not oversubscribe the cores, and GPU pinning.
+
+    Actors, the evaluator and replay run one-thread math; the learner gets the
+    machine's threads. An actor whose device is 'cuda:K' sees only GPU K (as
+    cuda:0), so each actor process is pinned to its own GPU.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if role != "learner":
+        env["OMP_NUM_THREADS"] = "1"
+        env["MKL_NUM_THREADS"] = "1"
+    devices = list(cfg.actor.devices)
+    if role in ("actor", "evaluator") and devices:
+        device = str(devices[index % len(devices)])
+        if device.startswith("cuda:"):
+            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    return env
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this child if the launcher dies, even by kill -9: no orphans."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class RoleProcess:
+    """One running role; its output goes to the console with a prefix and to logs/<name>.log."""
+
+    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path, echo: bool = True):
+        self.name, self.command = name, command
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(log_dir / f"{name}.log", "a", buffering=1)
+        self.tail: collections.deque = collections.deque(maxlen=60)
+        self.proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                     preexec_fn=_die_with_parent)
+        self.echo = echo
+        self._reader = threading.Thread(target=self._stream, daemon=True)
+        self._reader.start()
+
+    def _stream(self) -> None:
+        for line in self.proc.stdout:
+            self.log_file.write(line)
+            self.tail.append(line)
+            if self.echo:
+                sys.stderr.write(line)
+        self.log_file.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait_output(self, timeout: float = 2.0) -> None:
+        self._reader.join(timeout)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass

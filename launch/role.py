@@ -1,0 +1,54 @@
+"""Entry point of every role process: `python -m launch.role ROLE --run-dir DIR [--index I]`.
+
+The launcher (local, tmux, SSH or Ray) only has to run this command line; the
+role reads everything else from DIR/config.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+ROLES = ("replay", "learner", "actor", "evaluator")
+
+
+def run_role(role: str, run_dir: str, index: int = 0) -> int:
+    from core.config import read_run_config
+
+    cfg = read_run_config(run_dir)
+    on_policy = cfg.algo in ("ppo", "grpo")
+    if role == "replay":
+        if on_policy:
+            from replay.rollout_service import RolloutService as Service
+        else:
+            from replay.service import OffPolicyReplayService as Service
+        return Service(cfg).serve()
+    if role == "learner":
+        if on_policy:
+            from learner.on_policy import OnPolicyLearner as LearnerRole
+        else:
+            from learner.off_policy import OffPolicyLearner as LearnerRole
+        return LearnerRole(cfg).run()
+    if role == "actor":
+        if on_policy:
+            from actors.rollout_actor import RolloutActor as ActorRole
+        else:
+            from actors.actor import ChunkedActor as ActorRole
+        return ActorRole(cfg, index).run()
+    if role == "evaluator":
+        from actors.evaluator import Evaluator
+
+        return Evaluator(cfg).run()
+    raise ValueError(f"unknown role '{role}'; roles are {', '.join(ROLES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=ROLES)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--index", type=int, default=0, help="actor index")
+    args = parser.parse_args(argv)
+    return run_role(args.role, args.run_dir, args.index)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Prefetches training batches from the replay service in a background thread.
+
+The thread owns the learner's DEALER socket (ZeroMQ sockets are not thread
+safe), keeps `prefetch` sample requests in flight, and turns each reply into
+tensors on the learner's device while the main thread is busy updating. When
+the data is there, the learner never waits for it.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+import torch
+import zmq
+
+from core.net import make_socket
+from wire import protocol
+from wire.protocol import Kind
+
+
+def to_device(tree, device: torch.device):
+    """numpy (nested dict) -> torch on device; host buffers are pinned first so the copy is asynchronous."""
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    t = torch.from_numpy(np.ascontiguousarray(tree))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+class BatchFetcher:
+    def __init__(self, ctx: zmq.Context, address: str, batch_size: int, prefetch: int, device: torch.device,
+                 sender: str = "learner"):
+        self.address, self.batch_size, self.prefetch, self.device = address, batch_size, prefetch, device
+        self.ctx, self.sender = ctx, sender
+        self.queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.env_steps = 0  # the replay service's count of stored env steps, from the newest batch
+        self.rejected = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-fetcher", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> "BatchFetcher":
+        self._thread.start()
+        return self
+
+    def get(self, timeout: float) -> dict | None:
+        """The next batch, or None if none arrived within `timeout` seconds."""
+        if self.error is not None:
+            raise RuntimeError("batch fetcher thread failed") from self.error
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # surfaced to the main thread by get()
+            self.error = e
+
+    def _loop(self) -> None:
+        sock = make_socket(self.ctx, zmq.DEALER)
+        sock.connect(self.address)
+        in_flight, seq = 0, 0
+        last_request = 0.0
+        while not self._stop.is_set():
+            # Keep requests in flight for every free slot of the queue; re-ask if nothing came back for a
+            # while (a restarted replay service forgets requests).
+            if in_flight + self.queue.qsize() < self.prefetch or time.time() - last_request > 30.0:
+                if time.time() - last_request > 30.0:
+                    in_flight = 0
+                seq += 1
+                protocol.send(sock, Kind.SAMPLE, sender=self.sender, seq=seq, meta={"batch_size": self.batch_size})
+                in_flight += 1
+                last_request = time.time()
+                continue
+            if not sock.poll(100):
+                continue
+            try:
+                _, msg = protocol.recv(sock, kinds={Kind.BATCH})
+            except protocol.ProtocolError:
+                self.rejected += 1
+                continue
+            in_flight = max(0, in_flight - 1)
+            last_request = time.time()
+            self.env_steps = int(msg.meta.get("env_steps", self.env_steps))
+            batch = to_device(msg.arrays, self.device)
+            while not self._stop.is_set():
+                try:
+                    self.queue.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        sock.close(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)

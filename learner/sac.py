@@ -1,0 +1,146 @@
+"""Soft Actor-Critic with a Q ensemble (REDQ-style targets), one learner step per call.
+
+Read `SAC.update` top to bottom: critic updates on each batch, then one actor
+and one temperature update, then Polyak averaging of the targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from policies.sac_agent import SACAgent
+
+
+@dataclass
+class SACConfig:
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak averaging rate of the target networks
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    num_q: int = 2  # Q heads in the ensemble
+    num_min_q: int = 2  # target = min over a random subset of this many heads
+    critic_actor_ratio: int = 1  # critic updates (each on its own batch) per actor update
+    actor_q: str = "mean"  # how the actor loss combines the heads: "mean" | "min"
+    init_temperature: float = 1.0
+    target_entropy: Optional[float] = None  # None = -action_dim
+    backup_entropy: bool = True  # subtract alpha*log pi in the critic target
+    max_grad_norm: float = 0.0  # 0 = no clipping
+    augment_pad: int = 4  # DrQ random shift (images only)
+
+
+def _inverse_softplus(x: float) -> float:
+    return float(torch.log(torch.expm1(torch.tensor(x))))
+
+
+class SAC:
+    """The SAC update. `batches` are dicts of tensors already on the learner's device."""
+
+    def __init__(self, agent: SACAgent, action_dim: int, cfg: SACConfig, device: torch.device):
+        self.agent, self.cfg, self.device = agent, cfg, device
+        self.target_entropy = -float(action_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        # alpha = softplus(raw): always positive, and gradients do not vanish near zero as with exp.
+        self.raw_alpha = torch.tensor(_inverse_softplus(cfg.init_temperature), device=device, requires_grad=True)
+        trainable_encoder = [p for p in agent.encoder.parameters() if p.requires_grad]
+        self.critic_opt = torch.optim.Adam(list(agent.critic.parameters()) + trainable_encoder, lr=cfg.critic_lr)
+        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr)
+        self.alpha_opt = torch.optim.Adam([self.raw_alpha], lr=cfg.temperature_lr)
+        self.skipped_updates = 0  # updates dropped because a loss or gradient was not finite
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return F.softplus(self.raw_alpha)
+
+    def update(self, batches: list[dict]) -> dict[str, float]:
+        """One learner step: len(batches) critic updates, then one actor and one temperature update."""
+        cfg, agent = self.cfg, self.agent
+        metrics: dict[str, float] = {}
+        for batch in batches:
+            obs, next_obs = self._augment(batch["obs"]), self._augment(batch["next_obs"])
+            pre, next_pre = agent.encoder.precompute(obs), agent.encoder.precompute(next_obs)
+
+            # Critic: regress every head on r + gamma * (min over a random subset of target heads).
+            with torch.no_grad():
+                next_action, next_logp = agent.actor(agent.encoder(next_obs, next_pre))
+                subset = torch.randperm(cfg.num_q, device=self.device)[: cfg.num_min_q]
+                next_q = agent.target_critic(agent.target_encoder(next_obs, next_pre), next_action)[subset].min(0).values
+                if cfg.backup_entropy:
+                    next_q = next_q - self.alpha * next_logp
+                not_done = 1.0 - batch["terminated"].float()  # truncation still bootstraps
+                target = batch["reward"].float() + cfg.gamma * not_done * next_q
+            q = agent.critic(agent.encoder(obs, pre), batch["action"].float())
+            critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+            metrics["train/critic/grad_norm"] = self._step(self.critic_opt, critic_loss)
+            metrics["train/critic/q_loss"] = critic_loss.item()
+            metrics["train/critic/q_mean"] = q.mean().item()
+
+        # Actor: maximise Q - alpha * log pi on the last batch, with features detached from the encoder.
+        features = agent.encoder(obs, pre).detach()
+        action, logp = agent.actor(features)
+        q_pi = agent.critic(features, action)
+        q_pi = q_pi.mean(0) if cfg.actor_q == "mean" else q_pi.min(0).values
+        actor_loss = (self.alpha.detach() * logp - q_pi).mean()
+        metrics["train/actor/grad_norm"] = self._step(self.actor_opt, actor_loss)
+        metrics["train/actor/policy_loss"] = actor_loss.item()
+        metrics["train/actor/entropy"] = -logp.mean().item()
+
+        # Temperature: move the policy's entropy toward the target entropy.
+        alpha_loss = (self.alpha * (-logp.detach() - self.target_entropy)).mean()
+        self._step(self.alpha_opt, alpha_loss)
+        metrics["train/alpha"] = self.alpha.item()
+
+        self._polyak(agent.critic, agent.target_critic)
+        self._polyak(agent.encoder, agent.target_encoder)
+        metrics["train/skipped_updates"] = float(self.skipped_updates)
+        return metrics
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+        """Backward and step, unless the loss or the gradient is NaN/Inf: then skip, count and keep the weights."""
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped_updates += 1
+            return float("nan")
+        loss.backward()
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if not torch.isfinite(norm):
+            self.skipped_updates += 1
+            optimizer.zero_grad(set_to_none=True)
+            return float("nan")
+        optimizer.step()
+        return norm.item()
+
+    @torch.no_grad()
+    def _polyak(self, online: torch.nn.Module, target: torch.nn.Module) -> None:
+        online_params = [p for p in online.parameters() if p.requires_grad]
+        target_params = [t for p, t in zip(online.parameters(), target.parameters()) if p.requires_grad]
+        if online_params:
+            torch._foreach_lerp_(target_params, online_params, self.cfg.tau)
+
+    def _augment(self, obs):
+        """DrQ random shift of every uint8 image in a dict observation; vectors pass through."""
+        if not isinstance(obs, dict) or self.cfg.augment_pad <= 0:
+            return obs
+        from learner.augment import random_shift
+
+        return {k: random_shift(v, pad=self.cfg.augment_pad) if v.dtype == torch.uint8 and v.dim() == 4 else v
+                for k, v in obs.items()}
+
+    def state_dict(self) -> dict:
+        return {"agent": self.agent.state_dict(), "raw_alpha": self.raw_alpha.detach().clone(),
+                "critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "alpha_opt": self.alpha_opt.state_dict(), "skipped_updates": self.skipped_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        with torch.no_grad():
+            self.raw_alpha.copy_(state["raw_alpha"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.skipped_updates = int(state["skipped_updates"])

@@ -1,0 +1,79 @@
+"""Network heads shared by the algorithms: MLPs, a tanh-squashed Gaussian actor, a Q ensemble."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, layer_norm: bool = False,
+        activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> activation, per hidden size; then an optional linear output layer."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(dim, h))
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(activation())
+        dim = h
+    if out_dim is not None:
+        layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a|s) = tanh(N(mu(s), sigma(s))): actions in [-1, 1] with a tractable log-probability."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int],
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, layer_norm: bool = True,
+                 activation: str = "tanh"):
+        super().__init__()
+        self.trunk = mlp(feature_dim, hidden, None, layer_norm=layer_norm, activation=activation_class(activation))
+        self.mean = nn.Linear(hidden[-1], action_dim)
+        self.log_std = nn.Linear(hidden[-1], action_dim)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, features: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (action, log_prob); log_prob is that of the squashed sample (zeros when deterministic)."""
+        h = self.trunk(features)
+        mean = self.mean(h)
+        if deterministic:
+            return torch.tanh(mean), torch.zeros(mean.shape[0], device=mean.device)
+        # Bounded log-std (soft clamp) keeps the Gaussian from collapsing or exploding early on.
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(self.log_std(h)) + 1)
+        std = log_std.exp()
+        u = mean + std * torch.randn_like(mean)
+        action = torch.tanh(u)
+        # log N(u) - sum log(1 - tanh(u)^2), the latter written in a numerically stable form.
+        log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return action, log_prob
+
+
+class QEnsemble(nn.Module):
+    """E independent Q(s, a) heads evaluated in one batched pass; returns [E, B]."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], num_heads: int,
+                 layer_norm: bool = True, activation: str = "tanh"):
+        super().__init__()
+        act = activation_class(activation)
+        self.heads = nn.ModuleList(
+            mlp(feature_dim + action_dim, hidden, 1, layer_norm=layer_norm, activation=act) for _ in range(num_heads)
+        )
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([features, action], dim=-1)
+        return torch.stack([head(x).squeeze(-1) for head in self.heads])

@@ -1,0 +1,75 @@
+"""The networks of a SAC agent, and the acting policy that actors run."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from core.roles import Policy
+from policies.build import build_encoder
+from policies.networks import QEnsemble, TanhGaussianActor
+
+
+class SACAgent(nn.Module):
+    """Encoder + actor + Q ensemble, plus target copies of the encoder and the critic.
+
+    One encoder serves actor and critic. It is trained through the critic loss
+    only: the actor reads detached features (as in SERL and DrQ), so the actor's
+    objective cannot drag the representation toward over-estimated Q values.
+    """
+
+    def __init__(self, obs_space: gym.Space, action_dim: int, policy_cfg: DictConfig, num_q: int, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoder = build_encoder(policy_cfg.encoder, obs_space, seed=seed)
+        hidden = list(policy_cfg.hidden)
+        style = {"layer_norm": policy_cfg.layer_norm, "activation": policy_cfg.activation}
+        self.actor = TanhGaussianActor(self.encoder.out_dim, action_dim, hidden,
+                                       policy_cfg.log_std_min, policy_cfg.log_std_max, **style)
+        self.critic = QEnsemble(self.encoder.out_dim, action_dim, hidden, num_q, **style)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+
+    def acting_weights(self) -> dict[str, torch.Tensor]:
+        """What an actor needs to act: encoder and actor parameters and buffers."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("encoder.", "actor."))}
+
+
+class SACPolicy(Policy):
+    """The acting half of a SAC agent, on the actor's own device."""
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, policy_cfg: DictConfig, device: str,
+                 seed: int = 0):
+        action_dim = int(np.prod(action_space.shape))
+        agent = SACAgent(obs_space, action_dim, policy_cfg, num_q=1, seed=seed)
+        # Only the acting parts live in the actor process.
+        self.encoder = agent.encoder.to(device).eval()
+        self.actor = agent.actor.to(device).eval()
+        self.device = torch.device(device)
+        self.generator_seed = seed
+
+    @torch.no_grad()
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        obs_t = to_tensors(obs, self.device)
+        features = self.encoder(obs_t, self.encoder.precompute(obs_t))
+        action, _ = self.actor(features, deterministic=deterministic)
+        return action.float().cpu().numpy()
+
+    def load_weights(self, weights: dict) -> None:
+        for prefix, module in (("encoder.", self.encoder), ("actor.", self.actor)):
+            state = {k[len(prefix):]: torch.as_tensor(np.asarray(v)) for k, v in weights.items() if k.startswith(prefix)}
+            missing, unexpected = module.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"weights do not fit the {prefix[:-1]}: missing {missing}, unexpected {unexpected}")
+
+
+def to_tensors(obs: Any, device: torch.device) -> Any:
+    """numpy array or dict of arrays -> tensors on `device` (uint8 images stay uint8 until the encoder)."""
+    if isinstance(obs, dict):
+        return {k: to_tensors(v, device) for k, v in obs.items()}
+    return torch.as_tensor(np.asarray(obs), device=device)
