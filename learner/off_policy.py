@@ -18,37 +18,10 @@ from envs import make_vector_env
 from learner.batch_fetcher import BatchFetcher
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.sac import SAC, SACConfig
+from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
 from wire import protocol
 from wire.protocol import Kind
-
-
-class WeightsPublisher:
-    """PUB socket for versioned weights; republishes the newest now and then for actors that join late."""
-
-    def __init__(self, ctx: zmq.Context, address: str):
-        self.sock = make_socket(ctx, zmq.PUB, hwm=2)
-        self.sock.bind(address)
-        self.version = 0
-        self._last: tuple[dict, dict] | None = None
-        self._last_time = 0.0
-
-    def publish(self, weights: dict, meta: dict) -> None:
-        self.version += 1
-        self._last = (weights, meta)
-        self._send()
-
-    def republish_if_stale(self, every_s: float = 2.0) -> None:
-        if self._last is not None and time.time() - self._last_time > every_s:
-            self._send()
-
-    def _send(self) -> None:
-        weights, meta = self._last
-        protocol.send(self.sock, Kind.WEIGHTS, weights, sender="learner", policy_version=self.version, meta=meta)
-        self._last_time = time.time()
-
-    def close(self) -> None:
-        self.sock.close(linger=1000)
 
 
 class OffPolicyLearner(Learner):
