@@ -55,7 +55,7 @@ class ChunkedActor(Actor):
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
                                    self.device, seed=cfg.runner.seed + index)
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
-        self.replay = make_socket(self.rt.ctx, zmq.DEALER)
+        self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
         self.replay.connect(endpoint(cfg, "replay_actors", bind=False))
         self.rng = np.random.default_rng(cfg.runner.seed * 1000 + index)
         self.credits = 0

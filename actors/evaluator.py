@@ -38,8 +38,9 @@ def run_episodes(env, policy, episodes: int, seed: int, deterministic: bool = Tr
                 successes.append(bool(info["episode_success"][b]))
             done_count[b] += 1
     metrics = {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-               "eval/episode_len": float(np.mean(lengths)), "eval/success_rate": float(np.mean(successes)),
-               "eval/episodes": len(returns)}
+               "eval/episode_len": float(np.mean(lengths)), "eval/episodes": len(returns)}
+    if getattr(env, "reports_success", True):
+        metrics["eval/success_rate"] = float(np.mean(successes))
     return metrics, frames
 
 
@@ -68,8 +69,9 @@ class Evaluator:
 
             video = Path(self.cfg.runner.run_dir) / "videos" / f"eval_{self.weights.updates:08d}.mp4"
             save_video(frames, video, fps=10)
-        self.log.info(f"eval after {self.weights.updates:,} updates: return {metrics['eval/return_mean']:.1f}, "
-                      f"success {metrics['eval/success_rate']:.2f} ({metrics['eval/wall_s']:.1f} s)")
+        success = f", success {metrics['eval/success_rate']:.2f}" if "eval/success_rate" in metrics else ""
+        self.log.info(f"eval after {self.weights.updates:,} updates: return {metrics['eval/return_mean']:.1f}"
+                      f"{success} ({metrics['eval/wall_s']:.1f} s)")
         self.rt.report(scalars=metrics, eval_updates=self.weights.updates, final=final,
                        video=str(video) if video else None)
 

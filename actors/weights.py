@@ -11,7 +11,7 @@ from wire.protocol import Kind
 class WeightsSubscriber:
     def __init__(self, ctx: zmq.Context, address: str):
         # A small receive queue: an actor that fell behind skips stale versions instead of queueing them.
-        self.sock = make_socket(ctx, zmq.SUB, hwm=2)
+        self.sock = make_socket(ctx, zmq.SUB, hwm=2, curve="client")
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(address)
         self.version = 0

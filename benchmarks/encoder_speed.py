@@ -66,10 +66,11 @@ def main() -> None:
     frozen = VisionEncoder(obs_space, VisionEncoderConfig(channels_last=args.channels_last)).to(device)
     trainable = VisionEncoder(obs_space, VisionEncoderConfig(trainable=True, channels_last=args.channels_last)).to(device)
     if args.compile:
-        # Module.compile() compiles in place, so parameter names stay as they are.
-        frozen.backbone.compile()
+        # Module.compile() compiles in place, so parameter names stay as they are. Fixed
+        # shapes (dynamic=False): the frozen backbone sees 2x the batch (both cameras).
+        frozen.backbone.compile(dynamic=False)
         for module in (*trainable.backbones.values(), *frozen.image_heads.values(), *trainable.image_heads.values()):
-            module.compile()
+            module.compile(dynamic=False)
     with autocast:
         precomputed = frozen.precompute(obs)
 

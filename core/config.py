@@ -13,7 +13,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -98,6 +98,7 @@ class ReplayConfig:
     prefetch: int = 4  # batch requests the learner keeps in flight
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     heartbeat_timeout_s: float = 10.0  # an actor silent this long is considered gone
+    rollout_timeout_s: float = 60.0  # on-policy: after the first actor's rollout, how long to wait for the others
     snapshot_every_s: float = 0.0  # 0 = no periodic buffer snapshots
 
 
@@ -133,6 +134,29 @@ class NetworkConfig:
     host: str = "127.0.0.1"  # address the services bind to / connect to
     transport: str = "tcp"  # "tcp" | "ipc"
     ports: dict = field(default_factory=dict)  # filled by the launcher: role endpoint -> port
+    # Filled by the launcher when roles run on several hosts (from launch.placement): endpoint owner
+    # (replay, learner, launcher) -> the address the other hosts connect to. Empty: everything on this host.
+    hosts: dict = field(default_factory=dict)
+
+
+@dataclass
+class ActorHostGroup:
+    """Some of the run's actors, on one host."""
+
+    host: str = ""  # a host of launch.hosts_file (ssh), a Ray node address (ray); "" = the launcher's machine
+    count: int = 1
+    devices: list = field(default_factory=list)  # actor j of the group uses devices[j % len]; empty = actor.device
+
+
+@dataclass
+class PlacementConfig:
+    """Which host runs each role, and the device each actor is pinned to; one description for every launch mode."""
+
+    replay: str = ""  # host names as in ActorHostGroup.host; "" = the launcher's machine
+    learner: str = ""
+    evaluator: str = ""
+    actors: List[ActorHostGroup] = field(default_factory=list)  # empty: actor.num_actors here, on actor.devices
+    launcher_host: str = ""  # how the other hosts reach the launcher: a host of the hosts file or an address
 
 
 @dataclass
@@ -141,6 +165,20 @@ class LaunchConfig:
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
     restart_backoff_s: float = 1.0
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    hosts_file: Optional[str] = None  # ssh: YAML describing how to reach each host (see docs/launch.md)
+    tmux_session: str = ""  # tmux: session name; "" = zarl-<run directory name>
+    ray_address: str = ""  # ray: "" = a private Ray instance on this machine; "auto" or "HOST:PORT" = a cluster
+    ray_cpus_per_role: float = 1.0  # ray: CPUs each role process reserves from Ray's scheduler
+
+
+@dataclass
+class SecurityConfig:
+    """CurveZMQ on every socket of the run: peers authenticate with key pairs and all traffic is encrypted."""
+
+    curve: bool = False
+    keys_dir: str = ""  # "" = <run_dir>/keys, made by the launcher for this run (python -m launch.keys DIR makes one)
+    client: str = "client"  # the key pair roles' client sockets use: <keys_dir>/clients/<client>.key_secret
 
 
 @dataclass
@@ -161,6 +199,7 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 class ConfigError(ValueError):
@@ -261,6 +300,10 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
     need(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
     need(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
+    need(cfg.launch.mode != "ssh" or bool(cfg.launch.hosts_file),
+         "launch.mode=ssh needs launch.hosts_file=PATH (a YAML file saying how to reach each host)")
+    for i, group in enumerate(cfg.launch.placement.actors):
+        need(group.count >= 1, f"launch.placement.actors[{i}].count must be >= 1")
     need(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
     need(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import zmq
 from omegaconf import DictConfig
 
+from core import security
+
 ENDPOINT_OWNERS = {
     "replay_actors": "replay",
     "replay_learner": "replay",
@@ -51,9 +53,14 @@ def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
     return f"tcp://{owner_host}:{port}"
 
 
-def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 0, linger_ms: int = 0) -> zmq.Socket:
+def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 0, linger_ms: int = 0,
+                curve: str | None = None) -> zmq.Socket:
+    """A socket with the project's options. `curve` is the socket's side under CurveZMQ: "server" for a
+    socket that binds, "client" for one that connects; it matters only on a context that
+    core.security.secure_context secured (security.curve=true), where it is required."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    security.configure_socket(sock, curve)
     if hwm:
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)

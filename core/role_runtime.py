@@ -9,6 +9,7 @@ import time
 import zmq
 from omegaconf import DictConfig
 
+from core import security
 from core.log import get_logger
 from core.net import endpoint, make_socket
 from wire import protocol
@@ -19,11 +20,12 @@ class RoleRuntime:
         self.cfg, self.role, self.sender = cfg, role, sender
         self.log = get_logger(sender)
         self.ctx = zmq.Context.instance()
+        security.secure_context(self.ctx, cfg, self.log)  # CurveZMQ on every socket when security.curve=true
         self._stop_reason: str | None = None
-        self.control = make_socket(self.ctx, zmq.SUB)
+        self.control = make_socket(self.ctx, zmq.SUB, curve="client")
         self.control.setsockopt(zmq.SUBSCRIBE, b"")
         self.control.connect(endpoint(cfg, "control", bind=False))
-        self.stats = make_socket(self.ctx, zmq.PUSH, hwm=100)
+        self.stats = make_socket(self.ctx, zmq.PUSH, hwm=100, curve="client")
         self.stats.connect(endpoint(cfg, "stats", bind=False))
         self.stats_seq = 0
         self.stats_dropped = 0

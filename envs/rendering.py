@@ -6,8 +6,12 @@ chosen before either import: ``envs/franka/__init__.py`` calls :func:`choose_gl_
 imports anything that imports mujoco. The rule:
 
 * the user's ``MUJOCO_GL``, if set, always wins;
-* otherwise ``egl`` when an NVIDIA GPU is visible (hardware-accelerated, no X server needed);
-* otherwise ``osmesa`` (software rendering on the CPU; Debian package ``libosmesa6``).
+* otherwise ``egl`` when an NVIDIA GPU is visible and libEGL loads (hardware-accelerated, no X
+  server; Debian/Ubuntu packages ``libegl1 libopengl0`` beside the NVIDIA driver);
+* otherwise ``osmesa`` when libOSMesa loads (software rendering on the CPU; ``libosmesa6``);
+* otherwise ``disable``: ``import mujoco`` and the state envs still work, and rendering raises
+  an error that names the packages to install. (With ``MUJOCO_GL=egl`` and no libEGL, ``import
+  mujoco`` itself fails, which would take the state envs down with it.)
 
 :class:`OffscreenRenderer` creates its GL context from the chosen backend's own module
 (``mujoco.egl`` / ``mujoco.osmesa``) rather than through ``mujoco.Renderer``, so it still works if
@@ -18,6 +22,7 @@ shadows, reflections and multisampling cost about 10x on a CPU, so they are off 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import pathlib
 import shutil
@@ -28,6 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 
 HEADLESS_BACKENDS = ("egl", "osmesa")
+# Shared-library file names to try, newest first; dlopen searches LD_LIBRARY_PATH too.
+_LIBRARY_NAMES = {
+    "egl": ("libEGL.so.1", "libEGL.so"),
+    "osmesa": ("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so"),
+}
+MISSING_GL_HELP = ("no headless OpenGL library could be loaded: install the Debian/Ubuntu packages "
+                   "'libegl1 libopengl0' (NVIDIA GPU, with its driver) or 'libosmesa6' (CPU), "
+                   "or set MUJOCO_GL")
 
 # Renderers still open. They are closed at exit, while PyOpenGL still works: left to the garbage
 # collector during interpreter shutdown, freeing a GL context raises noisy errors.
@@ -54,6 +67,17 @@ def nvidia_gpu_present() -> bool:
     return result.returncode == 0 and b"GPU" in result.stdout
 
 
+def gl_library_loadable(backend: str) -> bool:
+    """True when the shared library behind ``backend`` ("egl" or "osmesa") can be opened."""
+    for name in _LIBRARY_NAMES[backend]:
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def choose_gl_backend() -> str:
     """Set ``MUJOCO_GL`` (and a matching ``PYOPENGL_PLATFORM``) unless the user already did; return it.
 
@@ -62,7 +86,12 @@ def choose_gl_backend() -> str:
     """
     backend = os.environ.get("MUJOCO_GL", "").strip().lower()
     if not backend:
-        backend = "egl" if nvidia_gpu_present() else "osmesa"
+        if nvidia_gpu_present() and gl_library_loadable("egl"):
+            backend = "egl"
+        elif gl_library_loadable("osmesa"):
+            backend = "osmesa"
+        else:
+            backend = "disable"
         os.environ["MUJOCO_GL"] = backend
     if backend in HEADLESS_BACKENDS:
         # PyOpenGL must talk to the same library as MuJoCo's context, or every GL call fails.
@@ -77,6 +106,8 @@ def _gl_context_class(backend: str):
         from mujoco.osmesa import GLContext
     elif backend in ("glfw", "glx", "enable", "enabled", "on", "true", "1"):
         from mujoco.glfw import GLContext  # needs a display
+    elif backend in ("disable", "disabled", "off", "false", "0"):
+        raise RuntimeError(f"cannot render with MUJOCO_GL={backend!r}: {MISSING_GL_HELP}")
     else:
         raise ValueError(f"unknown MUJOCO_GL backend {backend!r}; use one of egl, osmesa, glfw")
     return GLContext
@@ -93,7 +124,8 @@ class RenderOptions:
     multisamples: int = 0  # offscreen anti-aliasing samples per pixel; 0 = off
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.width, int) and isinstance(self.height, int)) or self.width < 1 or self.height < 1:
+        sizes = (self.width, self.height)
+        if not all(isinstance(size, int) and size >= 1 for size in sizes):
             raise ValueError(f"render size must be positive integers, got {self.width}x{self.height}")
         if not isinstance(self.multisamples, int) or self.multisamples < 0:
             raise ValueError(f"multisamples must be an integer >= 0, got {self.multisamples!r}")

@@ -57,6 +57,7 @@ class SyncVectorEnv(Env):
         self._returns = np.zeros(self.num_envs, np.float64)
         self._lengths = np.zeros(self.num_envs, np.int64)
         self._success_once = np.zeros(self.num_envs, bool)
+        self.reports_success = False  # becomes True once an env's info carries a success flag
 
     def reset(self, seed: int | None = None) -> Any:
         obs = []
@@ -93,7 +94,9 @@ class SyncVectorEnv(Env):
         for i, env in enumerate(self.envs):
             o, r, term, trunc, info = env.step(self._to_env_action(actions[i]))
             rewards[i], terminated[i], truncated[i] = r, term, trunc
-            success[i] = bool(info.get("success", info.get("is_success", False)))
+            if "success" in info or "is_success" in info:
+                self.reports_success = True
+                success[i] = bool(info.get("success", info.get("is_success")))
             self._returns[i] += r
             self._lengths[i] += 1
             self._success_once[i] |= success[i]

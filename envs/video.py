@@ -29,7 +29,8 @@ def save_video(frames: Iterable[np.ndarray], path: str | pathlib.Path, fps: floa
         for frame in frames:
             frame = np.asarray(frame)
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"frame {count} must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+                raise ValueError(f"frame {count} must be (H, W, 3) uint8, "
+                                 f"got {frame.shape} {frame.dtype}")
             if shape is None:
                 shape = frame.shape
                 # macro_block_size=1 stops imageio from rescaling to multiples of 16 with a warning.

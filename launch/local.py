@@ -23,11 +23,15 @@ from pathlib import Path
 import zmq
 from omegaconf import DictConfig
 
-from core.config import load_config, save_config
+from core import security
+from core.config import ConfigError, load_config, save_config
 from core.log import get_logger
 from core.net import assign_ports
+from launch import placement
+from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
-from launch.processes import RoleProcess, role_command, role_env
+from launch.placement import ProcessPlacement
+from launch.processes import RoleProcess, role_command
 
 log = get_logger("launcher")
 
@@ -62,20 +66,56 @@ def role_names(cfg: DictConfig) -> list[tuple[str, str, int]]:
     return names
 
 
-class LocalLauncher:
+class Launcher:
+    """What every launch mode shares: the placement, the monitor in this process, the watch loop that
+    restarts crashed actors, the stop sequence and summary.json.
+
+    A mode says how one process is started (`start_process`, which returns a handle with poll(),
+    signal(sig), wait_output(), pid and tail), and may ask about its processes in `refresh` (tmux does),
+    prepare hosts in `before_start` (ssh does) and clean up in `after_stop`.
+    """
+
+    mode = "local"
+
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.run_dir = Path(cfg.runner.run_dir)
-        self.ctx = zmq.Context.instance()
+        self.placements: dict[str, ProcessPlacement] = {p.name: p for p in self.place()}
+        ensure_run_keys(cfg)
+        save_config(cfg, self.run_dir / "config.yaml")  # what every role reads, placement included
+        self.ctx = zmq.Context()
+        security.secure_context(self.ctx, cfg, log)
         self.monitor = Monitor(cfg, self.ctx)
-        self.procs: dict[str, RoleProcess] = {}
+        self.procs: dict = {}
         self.restarts: dict[str, int] = {}
         self.exit_codes: dict[str, int | None] = {}
         self._interrupted: str | None = None
 
-    def _start(self, name: str, role: str, index: int) -> None:
-        self.procs[name] = RoleProcess(name, role_command(role, self.cfg.runner.run_dir, index),
-                                       role_env(self.cfg, role, index), self.run_dir / "logs")
+    # -- what a launch mode provides ----------------------------------------------------------------
+    def place(self) -> list[ProcessPlacement]:
+        """Where each process goes; this default runs every process on this machine."""
+        processes = placement.plan(self.cfg)
+        if not placement.is_single_host(processes):
+            raise ConfigError(f"launch.mode={self.mode} runs every process on this machine, but the placement "
+                              f"names other hosts ({placement.describe(processes)}); use launch.mode=ssh or ray")
+        placement.write_actor_devices(self.cfg, processes)
+        return processes
+
+    def start_process(self, p: ProcessPlacement):
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        """Learn what happened to the processes, for modes that must ask (called every loop turn)."""
+
+    def before_start(self) -> None:
+        """Prepare before the first process starts."""
+
+    def after_stop(self) -> None:
+        """Clean up after every process is gone."""
+
+    # -- shared -------------------------------------------------------------------------------------
+    def _start(self, name: str) -> None:
+        self.procs[name] = self.start_process(self.placements[name])
 
     def _on_signal(self, signum, frame) -> None:
         self._interrupted = signal.Signals(signum).name
@@ -98,7 +138,7 @@ class LocalLauncher:
                 self.restarts[name] = self.restarts.get(name, 0) + 1
                 time.sleep(self.cfg.launch.restart_backoff_s * self.restarts[name])
                 log.info(f"restarting {name} (restart {self.restarts[name]} of {self.cfg.launch.restart_actors})")
-                self._start(name, "actor", int(name.split("-")[1]))
+                self._start(name)
                 continue
             self.exit_codes[name] = code
             if not name.startswith("actor-"):
@@ -114,12 +154,20 @@ class LocalLauncher:
         cfg = self.cfg
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log.info(f"run directory: {self.run_dir}")
-        for name, role, index in role_names(cfg):
-            self._start(name, role, index)
-        log.info(f"started {len(self.procs)} processes: " + ", ".join(f"{n} (pid {p.pid})" for n, p in self.procs.items()))
         reason, failed = None, False
+        try:
+            self.before_start()
+            for name in self.placements:
+                self._start(name)
+        except Exception as e:  # a host that cannot be reached, a tmux that cannot start: stop what started
+            log.error(f"could not start the run: {e}")
+            reason, failed = f"start failed: {e}", True
+        if reason is None:
+            log.info(f"started {len(self.procs)} processes: "
+                     + ", ".join(f"{n} (pid {p.pid})" for n, p in self.procs.items()))
         while reason is None:
             self.monitor.poll(100)
+            self.refresh()
             if self._interrupted:
                 reason = f"{self._interrupted} received"
             elif self.monitor.env_steps >= cfg.runner.max_env_steps:
@@ -131,12 +179,19 @@ class LocalLauncher:
                 if failure:
                     reason, failed = failure, True
         self._shutdown(reason)
+        self.after_stop()
         for s, h in previous.items():
             signal.signal(s, h)
         summary = self.monitor.summary(self.exit_codes, describe_device(cfg))
         summary["stop_reason"] = reason
         summary["actor_restarts"] = dict(self.restarts)
+        summary["launch_mode"] = self.mode
+        summary["placement"] = {n: p.host or "local" for n, p in self.placements.items()}
+        if cfg.security.curve:
+            summary["refused_connections"] = security.refused_connections(self.ctx)
         self.monitor.close(summary)
+        security.release(self.ctx)
+        self.ctx.destroy(linger=0)
         log.info(f"summary: {self.run_dir / 'summary.json'} (eval return {summary['eval/return_mean']}, "
                  f"success {summary['eval/success_rate']}, {summary['wall_s']:.0f} s)")
         bad = {n: c for n, c in self.exit_codes.items() if c not in (0, None)}
@@ -152,6 +207,7 @@ class LocalLauncher:
         terminated = False
         while time.time() < deadline:
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)
+            self.refresh()
             alive = [n for n, p in self.procs.items() if p.poll() is None]
             if not alive:
                 break
@@ -165,10 +221,26 @@ class LocalLauncher:
             if proc.poll() is None:
                 log.warning(f"{name} did not stop in time: killing it")
                 proc.signal(signal.SIGKILL)
-                proc.proc.wait()
+                self._wait_gone(proc)
             proc.wait_output()
             self.exit_codes.setdefault(name, proc.poll())
         self.monitor.poll(0)
+
+    def _wait_gone(self, proc, timeout: float = 5.0) -> None:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            self.refresh()
+
+
+class LocalLauncher(Launcher):
+    """Every role as a child process of the launcher, its output prefixed on the console and in logs/."""
+
+    mode = "local"
+
+    def start_process(self, p: ProcessPlacement) -> RoleProcess:
+        return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index),
+                           placement.local_env(self.cfg, p), self.run_dir / "logs")
 
 
 def launch(preset: str, overrides: list[str]) -> int:

@@ -75,7 +75,7 @@ class MetricSinks:
             for k, v in summary.items():
                 if isinstance(v, (int, float, str)):
                     self.wandb_run.summary[k] = v
-            self.wandb_run.finish(quiet=True)
+            self.wandb_run.finish()
 
 
 class Monitor:
@@ -83,9 +83,9 @@ class Monitor:
         self.cfg = cfg
         self.run_dir = Path(cfg.runner.run_dir)
         self.log = get_logger("monitor")
-        self.stats = make_socket(ctx, zmq.PULL)
+        self.stats = make_socket(ctx, zmq.PULL, curve="server")
         self.stats.bind(endpoint(cfg, "stats", bind=True))
-        self.control = make_socket(ctx, zmq.PUB)
+        self.control = make_socket(ctx, zmq.PUB, curve="server")
         self.control.bind(endpoint(cfg, "control", bind=True))
         self.rejects = protocol.RejectCounter(self.log, "stats socket")
         self.sinks = MetricSinks(cfg, self.run_dir)
@@ -96,6 +96,7 @@ class Monitor:
         self.evals: list[dict] = []
         self.final_eval: dict | None = None
         self.device: dict[str, str] = {}
+        self.reports: dict[str, dict] = {}  # sender -> its newest report (for tests and the summary)
         self._last_row = (self.start, 0, 0)
         self._last_console = 0.0
 
@@ -131,6 +132,7 @@ class Monitor:
 
     def _on_report(self, msg: protocol.Message) -> None:
         meta = msg.meta
+        self.reports[msg.sender] = meta
         if meta.get("counters"):
             self.counters[msg.sender] = meta["counters"]
         if meta.get("device"):
@@ -177,7 +179,8 @@ class Monitor:
             parts.append(f"return {row['env/return']:.1f}")
         if self.evals:
             last = self.evals[-1]
-            parts.append(f"eval {last['eval/return_mean']:.1f} (success {last['eval/success_rate']:.2f})")
+            success = f" (success {last['eval/success_rate']:.2f})" if "eval/success_rate" in last else ""
+            parts.append(f"eval {last['eval/return_mean']:.1f}{success}")
         waiting = self.scalars.get("replay/actors_waiting", 0)
         if waiting:
             parts.append(f"{int(waiting)} actor(s) waiting for the learner")
@@ -198,8 +201,8 @@ class Monitor:
             "eval/success_rate": last_eval.get("eval/success_rate"),
             "eval/episodes": last_eval.get("eval/episodes"),
             "eval/best_return_mean": max((e["eval/return_mean"] for e in self.evals), default=None),
-            "evals": [{k: e[k] for k in ("wall_s", "env_steps", "eval_updates", "eval/return_mean",
-                                         "eval/success_rate")} for e in self.evals],
+            "evals": [{k: e.get(k) for k in ("wall_s", "env_steps", "eval_updates", "eval/return_mean",
+                                             "eval/success_rate")} for e in self.evals],
             "device": device,
             "num_actors": int(self.cfg.actor.num_actors),
             "exit_codes": exit_codes,

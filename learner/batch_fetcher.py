@@ -62,7 +62,7 @@ class BatchFetcher:
             self.error = e
 
     def _loop(self) -> None:
-        sock = make_socket(self.ctx, zmq.DEALER)
+        sock = make_socket(self.ctx, zmq.DEALER, curve="client")
         sock.connect(self.address)
         in_flight, seq = 0, 0
         last_request = 0.0

@@ -1,16 +1,137 @@
-"""Group Relative Policy Optimisation: critic-free advantages from groups of rollouts."""
+"""Group Relative Policy Optimisation: critic-free advantages from groups of rollouts.
+
+The actors run one episode per env; the envs of a group (``group_size`` consecutive envs of an
+actor) start from the same state. Each episode gets one score, its return (or, with
+``score: success``, whether it succeeded at any step); the advantage of every step of an episode
+is its score z-scored inside its group: (score - group mean) / group std. A group whose members
+all scored the same (all failed, all succeeded, or all reached the same return) says nothing about
+which actions were better, its advantages are all zero, so it is dropped from the update. The
+update is PPO's clipped surrogate with these advantages, and no value function.
+"""
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from learner.ppo import flat_obs, learning_rate, make_optimizer, take
+from policies.actor_critic import ActorCritic
+
+UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
 
 
 @dataclass
 class GRPOConfig:
     group_size: int = 8  # each reset state is repeated this many times
+    score: str = "return"  # what ranks the members of a group: "return" | "success" (succeeded at any step)
     clip: float = 0.2
     epochs: int = 4
     minibatch_size: int = 256
     lr: float = 3e-4
+    lr_schedule: str = "constant"  # "constant" | "linear" (to 0 at runner.max_env_steps)
+    weight_decay: float = 0.0
     max_grad_norm: float = 0.5
     entropy_coef: float = 0.0
-    filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded
+    filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded (all scores equal)
+
+
+def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores [num_envs] (consecutive envs form a group) -> (advantages [num_envs], keep [num_envs]).
+
+    advantage = (score - group mean) / group std (population std); 0 in groups whose scores are all
+    equal, which are not kept when `filter_uniform`.
+    """
+    if scores.ndim != 1 or len(scores) % group_size:
+        raise ValueError(f"{tuple(scores.shape)} scores do not split into groups of {group_size}")
+    grouped = scores.float().view(-1, group_size)
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, unbiased=False, keepdim=True)
+    uniform = (std < UNIFORM_STD).expand_as(grouped)
+    advantages = torch.where(uniform, torch.zeros_like(grouped), (grouped - mean) / std.clamp_min(UNIFORM_STD))
+    keep = ~uniform if filter_uniform else torch.ones_like(uniform)
+    return advantages.reshape(-1), keep.reshape(-1)
+
+
+class GRPO:
+    def __init__(self, model: ActorCritic, cfg: GRPOConfig, seed: int = 0):
+        if cfg.score not in ("return", "success"):
+            raise ValueError(f"grpo.score must be 'return' or 'success', not '{cfg.score}'")
+        self.model, self.cfg = model, cfg
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.gradient_steps = 0
+
+    @torch.no_grad()
+    def prepare(self, rollout: dict) -> tuple[dict, dict]:
+        """Episode rollout tensors -> flat tensors of the valid steps of kept groups, and the rollout's metrics."""
+        steps, envs = rollout["steps"], rollout["envs"]
+        scores = envs["episode_return"] if self.cfg.score == "return" else envs["episode_success"]
+        advantages, keep = group_advantages(scores, self.cfg.group_size, self.cfg.filter_uniform_groups)
+        n, t = steps["valid"].shape
+        mask = (steps["valid"] & keep[:, None]).reshape(-1)
+        data = {"obs": take(flat_obs(steps["obs"], n * t), mask),
+                "action": steps["action"].reshape(n * t, *steps["action"].shape[2:])[mask],
+                "log_prob": steps["log_prob"].reshape(-1)[mask],
+                "advantage": advantages[:, None].expand(n, t).reshape(-1)[mask]}
+        kept = advantages[keep]
+        metrics = {"grpo/groups": n // self.cfg.group_size, "grpo/groups_kept": int(keep.sum()) // self.cfg.group_size,
+                   "grpo/score_mean": scores.float().mean().item(), "grpo/steps_trained": int(mask.sum()),
+                   "rollout/rewards": steps["reward"][steps["valid"]].mean().item(),
+                   "rollout/advantages_mean": kept.mean().item() if len(kept) else 0.0,
+                   "rollout/advantages_max": kept.max().item() if len(kept) else 0.0,
+                   "rollout/advantages_min": kept.min().item() if len(kept) else 0.0}
+        return data, metrics
+
+    def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
+        """`epochs` passes of shuffled minibatches of the clipped surrogate with group advantages."""
+        cfg, model = self.cfg, self.model
+        lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        history = collections.defaultdict(list)
+        n, device = len(data["advantage"]), data["advantage"].device
+        for _ in range(cfg.epochs if n else 0):  # every group uniform: nothing to learn from this rollout
+            for idx in torch.randperm(n, generator=self.generator).to(device).split(cfg.minibatch_size):
+                dist = model.distribution(model.features(take(data["obs"], idx)))
+                advantage = data["advantage"][idx]
+
+                log_ratio = dist.log_prob(data["action"][idx]) - data["log_prob"][idx]
+                ratio = log_ratio.exp()
+                clipped_ratio = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
+                policy_loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
+                entropy = dist.entropy().mean()
+                loss = policy_loss - cfg.entropy_coef * entropy
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.gradient_steps += 1
+
+                with torch.no_grad():
+                    history["train/actor/policy_loss"].append(policy_loss)
+                    history["train/actor/approx_kl"].append(((ratio - 1) - log_ratio).mean())
+                    history["train/actor/clip_fraction"].append(((ratio - 1).abs() > cfg.clip).float().mean())
+                    history["train/actor/clipped_ratio"].append(clipped_ratio.mean())
+                    history["train/actor/grad_norm"].append(grad_norm)
+                    history["train/actor/entropy_loss"].append(entropy)
+        metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
+        metrics["train/actor/lr"] = lr
+        return metrics
+
+    def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
+        data, metrics = self.prepare(rollout)
+        return {**metrics, **self.update(data, progress)}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "gradient_steps": self.gradient_steps, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gradient_steps = int(state["gradient_steps"])
+        self.generator.set_state(state["generator"])

@@ -1,7 +1,27 @@
-"""Proximal Policy Optimisation: the update on one on-policy rollout."""
+"""Proximal Policy Optimisation: the update on one on-policy rollout.
+
+`PPO.prepare` turns a rollout (layout in replay/rollout_store.py) into flat training tensors:
+values of the rollout's states from the critic as it was when the actors acted, GAE advantages
+with time-outs bootstrapped (learner/gae.py). `PPO.update` is the clipped-surrogate update itself,
+CleanRL style: one function, top to bottom.
+
+Why the learner, not the actors, computes the values: the actors then carry only the policy (for
+pixel observations the critic is a whole second network), the values come from one large batched
+pass instead of one small pass per env step, and they are exactly the values of the weights the
+update starts from. The behaviour log-probabilities do come from the actors: they describe what
+actually chose the actions.
+"""
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learner.gae import compute_gae
+from policies.actor_critic import ActorCritic
 
 
 @dataclass
@@ -9,14 +29,160 @@ class PPOConfig:
     rollout_len: int = 200  # env steps per env per rollout
     gamma: float = 0.99
     gae_lambda: float = 0.95
-    clip: float = 0.2
-    value_clip: float = 0.2
+    clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
+    value_clip: float = 0.2  # new values kept within this distance of the rollout's values; 0 = no value clipping
     huber_delta: float = 10.0
     epochs: int = 8
     minibatch_size: int = 256
     lr: float = 3e-4
+    lr_schedule: str = "constant"  # "constant" | "linear" (to 0 at runner.max_env_steps)
     weight_decay: float = 0.01
     max_grad_norm: float = 0.5
     entropy_coef: float = 0.0
     value_coef: float = 0.5
-    normalize_advantages: bool = True
+    normalize_advantages: bool = True  # per minibatch
+    value_batch: int = 8192  # states per critic pass when computing the rollout's values
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; the Gaussian's log-std is not decayed (decay would pull the policy's std towards 1)."""
+    decayed = [p for n, p in model.named_parameters() if n != "log_std"]
+    rest = [p for n, p in model.named_parameters() if n == "log_std"]
+    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=1e-5)
+
+
+def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
+    if schedule == "constant":
+        return base_lr
+    if schedule == "linear":
+        return base_lr * max(0.0, 1.0 - progress)
+    raise ValueError(f"lr_schedule must be 'constant' or 'linear', not '{schedule}'")
+
+
+def flat_obs(obs, lead: int):
+    """[N, T, ...] (or a dict of them) -> [N*T, ...]."""
+    if isinstance(obs, dict):
+        return {k: flat_obs(v, lead) for k, v in obs.items()}
+    return obs.reshape(lead, *obs.shape[2:])
+
+
+def take(obs, idx: torch.Tensor):
+    if isinstance(obs, dict):
+        return {k: take(v, idx) for k, v in obs.items()}
+    return obs[idx]
+
+
+def num_rows(obs) -> int:
+    return len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+
+
+@torch.no_grad()
+def values_of(model: ActorCritic, obs, batch: int) -> torch.Tensor:
+    n = num_rows(obs)
+    if n == 0:
+        return torch.zeros(0, device=next(model.parameters()).device)
+    return torch.cat([model.value(model.features(take(obs, torch.arange(i, min(i + batch, n)))))
+                      for i in range(0, n, batch)])
+
+
+class PPO:
+    def __init__(self, model: ActorCritic, cfg: PPOConfig, seed: int = 0):
+        if model.critic is None:
+            raise ValueError("PPO needs an actor-critic built with a critic")
+        self.model, self.cfg = model, cfg
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.gradient_steps = 0
+
+    @torch.no_grad()
+    def prepare(self, rollout: dict) -> tuple[dict, dict]:
+        """Rollout tensors [N, T] -> flat training tensors [N*T] and the rollout's metrics."""
+        steps, finals = rollout["steps"], rollout["finals"]
+        n, t = steps["reward"].shape
+        values = values_of(self.model, flat_obs(steps["obs"], n * t), self.cfg.value_batch).view(n, t)
+        # V(s'_t): the next step's state, the last observation at the end, the final observation where an episode ended.
+        last_values = values_of(self.model, rollout["envs"]["last_obs"], self.cfg.value_batch)
+        next_values = torch.cat([values[:, 1:], last_values[:, None]], dim=1)
+        index = finals["index"].long()
+        next_values[index[:, 0], index[:, 1]] = values_of(self.model, finals["obs"], self.cfg.value_batch)
+        advantages, returns = compute_gae(steps["reward"], values, next_values, steps["terminated"],
+                                          steps["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
+        data = {"obs": flat_obs(steps["obs"], n * t), "action": steps["action"].reshape(n * t, *steps["action"].shape[2:]),
+                "log_prob": steps["log_prob"].reshape(-1), "value": values.reshape(-1),
+                "advantage": advantages.reshape(-1), "return": returns.reshape(-1)}
+        explained = 1 - (returns - values).var() / returns.var().clamp_min(1e-8)
+        metrics = {"rollout/advantages_mean": advantages.mean().item(), "rollout/advantages_max": advantages.max().item(),
+                   "rollout/advantages_min": advantages.min().item(), "rollout/rewards": steps["reward"].mean().item(),
+                   "train/critic/explained_variance": explained.item()}
+        return data, metrics
+
+    def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
+        """`epochs` passes of shuffled minibatches of the clipped PPO objective; returns mean metrics."""
+        cfg, model = self.cfg, self.model
+        lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        history = collections.defaultdict(list)
+        n, device = len(data["advantage"]), data["advantage"].device
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(n, generator=self.generator).to(device).split(cfg.minibatch_size):
+                features = model.features(take(data["obs"], idx))
+                dist, value = model.distribution(features), model.value(features)
+                advantage = data["advantage"][idx]
+                if cfg.normalize_advantages and len(idx) > 1:
+                    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+                # Policy: the clipped surrogate; the ratio is to the policy that acted (the actors' log-probs).
+                log_ratio = dist.log_prob(data["action"][idx]) - data["log_prob"][idx]
+                ratio = log_ratio.exp()
+                clipped_ratio = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
+                policy_loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
+
+                # Value: Huber loss; with value clipping, the worse of the free and the clipped prediction.
+                old_value, target = data["value"][idx], data["return"][idx]
+                value_loss_free = F.huber_loss(value, target, delta=cfg.huber_delta, reduction="none")
+                if cfg.value_clip > 0:
+                    value_clipped = old_value + (value - old_value).clamp(-cfg.value_clip, cfg.value_clip)
+                    value_loss_clipped = F.huber_loss(value_clipped, target, delta=cfg.huber_delta, reduction="none")
+                    value_loss = torch.max(value_loss_free, value_loss_clipped).mean()
+                else:
+                    value_loss_clipped, value_loss = value_loss_free, value_loss_free.mean()
+
+                # Entropy bonus (the "entropy_loss" metric is the policy's entropy itself, as in the seeds).
+                entropy = dist.entropy().mean()
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.gradient_steps += 1
+
+                with torch.no_grad():
+                    history["train/actor/policy_loss"].append(policy_loss)
+                    history["train/actor/approx_kl"].append(((ratio - 1) - log_ratio).mean())
+                    history["train/actor/clip_fraction"].append(((ratio - 1).abs() > cfg.clip).float().mean())
+                    history["train/actor/clipped_ratio"].append(clipped_ratio.mean())
+                    history["train/actor/grad_norm"].append(grad_norm)
+                    history["train/actor/entropy_loss"].append(entropy)
+                    history["train/critic/value_loss"].append(value_loss)
+                    history["train/critic/value_clip_ratio"].append((value_loss_clipped > value_loss_free).float().mean())
+                    history["train/loss"].append(loss)
+        metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
+        metrics["train/actor/lr"] = lr
+        return metrics
+
+    def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
+        data, metrics = self.prepare(rollout)
+        return {**metrics, **self.update(data, progress)}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "gradient_steps": self.gradient_steps, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gradient_steps = int(state["gradient_steps"])
+        self.generator.set_state(state["generator"])

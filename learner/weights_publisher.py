@@ -14,7 +14,7 @@ class WeightsPublisher:
     """PUB socket for versioned weights; republishes the newest now and then for actors that join late."""
 
     def __init__(self, ctx: zmq.Context, address: str):
-        self.sock = make_socket(ctx, zmq.PUB, hwm=2)
+        self.sock = make_socket(ctx, zmq.PUB, hwm=2, curve="server")
         self.sock.bind(address)
         self.version = 0
         self._last: tuple[dict, dict] | None = None

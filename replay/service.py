@@ -44,10 +44,10 @@ class OffPolicyReplayService(ReplayService):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "replay", "replay")
         self.log = self.rt.log
-        self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0)
+        self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
         self.actors_sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.actors_sock.bind(endpoint(cfg, "replay_actors", bind=True))
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0)
+        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
         self.buffer: ReplayBuffer | None = None
         self.spec: Spec | None = None
@@ -226,7 +226,9 @@ class OffPolicyReplayService(ReplayService):
                      "replay/actors": len(self.actors),
                      "replay/actors_waiting": sum(1 for a in self.actors.values() if a.owed_credits),
                      "replay/mem_gb": self.buffer.nbytes() / 1e9 if self.buffer else 0.0},
-            episodes=episodes)
+            episodes=episodes,
+            actors={name: {"chunks": a.chunks, "last_seq": a.last_seq, "waiting": bool(a.owed_credits)}
+                    for name, a in self.actors.items()})
 
 
 def main(run_dir: str) -> int:

@@ -24,7 +24,8 @@ VISION_ENV_ID = "PandaPickCubeVision-v0"
 
 def _register(env_id: str, entry_point: str) -> None:
     if env_id not in gymnasium.registry:  # importing twice (e.g. by path and by name) is harmless
-        gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=DEFAULT_MAX_EPISODE_STEPS)
+        gymnasium.register(id=env_id, entry_point=entry_point,
+                           max_episode_steps=DEFAULT_MAX_EPISODE_STEPS)
 
 
 _register(STATE_ENV_ID, "envs.franka.pick_cube:PandaPickCubeEnv")

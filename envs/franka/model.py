@@ -31,8 +31,8 @@ import numpy as np
 
 SCENE_XML = pathlib.Path(__file__).parent / "assets" / "pick_cube_scene.xml"
 
-# A comfortable "elbow up, gripper pointing down" posture of the Panda; used as the starting
-# point from which the home TCP pose is reached, and as the rest posture of the null-space spring.
+# A comfortable "elbow up, gripper pointing down" posture of the Panda: the starting point from
+# which each env settles into its home TCP pose (and re-centres the null-space spring there).
 PANDA_REST_POSTURE = np.array([0.0, 0.0, 0.0, -1.5708, 0.0, 1.5708, -0.7854])
 
 ROBOT_PREFIX = "panda/"
@@ -71,8 +71,8 @@ class SceneIds:
     tcp_site: int  # the gripper's pinch site: the tool centre point
     tcp_target_mocap: int  # index into data.mocap_pos of the weld target
     gripper_actuator: int
-    left_pad_geoms: np.ndarray  # the two box pads of the left fingertip
-    right_pad_geoms: np.ndarray
+    left_pad_geoms: tuple[int, int]  # the two box pads of the left fingertip
+    right_pad_geoms: tuple[int, int]
     pad_half_thickness: float  # half the pads' thickness across the gap (metres)
     left_finger_geoms: np.ndarray  # collision geoms of the left finger (pads and follower)
     right_finger_geoms: np.ndarray
@@ -146,8 +146,8 @@ def scene_ids(model: mujoco.MjModel) -> SceneIds:
         tcp_site=model.site(f"{ROBOT_PREFIX}pinch").id,
         tcp_target_mocap=int(model.body_mocapid[model.body("tcp_target").id]),
         gripper_actuator=model.actuator(f"{ROBOT_PREFIX}fingers_actuator").id,
-        left_pad_geoms=np.array([model.geom(f"{ROBOT_PREFIX}left_pad{i}").id for i in (1, 2)]),
-        right_pad_geoms=np.array([model.geom(f"{ROBOT_PREFIX}right_pad{i}").id for i in (1, 2)]),
+        left_pad_geoms=tuple(model.geom(f"{ROBOT_PREFIX}left_pad{i}").id for i in (1, 2)),
+        right_pad_geoms=tuple(model.geom(f"{ROBOT_PREFIX}right_pad{i}").id for i in (1, 2)),
         pad_half_thickness=float(model.geom(f"{ROBOT_PREFIX}left_pad1").size[1]),
         left_finger_geoms=body_geoms(("left_pad", "left_follower")),
         right_finger_geoms=body_geoms(("right_pad", "right_follower")),

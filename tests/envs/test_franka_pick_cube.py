@@ -88,7 +88,8 @@ def test_observation_layout_after_reset(env):
     np.testing.assert_allclose(obs[TCP], config.home_tcp, atol=2e-3)
     np.testing.assert_allclose(obs[TCP_VEL], 0.0, atol=1e-3)
     assert 0.08 < obs[GRIP] < 0.09  # the 2F-85 opens 85 mm
-    assert np.all(obs[BLOCK][:2] >= config.block_xy_low) and np.all(obs[BLOCK][:2] <= config.block_xy_high)
+    block_xy = obs[BLOCK][:2]
+    assert np.all(block_xy >= config.block_xy_low) and np.all(block_xy <= config.block_xy_high)
     assert obs[BLOCK][2] == pytest.approx(0.02, abs=1e-3)  # a 4 cm cube resting on the table
     # The same quantities read straight from MuJoCo, in world coordinates.
     np.testing.assert_allclose(obs[TCP], env.data.site_xpos[env.ids.tcp_site], atol=1e-6)

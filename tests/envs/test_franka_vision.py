@@ -76,9 +76,19 @@ def test_backend_choice(monkeypatch):
     assert rendering.choose_gl_backend() == "osmesa"
     monkeypatch.delenv("MUJOCO_GL")
     monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
-    expected = "egl" if rendering.nvidia_gpu_present() else "osmesa"
+    if rendering.nvidia_gpu_present() and rendering.gl_library_loadable("egl"):
+        expected = "egl"
+    else:
+        expected = "osmesa" if rendering.gl_library_loadable("osmesa") else "disable"
     assert rendering.choose_gl_backend() == expected
-    assert os.environ["MUJOCO_GL"] == expected and os.environ["PYOPENGL_PLATFORM"] == expected
+    assert os.environ["MUJOCO_GL"] == expected
+    if expected != "disable":
+        assert os.environ["PYOPENGL_PLATFORM"] == expected
+
+
+def test_rendering_without_a_gl_library_names_the_packages_to_install():
+    with pytest.raises(RuntimeError, match="libosmesa6"):
+        rendering._gl_context_class("disable")
 
 
 def test_bad_render_options_give_clear_errors():

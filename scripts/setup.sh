@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian machine (run as root or with sudo), idempotently:
+# system packages for headless MuJoCo rendering, tmux and OpenSSH; a virtualenv in .venv/ with
+# torch (a CPU build unless one is already there) and this project with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="libosmesa6 libegl1 libgl1 libglfw3 tmux openssh-client openssh-server iproute2 ffmpeg"
+missing=""
+for p in $APT_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing system packages:$missing"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || { echo "setup: creating .venv"; $PY -m venv .venv; }
+
+# Reinstall Python packages only when setup.cfg changed since the last successful setup.
+stamp=.venv/.zarl-setup-$(sha1sum setup.cfg pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+    echo "setup: installing Python packages into .venv"
+    .venv/bin/pip install -q --upgrade pip
+    # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+    .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+    .venv/bin/pip install -q -e ".[dev]"
+    rm -f .venv/.zarl-setup-*
+    touch "$stamp"
+fi
+echo "setup: ready (.venv)"

@@ -1,0 +1,93 @@
+"""Shared fixtures: a real multi-process system under test control."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small and fast: a CI-sized pendulum system.
+FAST_PENDULUM = [
+    "policy.hidden=[32,32]", "policy.activation=relu", "policy.layer_norm=false",
+    "sac.batch_size=64", "eval.episodes=2", "eval.num_envs=2", "logging.wandb=disabled",
+    "logging.tensorboard=false", "runner.log_every_s=0.5", "logging.console_every_s=0.5",
+    "actor.heartbeat_s=0.2", "replay.min_size=128", "actor.random_steps=128", "actor.chunk_len=32",
+]
+
+
+class System:
+    """Roles started one by one as real processes, with the launcher's monitor in this process."""
+
+    def __init__(self, run_dir: Path, preset: str, overrides: list[str]):
+        import zmq
+
+        from launch.local import prepare_run
+        from launch.monitor import Monitor
+
+        self.cfg = prepare_run(preset, [*overrides, f"runner.run_dir={run_dir}"])
+        self.monitor = Monitor(self.cfg, zmq.Context.instance())
+        self.procs: dict = {}
+
+    def start(self, name: str, role: str, index: int = 0):
+        from launch.processes import RoleProcess, role_command, role_env
+
+        self.procs[name] = RoleProcess(name, role_command(role, self.cfg.runner.run_dir, index),
+                                       role_env(self.cfg, role, index), Path(self.cfg.runner.run_dir) / "logs",
+                                       echo=False)
+        return self.procs[name]
+
+    def report(self, sender: str) -> dict:
+        return self.monitor.reports.get(sender, {})
+
+    def wait_until(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.monitor.poll(100)
+            if predicate():
+                return
+            for name, p in self.procs.items():
+                if p.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                    raise AssertionError(f"{name} died with {p.poll()}:\n{''.join(p.tail)}")
+        logs = "\n".join(f"--- {n}\n{''.join(p.tail)}" for n, p in self.procs.items())
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+    def stop(self, timeout: float = 10.0) -> dict:
+        self.monitor.broadcast_stop("test finished")
+        deadline = time.time() + timeout
+        while time.time() < deadline and any(p.poll() is None for p in self.procs.values()):
+            self.monitor.poll(50)
+        codes = {}
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                p.signal(signal.SIGKILL)
+                p.proc.wait()
+            p.wait_output()
+            codes[name] = p.poll()
+        return codes
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            p.signal(signal.SIGKILL)
+        self.monitor.close({})
+
+
+@pytest.fixture
+def system_factory(tmp_path):
+    systems = []
+
+    def make(preset: str = "pendulum_sac_mlp", overrides: list[str] | None = None) -> System:
+        s = System(tmp_path / f"run{len(systems)}", preset, [*FAST_PENDULUM, *(overrides or [])])
+        systems.append(s)
+        return s
+
+    yield make
+    for s in systems:
+        s.close()

@@ -1,0 +1,35 @@
+"""Configuration: presets, overrides and the errors a user sees."""
+from __future__ import annotations
+
+import pytest
+
+from core.config import ConfigError, available_presets, load_config
+
+
+def test_every_preset_loads():
+    for name in available_presets():
+        cfg = load_config(name)
+        for key in ("runner.run_dir", "runner.max_env_steps", "runner.seed", "actor.num_actors"):
+            node = cfg
+            for part in key.split("."):
+                assert part in node, f"{name} lacks {key}"
+                node = node[part]
+
+
+def test_overrides_change_values():
+    cfg = load_config("pendulum_sac_mlp", ["actor.num_actors=3", "sac.batch_size=32", "env.kwargs.g=9.0"])
+    assert cfg.actor.num_actors == 3 and cfg.sac.batch_size == 32 and cfg.env.kwargs.g == 9.0
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match="Did you mean 'actor.num_actors'"):
+        load_config("pendulum_sac_mlp", ["actor.num_actor=2"])
+
+
+def test_bad_value_and_bad_syntax_are_errors():
+    with pytest.raises(ConfigError, match="invalid config value"):
+        load_config("pendulum_sac_mlp", ["actor.num_actors=many"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("pendulum_sac_mlp", ["actor.num_actors"])
+    with pytest.raises(ConfigError, match="no config preset"):
+        load_config("pendulum_sac_mpl")

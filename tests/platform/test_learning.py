@@ -1,0 +1,27 @@
+"""The asynchronous system learns: Pendulum-v1 through every process, at CI size."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_pendulum_sac_learns_through_the_whole_system(tmp_path):
+    run_dir = tmp_path / "pendulum"
+    cmd = [sys.executable, str(REPO / "launch" / "run_async.py"), "pendulum_sac_mlp", f"runner.run_dir={run_dir}",
+           "runner.max_env_steps=8000", "policy.hidden=[64,64]", "eval.every_updates=4000",
+           "logging.wandb=offline", "logging.console_every_s=10"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= 8000
+    assert summary["learner_updates"] > 4000
+    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+    assert summary["eval/return_mean"] >= -250, f"did not learn: {summary}"
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/learner.pt"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "tb").glob("events.*")), "no tensorboard events"
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline wandb run"
