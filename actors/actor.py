@@ -112,7 +112,7 @@ class ChunkedActor(Actor):
         while self.credits <= 0 and not self.rt.should_stop():
             self._handle_replay_messages(100)
             self._housekeeping()
-            if not said and time.time() - waited_since > 5:
+            if not said and time.time() - waited_since > 30:
                 self.log.info("waiting for the replay service (no credit: learner behind or replay down)")
                 said = True
             if not self.registered and time.time() - self._last_register > 2:

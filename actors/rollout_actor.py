@@ -32,6 +32,7 @@ from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Actor
 from envs import make_vector_env
+from envs.vector import SyncVectorEnv
 from policies.build import build_policy
 from replay.rollout_store import split_rollout, tree_map
 from wire import protocol
@@ -49,6 +50,20 @@ def _stack_rows(rows: list, template: Any) -> Any:
     if rows:
         return tree_map(lambda *r: np.stack(r), *rows)
     return tree_map(lambda a: np.zeros((0, *np.asarray(a).shape[1:]), np.asarray(a).dtype), template)
+
+
+def reset_groups(env: SyncVectorEnv, group_seeds: np.ndarray, group_size: int) -> Any:
+    """Reset every env, the `group_size` envs of group g with seed group_seeds[g]; returns the observations."""
+    if len(group_seeds) * group_size != env.num_envs:
+        raise ValueError(f"{len(group_seeds)} groups of {group_size} do not make {env.num_envs} envs")
+    obs = env.reset()  # clears the vector env's episode statistics; the seeded resets below pick the states
+    for i, sub_env in enumerate(env.envs):
+        row, _ = sub_env.reset(seed=int(group_seeds[i // group_size]))
+
+        def put(dst, src, i=i):
+            dst[i] = src
+        tree_map(put, obs, row)
+    return obs
 
 
 class StoppedError(Exception):
@@ -81,7 +96,7 @@ class RolloutActor(Actor):
         else:
             self.rollout_len = int(cfg.ppo.rollout_len)
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
-        self.replay = make_socket(self.rt.ctx, zmq.DEALER)
+        self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
         self.replay.connect(endpoint(cfg, "replay_actors", bind=False))
         self.seq = 0
         self.unacked: dict[int, tuple[dict, dict, int]] = {}  # seq -> (arrays, meta, version), resent on re-register
@@ -214,36 +229,28 @@ class RolloutActor(Actor):
                    "envs": {"last_obs": obs}}
         return rollout, obs, episodes
 
-    def _reset_groups(self, version: int) -> Any:
-        """Reset every env, members of a group with the same seed (a fresh seed per group and version)."""
-        group = int(self.cfg.grpo.group_size)
-        num_groups = self.env.num_envs // group
-        seeds = np.random.SeedSequence([int(self.cfg.runner.seed), self.index, version]).generate_state(num_groups)
-        obs = self.env.reset()  # clears the vector env's episode statistics
-        for i, sub_env in enumerate(self.env.envs):
-            row, _ = sub_env.reset(seed=int(seeds[i // group]))
-
-            def put(dst, src, i=i):
-                dst[i] = src
-            tree_map(put, obs, row)
-        return obs
-
     def collect_group_episodes(self, version: int) -> tuple[dict, int, list]:
-        """GRPO: one episode per env, groups from shared reset seeds; returns (rollout, env steps, episodes)."""
-        obs = self._reset_groups(version)
+        """GRPO: one episode per env, groups from shared reset seeds; returns (rollout, env steps, episodes).
+
+        The env steps counted are the episodes' steps. Envs whose episode ended keep being stepped
+        (the vector env steps all envs together) until the longest episode ends; those steps are
+        masked out and not counted, so a GRPO run's env steps compare with PPO's.
+        """
+        group = int(self.cfg.grpo.group_size)
+        seeds = np.random.SeedSequence([int(self.cfg.runner.seed), self.index, version]).generate_state(
+            self.env.num_envs // group)
+        obs = reset_groups(self.env, seeds, group)
         b = self.env.num_envs
         steps = self._allocate(obs, zeros=True)
         steps["valid"] = np.zeros((b, self.rollout_len), bool)
         running = np.ones(b, bool)
         ep_return, ep_length, ep_success = np.zeros(b, np.float32), np.zeros(b, np.int64), np.zeros(b, bool)
         finals, final_index = [], []
-        env_steps = 0
         for t in range(self.rollout_len):
             if not running.any():
                 break
             steps["valid"][:, t] = running
             obs, info = self._step(steps, t, obs)
-            env_steps += b
             ep_return += np.where(running, steps["reward"][:, t], 0.0)
             ep_length += running
             ep_success |= running & info["success"]
@@ -257,7 +264,7 @@ class RolloutActor(Actor):
                    "finals": {"obs": _stack_rows(finals, obs), "index": np.asarray(final_index, np.int32).reshape(-1, 2)},
                    "envs": {"last_obs": obs, "episode_return": ep_return, "episode_length": ep_length,
                             "episode_success": ep_success}}
-        return rollout, env_steps, episodes
+        return rollout, int(ep_length.sum()), episodes
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> int:

@@ -33,7 +33,7 @@ class RunnerConfig:
     resume: bool = False  # continue from the checkpoint in run_dir
     checkpoint_every_updates: int = 5_000
     log_every_s: float = 5.0  # how often each role reports its counters
-    shutdown_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 7.0  # roles get this long to stop (then SIGTERM, then SIGKILL 2 s later)
 
 
 @dataclass
@@ -118,6 +118,7 @@ class EvalConfig:
     num_envs: int = 5
     video: bool = False
     enabled: bool = True
+    final_timeout_s: float = 300.0  # at the end of a run, how long the final evaluation may take
 
 
 @dataclass
@@ -306,6 +307,16 @@ def validate(cfg: DictConfig) -> None:
         need(group.count >= 1, f"launch.placement.actors[{i}].count must be >= 1")
     need(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
     need(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
+    if cfg.algo in ("ppo", "grpo"):
+        on_policy = cfg[cfg.algo]
+        need(on_policy.lr_schedule in ("constant", "linear"), f"{cfg.algo}.lr_schedule must be constant or linear")
+        need(on_policy.epochs >= 1 and on_policy.minibatch_size >= 1, f"{cfg.algo}.epochs and minibatch_size must be >= 1")
+        need(cfg.ppo.rollout_len >= 1, "ppo.rollout_len must be >= 1")
+    if cfg.algo == "grpo":
+        need(cfg.grpo.group_size >= 2 and cfg.env.num_envs % cfg.grpo.group_size == 0,
+             f"grpo.group_size ({cfg.grpo.group_size}) must be >= 2 and divide env.num_envs ({cfg.env.num_envs}): "
+             "the envs of a group live in one actor")
+        need(cfg.grpo.score in ("return", "success"), "grpo.score must be return or success")
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:

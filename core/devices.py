@@ -13,3 +13,14 @@ def resolve_device(name: str) -> str:
         raise RuntimeError(f"device '{name}' was asked for but no CUDA GPU is visible "
                            f"(CUDA_VISIBLE_DEVICES or the driver); use 'cpu' or 'auto'")
     return name
+
+
+def learner_cpu_threads(requested: int) -> int:
+    """Torch threads for a learner on the CPU: as asked, else all cores but one.
+
+    The actors, the evaluator and replay share the machine; a learner that takes
+    every core makes OpenMP threads spin against them and runs many times slower.
+    """
+    import os
+
+    return requested or max(1, (os.cpu_count() or 2) - 1)

@@ -42,15 +42,27 @@ MISSING_GL_HELP = ("no headless OpenGL library could be loaded: install the Debi
                    "'libegl1 libopengl0' (NVIDIA GPU, with its driver) or 'libosmesa6' (CPU), "
                    "or set MUJOCO_GL")
 
-# Renderers still open. They are closed at exit, while PyOpenGL still works: left to the garbage
-# collector during interpreter shutdown, freeing a GL context raises noisy errors.
+# Renderers still open. They are closed at exit, while PyOpenGL and the GL display still work:
+# left to the garbage collector during interpreter shutdown, freeing a GL context raises errors.
 _open_renderers: "weakref.WeakSet[OffscreenRenderer]" = weakref.WeakSet()
+_exit_hook_registered = False
 
 
-@atexit.register
 def _close_open_renderers() -> None:
     for renderer in list(_open_renderers):
         renderer.close()
+
+
+def _register_exit_hook() -> None:
+    """Close open renderers at exit, before the GL backend's own exit hook runs.
+
+    ``mujoco.egl`` registers an exit hook that terminates the EGL display when its first context
+    is created; exit hooks run last-registered-first, so ours is registered after that moment.
+    """
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(_close_open_renderers)
+        _exit_hook_registered = True
 
 
 def nvidia_gpu_present() -> bool:
@@ -154,6 +166,7 @@ class OffscreenRenderer:
         self._model = model
 
         self._gl_context = _gl_context_class(self.backend)(options.width, options.height)
+        _register_exit_hook()
         self._gl_context.make_current()
         self._mjr_context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr_context)

@@ -31,7 +31,7 @@ from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
 from launch.placement import ProcessPlacement
-from launch.processes import RoleProcess, role_command
+from launch.processes import RoleProcess, role_command, role_env
 
 log = get_logger("launcher")
 
@@ -201,46 +201,48 @@ class Launcher:
         return 130 if self._interrupted else 0
 
     def _shutdown(self, reason: str) -> None:
-        """Stop broadcast, then SIGTERM, then SIGKILL: every process is gone within the timeout."""
+        """Stop broadcast; a role still alive after its grace period gets SIGTERM, 2 s later SIGKILL.
+
+        Grace is runner.shutdown_timeout_s for every role, except that at the normal end of a run the
+        evaluator may take eval.final_timeout_s for its final evaluation. After Ctrl-C or SIGTERM
+        nothing waits for evaluation: every process is gone within shutdown_timeout_s + 2 s.
+        """
         self.monitor.broadcast_stop(reason)
-        deadline = time.time() + self.cfg.runner.shutdown_timeout_s
-        terminated = False
-        while time.time() < deadline:
+        start = time.time()
+        grace = {name: self.cfg.runner.shutdown_timeout_s for name in self.procs}
+        if not self._interrupted and "evaluator" in grace:
+            grace["evaluator"] = max(grace["evaluator"], self.cfg.eval.final_timeout_s)
+        kill_at: dict[str, float] = {}
+        while any(p.poll() is None for p in self.procs.values()):
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)
-            self.refresh()
-            alive = [n for n, p in self.procs.items() if p.poll() is None]
-            if not alive:
-                break
-            if not terminated and time.time() > deadline - self.cfg.runner.shutdown_timeout_s / 2:
-                for n in alive:
-                    self.procs[n].signal(signal.SIGTERM)
-                terminated = True
-            if self._interrupted and not terminated:
-                self.monitor.broadcast_stop(reason)
+            now = time.time()
+            if self._interrupted:  # a second Ctrl-C: no more grace for the evaluator
+                grace = {n: min(g, self.cfg.runner.shutdown_timeout_s) for n, g in grace.items()}
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    continue
+                if name not in kill_at and now - start > grace[name]:
+                    log.warning(f"{name} did not stop within {grace[name]:.0f} s: sending SIGTERM")
+                    proc.signal(signal.SIGTERM)
+                    kill_at[name] = now + 2.0
+                elif name in kill_at and now > kill_at[name]:
+                    log.warning(f"{name} ignored SIGTERM: killing it")
+                    proc.signal(signal.SIGKILL)
+                    proc.proc.wait()
         for name, proc in self.procs.items():
-            if proc.poll() is None:
-                log.warning(f"{name} did not stop in time: killing it")
-                proc.signal(signal.SIGKILL)
-                self._wait_gone(proc)
             proc.wait_output()
             self.exit_codes.setdefault(name, proc.poll())
         self.monitor.poll(0)
 
-    def _wait_gone(self, proc, timeout: float = 5.0) -> None:
-        deadline = time.time() + timeout
-        while proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-            self.refresh()
-
 
 class LocalLauncher(Launcher):
-    """Every role as a child process of the launcher, its output prefixed on the console and in logs/."""
+    """Every process on this machine, as a child of the launcher (its output streamed to the console)."""
 
     mode = "local"
 
     def start_process(self, p: ProcessPlacement) -> RoleProcess:
         return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index),
-                           placement.local_env(self.cfg, p), self.run_dir / "logs")
+                           role_env(self.cfg, p.role, p.index), self.run_dir / "logs")
 
 
 def launch(preset: str, overrides: list[str]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -24,7 +25,10 @@ def to_device(tree, device: torch.device):
     """numpy (nested dict) -> torch on device; host buffers are pinned first so the copy is asynchronous."""
     if isinstance(tree, dict):
         return {k: to_device(v, device) for k, v in tree.items()}
-    t = torch.from_numpy(np.ascontiguousarray(tree))
+    with warnings.catch_warnings():
+        # The arrays are read-only views of the received ZeroMQ frames; nothing writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(np.ascontiguousarray(tree))
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t

@@ -1,7 +1,6 @@
 """The off-policy learner process: SAC updates on prefetched batches, weights published as it goes."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 import zmq
 from omegaconf import DictConfig, OmegaConf
 
-from core.devices import resolve_device
+from core.devices import learner_cpu_threads, resolve_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Learner
@@ -32,15 +31,14 @@ class OffPolicyLearner(Learner):
         self.device = torch.device(resolve_device(cfg.learner.device))
         torch.manual_seed(cfg.runner.seed)
         if self.device.type == "cpu":
-            # The actors, the evaluator and replay share the machine: leave them a core.
-            torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 2) - 1))
+            torch.set_num_threads(learner_cpu_threads(cfg.learner.num_threads))
         probe = make_vector_env(cfg.env, num_envs=1)  # only to read the spaces
         obs_space, act_space = probe.single_observation_space, probe.single_action_space
         probe.close()
         self.sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
         action_dim = int(np.prod(act_space.shape))
         self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=cfg.runner.seed).to(self.device)
-        self.sac = SAC(self.agent, action_dim, self.sac_cfg, self.device)
+        self.sac = SAC(self.agent, action_dim, self.sac_cfg, self.device, amp=cfg.learner.amp)
         self.updates = 0  # critic updates (= batches consumed)
         self.steps = 0  # learner steps (one actor update each)
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"

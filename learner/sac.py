@@ -33,6 +33,23 @@ class SACConfig:
     augment_pad: int = 4  # DrQ random shift (images only)
 
 
+def concat_batches(observations: list):
+    """Observations of several batches (tensors or dicts of tensors) -> one batch."""
+    if isinstance(observations[0], dict):
+        return {k: torch.cat([o[k] for o in observations]) for k in observations[0]}
+    return torch.cat(observations)
+
+
+def split_batches(precomputed, parts: int) -> list:
+    """Inverse of concat_batches for what an encoder's precompute returned (None stays None)."""
+    if precomputed is None:
+        return [None] * parts
+    if isinstance(precomputed, dict):
+        chunks = {k: v.chunk(parts) for k, v in precomputed.items()}
+        return [{k: c[i] for k, c in chunks.items()} for i in range(parts)]
+    return list(precomputed.chunk(parts))
+
+
 def _inverse_softplus(x: float) -> float:
     return float(torch.log(torch.expm1(torch.tensor(x))))
 
@@ -40,8 +57,8 @@ def _inverse_softplus(x: float) -> float:
 class SAC:
     """The SAC update. `batches` are dicts of tensors already on the learner's device."""
 
-    def __init__(self, agent: SACAgent, action_dim: int, cfg: SACConfig, device: torch.device):
-        self.agent, self.cfg, self.device = agent, cfg, device
+    def __init__(self, agent: SACAgent, action_dim: int, cfg: SACConfig, device: torch.device, amp: str = "none"):
+        self.agent, self.cfg, self.device, self.amp = agent, cfg, device, amp
         self.target_entropy = -float(action_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         # alpha = softplus(raw): always positive, and gradients do not vanish near zero as with exp.
         self.raw_alpha = torch.tensor(_inverse_softplus(cfg.init_temperature), device=device, requires_grad=True)
@@ -59,29 +76,38 @@ class SAC:
         """One learner step: len(batches) critic updates, then one actor and one temperature update."""
         cfg, agent = self.cfg, self.agent
         metrics: dict[str, float] = {}
-        for batch in batches:
-            obs, next_obs = self._augment(batch["obs"]), self._augment(batch["next_obs"])
-            pre, next_pre = agent.encoder.precompute(obs), agent.encoder.precompute(next_obs)
+        # Augment every image once, then run the frozen backbone ONCE over all observations and next
+        # observations of all batches: one large pass keeps the GPU busy where many small ones would not.
+        observations = [self._augment(b["obs"]) for b in batches] + [self._augment(b["next_obs"]) for b in batches]
+        with self._autocast():
+            features = split_batches(agent.encoder.precompute(concat_batches(observations)), len(observations))
+        for i, batch in enumerate(batches):
+            obs, next_obs = observations[i], observations[len(batches) + i]
+            pre, next_pre = features[i], features[len(batches) + i]
 
             # Critic: regress every head on r + gamma * (min over a random subset of target heads).
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 next_action, next_logp = agent.actor(agent.encoder(next_obs, next_pre))
                 subset = torch.randperm(cfg.num_q, device=self.device)[: cfg.num_min_q]
-                next_q = agent.target_critic(agent.target_encoder(next_obs, next_pre), next_action)[subset].min(0).values
+                next_q = agent.target_critic(agent.target_encoder(next_obs, next_pre), next_action)
+                next_q = next_q[subset].min(0).values.float()
                 if cfg.backup_entropy:
-                    next_q = next_q - self.alpha * next_logp
+                    next_q = next_q - self.alpha * next_logp.float()
                 not_done = 1.0 - batch["terminated"].float()  # truncation still bootstraps
                 target = batch["reward"].float() + cfg.gamma * not_done * next_q
-            q = agent.critic(agent.encoder(obs, pre), batch["action"].float())
+            with self._autocast():
+                q = agent.critic(agent.encoder(obs, pre), batch["action"].float()).float()
             critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
             metrics["train/critic/grad_norm"] = self._step(self.critic_opt, critic_loss)
             metrics["train/critic/q_loss"] = critic_loss.item()
             metrics["train/critic/q_mean"] = q.mean().item()
 
         # Actor: maximise Q - alpha * log pi on the last batch, with features detached from the encoder.
-        features = agent.encoder(obs, pre).detach()
-        action, logp = agent.actor(features)
-        q_pi = agent.critic(features, action)
+        with self._autocast():
+            features = agent.encoder(obs, pre).detach()
+            action, logp = agent.actor(features)
+            q_pi = agent.critic(features, action).float()
+        logp = logp.float()
         q_pi = q_pi.mean(0) if cfg.actor_q == "mean" else q_pi.min(0).values
         actor_loss = (self.alpha.detach() * logp - q_pi).mean()
         metrics["train/actor/grad_norm"] = self._step(self.actor_opt, actor_loss)
@@ -97,6 +123,11 @@ class SAC:
         self._polyak(agent.encoder, agent.target_encoder)
         metrics["train/skipped_updates"] = float(self.skipped_updates)
         return metrics
+
+    def _autocast(self):
+        """bf16 autocast on the GPU when configured; losses and optimiser state stay fp32."""
+        enabled = self.amp == "bf16" and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
         """Backward and step, unless the loss or the gradient is NaN/Inf: then skip, count and keep the weights."""

@@ -26,6 +26,8 @@ same features here:
   ``encoder.stages.<i>.shortcut.0.conv.weight``, ... The small wrapper modules
   below (a ``conv`` inside each padded convolution, a ``group_norm`` inside each
   norm) exist only so that a state dict saved from that model loads here as is.
+  Exports made before April 2025 held the norms one level up (``norm1.weight``
+  rather than ``norm1.group_norm.weight``); ``load_resnet10_weights`` accepts both.
 """
 from __future__ import annotations
 
@@ -217,6 +219,19 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     )
 
 
+def _accept_older_norm_names(state: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """Rename ``<norm>.weight`` to ``<norm>.group_norm.weight`` where only the latter is a model name."""
+    renamed = {}
+    for name, tensor in state.items():
+        if name not in expected and "." in name:
+            module, leaf = name.rsplit(".", 1)
+            newer = f"{module}.group_norm.{leaf}"
+            if newer in expected:
+                name = newer
+        renamed[name] = tensor
+    return renamed
+
+
 def load_resnet10_weights(model: ResNet10, path: str | Path, prefix: str = "") -> None:
     """Copy the tensors of a local weights file into ``model``, checking every name and shape.
 
@@ -231,6 +246,7 @@ def load_resnet10_weights(model: ResNet10, path: str | Path, prefix: str = "") -
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     expected = model.state_dict()
+    state = _accept_older_norm_names(state, set(expected))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(

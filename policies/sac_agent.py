@@ -62,7 +62,7 @@ class SACPolicy(Policy):
 
     def load_weights(self, weights: dict) -> None:
         for prefix, module in (("encoder.", self.encoder), ("actor.", self.actor)):
-            state = {k[len(prefix):]: torch.as_tensor(np.asarray(v)) for k, v in weights.items() if k.startswith(prefix)}
+            state = {k[len(prefix):]: torch.as_tensor(np.array(v)) for k, v in weights.items() if k.startswith(prefix)}
             missing, unexpected = module.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ValueError(f"weights do not fit the {prefix[:-1]}: missing {missing}, unexpected {unexpected}")

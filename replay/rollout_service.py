@@ -39,9 +39,9 @@ class RolloutService(ReplayService):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "replay", "replay")
         self.log = self.rt.log
-        self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER)
+        self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER, curve="server")
         self.actors_sock.bind(endpoint(cfg, "replay_actors", bind=True))
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER)
+        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, curve="server")
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
         self.store = RolloutStore(timeout_s=cfg.replay.rollout_timeout_s)
         self.spec: Spec | None = None

@@ -205,8 +205,8 @@ class OffPolicyReplayService(ReplayService):
                 self._drop_silent_actors()
                 self._report()
                 last_report = now
-            waiting = [n for n, a in self.actors.items() if a.waiting_since and now - a.waiting_since > 5]
-            if waiting and now - last_wait_log > 10:
+            waiting = [n for n, a in self.actors.items() if a.waiting_since and now - a.waiting_since > 30]
+            if waiting and now - last_wait_log > 60:
                 self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
                               f"(debt {self.limiter.debt():.0f} updates)")
                 last_wait_log = now

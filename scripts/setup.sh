@@ -28,6 +28,9 @@ if [ ! -f "$stamp" ]; then
     # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
     .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
     .venv/bin/pip install -q -e ".[dev]"
+    # The Franka Panda + Robotiq meshes and MJCF come from gym-hil's package data. --no-deps: it pins
+    # an old mujoco and pulls in pygame/pynput, none of which the assets need.
+    .venv/bin/pip install -q --no-deps "gym-hil==0.1.14"
     rm -f .venv/.zarl-setup-*
     touch "$stamp"
 fi

@@ -81,6 +81,15 @@ def test_load_with_prefix_reads_a_bigger_checkpoint(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
 
 
+def test_load_accepts_the_older_norm_names(tmp_path):
+    source, target = _model(0), _model(1)
+    state = {k.replace(".group_norm.", "."): v for k, v in source.state_dict().items()}
+    assert "encoder.stages.1.shortcut.1.weight" in state  # the pre-April-2025 export layout
+    torch.save(state, tmp_path / "old.pt")
+    load_resnet10_weights(target, tmp_path / "old.pt")
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+
+
 def test_load_names_every_wrong_missing_and_misshaped_key(tmp_path):
     from safetensors.torch import save_file
 
