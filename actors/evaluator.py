@@ -65,10 +65,14 @@ class Evaluator:
         metrics["eval/wall_s"] = time.time() - t0
         video = None
         if frames:
-            from envs.video import save_video
+            from envs.video import save_frame_strip, save_video
 
-            video = Path(self.cfg.runner.run_dir) / "videos" / f"eval_{self.weights.updates:08d}.mp4"
-            save_video(frames, video, fps=10)
+            stem = Path(self.cfg.runner.run_dir) / "videos" / f"eval_{self.weights.updates:08d}"
+            save_frame_strip(frames, stem.with_suffix(".png"))
+            try:
+                video = save_video(frames, stem.with_suffix(".mp4"), fps=10)
+            except ImportError as e:  # no imageio-ffmpeg on this machine: the frame strip still exists
+                self.log.warning(f"no eval video ({e}); frame strip written to {stem.with_suffix('.png')}")
         success = f", success {metrics['eval/success_rate']:.2f}" if "eval/success_rate" in metrics else ""
         self.log.info(f"eval after {self.weights.updates:,} updates: return {metrics['eval/return_mean']:.1f}"
                       f"{success} ({metrics['eval/wall_s']:.1f} s)")

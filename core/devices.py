@@ -23,4 +23,5 @@ def learner_cpu_threads(requested: int) -> int:
     """
     import os
 
-    return requested or max(1, (os.cpu_count() or 2) - 1)
+    cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups)
+    return requested or max(1, cores - 1)

@@ -47,3 +47,25 @@ def save_video(frames: Iterable[np.ndarray], path: str | pathlib.Path, fps: floa
     if count == 0:
         raise ValueError("save_video got no frames")
     return path
+
+
+def save_frame_strip(frames: list[np.ndarray], path: str | pathlib.Path, count: int = 8) -> pathlib.Path:
+    """`count` frames evenly spaced over the episode, side by side, as one PNG (for READMEs and reports).
+
+    Uses Pillow, else matplotlib: whichever is installed (no video codec needed).
+    """
+    if not frames:
+        raise ValueError("save_frame_strip needs at least one frame")
+    picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    strip = np.concatenate([np.asarray(frames[i], dtype=np.uint8) for i in picks], axis=1)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from PIL import Image
+
+        Image.fromarray(strip).save(path)
+    except ImportError:
+        import matplotlib.pyplot as plt
+
+        plt.imsave(path, strip)
+    return path
