@@ -71,7 +71,7 @@ class Evaluator:
             save_frame_strip(frames, stem.with_suffix(".png"))
             try:
                 video = save_video(frames, stem.with_suffix(".mp4"), fps=10)
-            except ImportError as e:  # no imageio-ffmpeg on this machine: the frame strip still exists
+            except Exception as e:  # e.g. no ffmpeg on this machine: the frame strip still exists, eval goes on
                 self.log.warning(f"no eval video ({e}); frame strip written to {stem.with_suffix('.png')}")
         success = f", success {metrics['eval/success_rate']:.2f}" if "eval/success_rate" in metrics else ""
         self.log.info(f"eval after {self.weights.updates:,} updates: return {metrics['eval/return_mean']:.1f}"

@@ -66,6 +66,11 @@ def reset_groups(env: SyncVectorEnv, group_seeds: np.ndarray, group_size: int) -
     return obs
 
 
+def _finals(rows: list, index: list, template: Any) -> dict:
+    """The rollout's 'finals' group: final observations [K, ...] and where each episode ended, (env, step)."""
+    return {"obs": _stack_rows(rows, template), "index": np.asarray(index, np.int32).reshape(-1, 2)}
+
+
 class StoppedError(Exception):
     """The run is stopping: abandon the rollout in progress."""
 
@@ -131,7 +136,8 @@ class RolloutActor(Actor):
                 raise RuntimeError(f"the rollout store refused {self.name}: {meta['refused']}")
             if meta.get("reregister"):
                 if self.registered:
-                    self.log.info("the rollout store does not know this actor (dropped or restarted): registering again")
+                    self.log.info("the rollout store does not know this actor (it dropped it, or restarted): "
+                                  "registering again")
                 self.registered = False
                 if time.time() - self._last_register > 1.0:
                     self._register()
@@ -225,7 +231,7 @@ class RolloutActor(Actor):
                                  bool(info["episode_success"][b])])
             self._tick()
         rollout = {"steps": steps,
-                   "finals": {"obs": _stack_rows(finals, obs), "index": np.asarray(final_index, np.int32).reshape(-1, 2)},
+                   "finals": _finals(finals, final_index, obs),
                    "envs": {"last_obs": obs}}
         return rollout, obs, episodes
 
@@ -261,7 +267,7 @@ class RolloutActor(Actor):
             self._tick()
         episodes = [[float(r), int(n), bool(s)] for r, n, s in zip(ep_return, ep_length, ep_success)]
         rollout = {"steps": steps,
-                   "finals": {"obs": _stack_rows(finals, obs), "index": np.asarray(final_index, np.int32).reshape(-1, 2)},
+                   "finals": _finals(finals, final_index, obs),
                    "envs": {"last_obs": obs, "episode_return": ep_return, "episode_length": ep_length,
                             "episode_success": ep_success}}
         return rollout, int(ep_length.sum()), episodes
@@ -270,8 +276,8 @@ class RolloutActor(Actor):
     def run(self) -> int:
         cfg = self.cfg
         self._register()
-        shape = "one episode per env, groups of " + str(cfg.grpo.group_size) if self.grpo else \
-            f"rollouts of {self.rollout_len} steps"
+        shape = (f"one episode per env, groups of {cfg.grpo.group_size}" if self.grpo
+                 else f"rollouts of {self.rollout_len} steps")
         self.log.info(f"{self.env.num_envs} x {cfg.env.id} on {self.device}; {shape}")
         obs = self.env.reset(seed=cfg.runner.seed * 1000 + 100 * self.index)
         version = 0

@@ -1,6 +1,6 @@
 """How fast trajectory chunks travel between two processes, against memcpy and the peers' formats.
 
-    python benchmarks/transport.py [--json] [--seconds S] [--chunks N]
+    python benchmarks/transport.py [--json] [--seconds S] [--chunks N] [--rounds R]
 
 A chunk is what one vision actor sends: 256 steps of two 128x128x3 uint8 camera images, a 7-D
 float32 proprio state, a 4-D float32 action, a float32 reward and a bool done flag (25.2 MB).
@@ -10,12 +10,15 @@ ipc (unix socket) and tcp loopback. The receiver fully decodes every chunk. Meas
 
 * ``wire``: this project's protocol (``wire.protocol``): msgpack header + one raw frame per array,
   zero-copy on both ends.
+* ``raw_frames``: the same array buffers as bare ZeroMQ frames, no header, no checks: the
+  ceiling of these sockets, so ``wire / raw_frames`` is the protocol's own efficiency.
 * ``pickle_lz4``: SERL's agentlace format, ``lz4.frame.compress(pickle.dumps(chunk))``; the
   receiver decompresses and unpickles.
 * ``torch_save``: LeRobot's format, ``torch.save`` of the tensors into a BytesIO; the receiver
   runs ``torch.load``.
 * ``memcpy``: ``np.copyto`` of the same arrays into preallocated ones, in one process: the speed
-  of moving the bytes once, a ceiling no transport between processes reaches.
+  of moving the bytes once. A socket between processes copies them twice, into the kernel and
+  out of it.
 
 The baselines get the same sockets and zero-copy sends as ``wire``; only the serialisation
 differs. Throughput counts the chunk's array bytes (not compressed bytes) per second, measured on
@@ -23,10 +26,14 @@ the receiver after a few warm-up chunks. The camera images are smooth gradients 
 object and sensor noise, like real frames, so lz4 gets a realistic (small) compression ratio
 rather than the huge one it would get on zeros.
 
+Each figure is the best of ``--rounds`` rounds; the rounds interleave the methods, so that load
+from other programs on a shared machine hits all of them alike.
+
 Prints a table, then (with ``--json``) one JSON line last with GBps (best of ipc/tcp for wire),
 GBps_ipc, GBps_tcp, memcpy_GBps, ratio_vs_memcpy, speedup_vs_pickle_lz4, speedup_vs_torch_save
-(best transport against best transport) and bytes_per_chunk. Goals: ratio_vs_memcpy >= 0.4 and
-both speedups >= 3.
+(best transport against best transport), bytes_per_chunk, and raw_frames_GBps,
+ratio_vs_raw_frames, pickle_lz4_GBps, torch_save_GBps, lz4_compression_ratio. Goals:
+ratio_vs_memcpy >= 0.4 and both speedups >= 3.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import json
 import multiprocessing
 import pathlib
 import pickle
+import queue
 import sys
 import tempfile
 import time
@@ -65,6 +73,10 @@ class TransportBenchConfig:
     socket_buffer_bytes: int = 0  # kernel send/receive buffer (SO_SNDBUF/SO_RCVBUF); 0: the OS default
     rounds: int = 2  # every measurement is repeated this many times and the best kept
     seed: int = 0
+
+    def __post_init__(self):
+        if self.warmup_chunks < 1 or self.chunks < 1 or self.rounds < 1 or self.seconds < 0:
+            raise ValueError(f"need warmup_chunks, chunks and rounds >= 1 and seconds >= 0: {self}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +165,13 @@ def recv_chunk(method: str, sock: zmq.Socket) -> dict | None:
     return torch.load(io.BytesIO(frame.buffer), weights_only=True)
 
 
+def import_decoder(method: str) -> None:
+    if method == "pickle_lz4":
+        import lz4.frame  # noqa: F401
+    elif method == "torch_save":
+        import torch  # noqa: F401
+
+
 def _to_torch(tree: dict, torch) -> dict:
     return {key: _to_torch(value, torch) if isinstance(value, dict) else torch.from_numpy(value)
             for key, value in tree.items()}
@@ -172,23 +191,23 @@ def receiver_process(method: str, transport: str, directory: str, config: Transp
     sock.linger = 0
     sock.rcvtimeo = 60_000  # a dead sender ends the run with an error instead of a hang
     sock.bind(f"ipc://{directory}/{method}.sock" if transport == "ipc" else "tcp://127.0.0.1:*")
+    import_decoder(method)  # before saying ready, so the first chunks do not wait for an import
     results.put(("endpoint", sock.LAST_ENDPOINT.decode()))
-    received, started = 0, None
-    last = None
+    received, timed_bytes, started, last = 0, 0, 0.0, 0.0
     while (chunk := recv_chunk(method, sock)) is not None:
         last = time.perf_counter()
         received += 1
-        if received == config.warmup_chunks:
-            started, timed_bytes = last, 0
-        elif started is not None:
+        if received <= config.warmup_chunks:
+            started = last  # the clock starts when the last warm-up chunk has arrived
+        else:
             timed_bytes += chunk_bytes(chunk)
-        del chunk
+        del chunk  # frees the received buffers, as a real consumer would after storing the data
     results.put(("result", {"chunks": received - config.warmup_chunks, "bytes": timed_bytes,
                             "seconds": last - started}))
     context.destroy(linger=0)
 
 
-def sender_process(method: str, endpoint: str, config: TransportBenchConfig) -> None:
+def sender_process(method: str, endpoint: str, config: TransportBenchConfig, finished) -> None:
     chunk = make_chunk(config)
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
@@ -206,8 +225,10 @@ def sender_process(method: str, endpoint: str, config: TransportBenchConfig) -> 
         send_chunk(method, sock, chunk, sent)
         sent += 1
     send_end(method, sock)
-    sock.close(linger=-1)  # wait until everything has left
-    context.term()
+    # Stay connected until the receiver has everything: a peer that disconnects while the
+    # receiver's queue is full can lose its last messages in ZeroMQ.
+    finished.wait(timeout=600)
+    context.destroy(linger=0)
 
 
 def measure_transport(method: str, transport: str, config: TransportBenchConfig, directory: str) -> dict:
@@ -215,15 +236,35 @@ def measure_transport(method: str, transport: str, config: TransportBenchConfig,
     results = processes.Queue()
     receiver = processes.Process(target=receiver_process, args=(method, transport, directory, config, results))
     receiver.start()
-    tag, endpoint = results.get(timeout=120)
-    sender = processes.Process(target=sender_process, args=(method, endpoint, config))
-    sender.start()
-    tag, result = results.get(timeout=600)
-    sender.join()
-    receiver.join()
-    if sender.exitcode or receiver.exitcode:
-        raise RuntimeError(f"{method} over {transport}: sender exit {sender.exitcode}, receiver {receiver.exitcode}")
+    children = [receiver]
+    try:
+        endpoint = _next_result(results, children, f"{method} over {transport}")
+        finished = processes.Event()
+        sender = processes.Process(target=sender_process, args=(method, endpoint, config, finished))
+        sender.start()
+        children.append(sender)
+        result = _next_result(results, children, f"{method} over {transport}")
+        finished.set()
+        for child in children:
+            child.join()
+    finally:
+        for child in children:  # only left running when something failed
+            if child.is_alive():
+                child.terminate()
+                child.join()
     return result
+
+
+def _next_result(results: multiprocessing.Queue, children: list, what: str):
+    """The next value a child reports; fails fast, instead of waiting forever, if a child died."""
+    while True:
+        try:
+            return results.get(timeout=1.0)[1]
+        except queue.Empty:
+            failed = [child.exitcode for child in children if child.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"{what}: a benchmark process failed with exit code {failed[0]} "
+                                   "(its traceback is above)") from None
 
 
 def measure_memcpy(chunk: dict, config: TransportBenchConfig) -> dict:
@@ -252,8 +293,8 @@ def run(config: TransportBenchConfig) -> dict:
     chunk = make_chunk(config)
     nbytes = chunk_bytes(chunk)
     lz4_ratio = nbytes / len(lz4.frame.compress(pickle.dumps(chunk)))
-    # Rounds interleave the methods, so that a change in the (shared) machine's load hits them
-    # all alike; each figure is the best of its rounds.
+    # Rounds interleave the methods, so that a change in a shared machine's load hits them all
+    # alike; each figure is the best of its rounds.
     best: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory(prefix="wire-bench-", dir="/tmp") as directory:
         for _ in range(config.rounds):
@@ -266,7 +307,8 @@ def run(config: TransportBenchConfig) -> dict:
     memcpy_gbps = gbps(best["memcpy", "-"])
     print(f"chunk: {config.steps} steps, 2 cameras {config.image_size}x{config.image_size}x3 uint8, "
           f"{nbytes / 1e6:.2f} MB; lz4 compresses it {lz4_ratio:.2f}x; best of {config.rounds} rounds")
-    print(f"{'method':<12} {'transport':<9} {'GB/s':>7} {'chunks/s':>9} {'ms/chunk':>9} {'vs memcpy':>10} {'chunks':>7}")
+    print(f"{'method':<12} {'transport':<9} {'GB/s':>7} {'chunks/s':>9} {'ms/chunk':>9} {'vs memcpy':>10} "
+          f"{'chunks':>7}")
     for (method, transport), result in best.items():
         speed = gbps(result)
         per_second = result["chunks"] / result["seconds"]

@@ -1,7 +1,8 @@
 """Runs every role as a local process, watches them, and ends the run cleanly.
 
-What happens, in order:
-  1. the resolved config (with ports) is written to <run_dir>/config.yaml;
+`Launcher` below is what every launch mode shares (local here; tmux, ssh and ray in their own modules):
+they differ only in how a process is started and watched. What happens, in order:
+  1. the resolved config (with ports, and the placement: hosts and devices) is written to <run_dir>/config.yaml;
   2. the monitor binds the stats and control sockets;
   3. replay, learner, evaluator and actors start as separate processes;
   4. the monitor logs progress until runner.max_env_steps (or max_wall_s) is reached,
@@ -31,7 +32,7 @@ from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
 from launch.placement import ProcessPlacement
-from launch.processes import RoleProcess, role_command, role_env
+from launch.processes import RoleProcess, role_command
 
 log = get_logger("launcher")
 
@@ -215,6 +216,7 @@ class Launcher:
         kill_at: dict[str, float] = {}
         while any(p.poll() is None for p in self.procs.values()):
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)
+            self.refresh()
             now = time.time()
             if self._interrupted:  # a second Ctrl-C: no more grace for the evaluator
                 grace = {n: min(g, self.cfg.runner.shutdown_timeout_s) for n, g in grace.items()}
@@ -228,11 +230,18 @@ class Launcher:
                 elif name in kill_at and now > kill_at[name]:
                     log.warning(f"{name} ignored SIGTERM: killing it")
                     proc.signal(signal.SIGKILL)
-                    proc.proc.wait()
+                    self._wait_gone(proc)
         for name, proc in self.procs.items():
             proc.wait_output()
             self.exit_codes.setdefault(name, proc.poll())
         self.monitor.poll(0)
+
+    def _wait_gone(self, proc, timeout: float = 5.0) -> None:
+        """Wait until a killed process is reaped (asking the launch mode about it as it goes)."""
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            self.refresh()
 
 
 class LocalLauncher(Launcher):
@@ -241,8 +250,9 @@ class LocalLauncher(Launcher):
     mode = "local"
 
     def start_process(self, p: ProcessPlacement) -> RoleProcess:
+        # placement.local_env = role_env's threads + the placement's GPU pinning (CUDA_VISIBLE_DEVICES)
         return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index),
-                           role_env(self.cfg, p.role, p.index), self.run_dir / "logs")
+                           placement.local_env(self.cfg, p), self.run_dir / "logs")
 
 
 def launch(preset: str, overrides: list[str]) -> int:

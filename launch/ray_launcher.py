@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.config import ConfigError
 from core.log import get_logger
@@ -47,6 +47,23 @@ def _import_ray():
     except ImportError:
         raise ConfigError("launch.mode=ray needs Ray: .venv/bin/pip install ray") from None
     return ray
+
+
+def ray_options(cfg: DictConfig, p: ProcessPlacement) -> dict:
+    """The Ray actor options of a process: its CPU and GPU reservation, and its node if the placement names one."""
+    gpus = 0
+    if p.role in ("actor", "evaluator") and p.device.startswith("cuda"):
+        gpus = 1
+    elif p.role == "learner" and str(cfg.learner.device).startswith("cuda"):
+        if str(cfg.learner.device) not in ("cuda", "cuda:0"):
+            raise ConfigError(f"with launch.mode=ray, Ray chooses the learner's GPU: set learner.device=cuda, "
+                              f"not {cfg.learner.device}")
+        gpus = 1
+    # max_concurrency: signal() must run while run() blocks for the whole life of the role.
+    options = {"num_cpus": cfg.launch.ray_cpus_per_role, "num_gpus": gpus, "max_concurrency": 4}
+    if not p.is_local:
+        options["resources"] = {f"node:{p.host}": 0.001}  # Ray's built-in resource of the node with that IP
+    return options
 
 
 class RoleActor:
@@ -155,25 +172,9 @@ class RayLauncher(Launcher):
             self.ray.init(num_cpus=cpus, runtime_env=runtime_env, include_dashboard=False, configure_logging=False,
                           _node_ip_address="127.0.0.1")
 
-    def _options(self, p: ProcessPlacement) -> dict:
-        cfg = self.cfg
-        gpus = 0
-        if p.gpu is not None:
-            gpus = 1
-        elif p.role == "learner" and str(cfg.learner.device).startswith("cuda"):
-            if str(cfg.learner.device) not in ("cuda", "cuda:0"):
-                raise ConfigError(f"with launch.mode=ray, Ray chooses the learner's GPU: set learner.device=cuda, "
-                                  f"not {cfg.learner.device}")
-            gpus = 1
-        options = {"num_cpus": cfg.launch.ray_cpus_per_role, "num_gpus": gpus, "max_concurrency": 4,
-                   "name": None, "lifetime": None}
-        if not p.is_local:
-            options["resources"] = {f"node:{p.host}": 0.001}  # Ray's built-in resource of the node with that IP
-        return {k: v for k, v in options.items() if v is not None}
-
     def _new_actor(self, p: ProcessPlacement):
         remote_class = self.ray.remote(RoleActor)
-        actor = remote_class.options(**self._options(p)).remote(p.name)
+        actor = remote_class.options(**ray_options(self.cfg, p)).remote(p.name)
         return actor
 
     def place(self) -> list[ProcessPlacement]:

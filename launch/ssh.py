@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import io
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,13 +234,17 @@ class SSHLauncher(Launcher):
 
     def before_start(self) -> None:
         """Give each host its run directory and check it can run roles, before starting any."""
+        if self._remote_hosts() and shutil.which("ssh") is None:
+            raise RuntimeError("launch.mode=ssh needs the OpenSSH client: apt-get install openssh-client")
         for name, runs_services in self._remote_hosts().items():
             host = self.hosts[name]
             run_dir = host.run_dir(self.run_dir)
+            workdir, python = shlex.quote(host.workdir), shlex.quote(host.python)
+            no_checkout = shlex.quote(f"no project checkout at {host.workdir}")
+            no_python = shlex.quote(f"cannot import the project with {host.python} in {host.workdir}")
             script = (f"set -e; mkdir -p {shlex.quote(run_dir)}; tar -x -m -C {shlex.quote(run_dir)} -f -; "
-                      f"cd {shlex.quote(host.workdir)} || {{ echo 'no project checkout at {host.workdir}' >&2; exit 3; }}; "
-                      f"{shlex.quote(host.python)} -c 'import launch.role, zmq, omegaconf' || "
-                      f"{{ echo 'cannot import the project with {host.python} in {host.workdir}' >&2; exit 4; }}")
+                      f"cd {workdir} || {{ echo {no_checkout} >&2; exit 3; }}; "
+                      f"{python} -c 'import launch.role, zmq, omegaconf' || {{ echo {no_python} >&2; exit 4; }}")
             bundle = tar_archive(run_files(self.cfg, run_dir, runs_services))
             try:
                 result = subprocess.run(host.ssh_argv(tty=False) + [script], input=bundle,

@@ -22,6 +22,7 @@ import collections
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,9 @@ class TmuxLauncher(Launcher):
 
     def _start_detached(self) -> int:
         """launch.wait=false: start the session with the launcher in its first window, and return."""
+        if shutil.which("tmux") is None:
+            log.error("launch.mode=tmux needs tmux: apt-get install tmux")
+            return 1
         if self.tmux.has_session(self.session):
             log.error(f"tmux session {self.session} exists already; attach with: {self.attach_command}")
             return 1
@@ -189,6 +193,8 @@ class TmuxLauncher(Launcher):
         return 0
 
     def before_start(self) -> None:
+        if shutil.which("tmux") is None:
+            raise RuntimeError("launch.mode=tmux needs tmux: apt-get install tmux")
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         inside = os.environ.get("ZARL_TMUX_SUPERVISOR") == self.session
         if self.tmux.has_session(self.session) and not inside:
@@ -225,7 +231,10 @@ class TmuxLauncher(Launcher):
             for name in self.procs:
                 self.tmux.kill_window(self.session, name)
         else:
+            socket = self.tmux("display-message", "-p", "#{socket_path}", check=False).strip()
             self.tmux("kill-server", check=False)
+            if socket:
+                Path(socket).unlink(missing_ok=True)  # tmux leaves its socket file behind
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,13 +111,13 @@ class GRPO:
                 self.optimizer.step()
                 self.gradient_steps += 1
 
-                with torch.no_grad():
-                    history["train/actor/policy_loss"].append(policy_loss)
-                    history["train/actor/approx_kl"].append(((ratio - 1) - log_ratio).mean())
-                    history["train/actor/clip_fraction"].append(((ratio - 1).abs() > cfg.clip).float().mean())
-                    history["train/actor/clipped_ratio"].append(clipped_ratio.mean())
-                    history["train/actor/grad_norm"].append(grad_norm)
-                    history["train/actor/entropy_loss"].append(entropy)
+                stats = {"train/actor/policy_loss": policy_loss,
+                         "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
+                         "train/actor/clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean(),
+                         "train/actor/clipped_ratio": clipped_ratio.mean(), "train/actor/grad_norm": grad_norm,
+                         "train/actor/entropy_loss": entropy}
+                for k, v in stats.items():
+                    history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics

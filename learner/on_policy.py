@@ -115,7 +115,9 @@ class OnPolicyLearner(Learner):
             return {}
         self.env_steps = int(msg.meta.get("env_steps", self.env_steps))
         t0 = time.time()
-        progress = self.env_steps / max(1, self.cfg.runner.max_env_steps)
+        # The fraction of the run done before this rollout: the first update gets the full learning rate.
+        before = self.env_steps - int(msg.meta.get("rollout_env_steps", 0))
+        progress = before / max(1, self.cfg.runner.max_env_steps)
         metrics = self.algorithm.train(to_tensors(msg.arrays, self.device), progress)
         self.steps += 1
         metrics.update({"learner/update_s": time.time() - t0, "learner/rollout_wait_s": self.wait_s,

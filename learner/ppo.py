@@ -108,11 +108,13 @@ class PPO:
         next_values[index[:, 0], index[:, 1]] = values_of(self.model, finals["obs"], self.cfg.value_batch)
         advantages, returns = compute_gae(steps["reward"], values, next_values, steps["terminated"],
                                           steps["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
-        data = {"obs": flat_obs(steps["obs"], n * t), "action": steps["action"].reshape(n * t, *steps["action"].shape[2:]),
+        data = {"obs": flat_obs(steps["obs"], n * t),
+                "action": steps["action"].reshape(n * t, *steps["action"].shape[2:]),
                 "log_prob": steps["log_prob"].reshape(-1), "value": values.reshape(-1),
                 "advantage": advantages.reshape(-1), "return": returns.reshape(-1)}
         explained = 1 - (returns - values).var() / returns.var().clamp_min(1e-8)
-        metrics = {"rollout/advantages_mean": advantages.mean().item(), "rollout/advantages_max": advantages.max().item(),
+        metrics = {"rollout/advantages_mean": advantages.mean().item(),
+                   "rollout/advantages_max": advantages.max().item(),
                    "rollout/advantages_min": advantages.min().item(), "rollout/rewards": steps["reward"].mean().item(),
                    "train/critic/explained_variance": explained.item()}
         return data, metrics
@@ -159,16 +161,15 @@ class PPO:
                 self.optimizer.step()
                 self.gradient_steps += 1
 
-                with torch.no_grad():
-                    history["train/actor/policy_loss"].append(policy_loss)
-                    history["train/actor/approx_kl"].append(((ratio - 1) - log_ratio).mean())
-                    history["train/actor/clip_fraction"].append(((ratio - 1).abs() > cfg.clip).float().mean())
-                    history["train/actor/clipped_ratio"].append(clipped_ratio.mean())
-                    history["train/actor/grad_norm"].append(grad_norm)
-                    history["train/actor/entropy_loss"].append(entropy)
-                    history["train/critic/value_loss"].append(value_loss)
-                    history["train/critic/value_clip_ratio"].append((value_loss_clipped > value_loss_free).float().mean())
-                    history["train/loss"].append(loss)
+                stats = {"train/actor/policy_loss": policy_loss,
+                         "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
+                         "train/actor/clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean(),
+                         "train/actor/clipped_ratio": clipped_ratio.mean(), "train/actor/grad_norm": grad_norm,
+                         "train/actor/entropy_loss": entropy, "train/critic/value_loss": value_loss,
+                         "train/critic/value_clip_ratio": (value_loss_clipped > value_loss_free).float().mean(),
+                         "train/loss": loss}
+                for k, v in stats.items():
+                    history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics

@@ -88,7 +88,8 @@ class ActorCriticPolicy(Policy):
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, policy_cfg: DictConfig, device: str,
                  seed: int = 0):
         self.device = torch.device(device)
-        self.model = ActorCritic(obs_space, action_space, policy_cfg, with_critic=False, seed=seed).to(self.device).eval()
+        model = ActorCritic(obs_space, action_space, policy_cfg, with_critic=False, seed=seed)
+        self.model = model.to(self.device).eval()
         self.discrete = self.model.discrete
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 

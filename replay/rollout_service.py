@@ -30,8 +30,8 @@ from wire.protocol import Kind
 
 ACTOR_KINDS = {Kind.REGISTER, Kind.CHUNK, Kind.HEARTBEAT, Kind.BYE}
 LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
-LOG_FIRST_STALE = 10  # stale chunks logged one by one; after that, one in LOG_EVERY_STALE
-LOG_EVERY_STALE = 100
+LOG_FIRST = 10  # stale chunks and short versions are logged one by one; after that, one in LOG_EVERY
+LOG_EVERY = 100
 
 
 class RolloutService(ReplayService):
@@ -47,7 +47,7 @@ class RolloutService(ReplayService):
         self.spec: Spec | None = None
         self.routes: dict[str, list] = {}  # actor name -> its routing identity
         self.last_seen: dict[str, float] = {}
-        self.request: tuple[list, int] | None = None  # the learner's pending (route, version)
+        self.request: tuple[list, int, int] | None = None  # the learner's pending (route, seq, version)
         self.episodes: list = []
         self.rejected_chunks = 0
 
@@ -106,7 +106,7 @@ class RolloutService(ReplayService):
             return
         if outcome == "stale":
             n = self.store.stale_chunks
-            if n <= LOG_FIRST_STALE or n % LOG_EVERY_STALE == 0:
+            if n <= LOG_FIRST or n % LOG_EVERY == 0:
                 self.log.warning(f"dropped a stale chunk from {msg.sender}: policy version {msg.policy_version}, "
                                  f"the store is at {self.store.version}"
                                  f"{' (handed out)' if self.store.closed else ''}; {n} stale chunk(s) so far")
@@ -122,6 +122,7 @@ class RolloutService(ReplayService):
     def _on_learner_message(self, route: list, msg: protocol.Message) -> None:
         if msg.kind != Kind.SAMPLE:
             return
+        trained = self.store.env_steps
         try:
             self.store.request(msg.policy_version)
         except RolloutError as e:
@@ -129,23 +130,33 @@ class RolloutService(ReplayService):
             protocol.send(self.learner_sock, Kind.BATCH, sender="replay", route=route, seq=msg.seq,
                           policy_version=self.store.version, meta={"error": str(e)})
             return
-        self.request = (route, msg.seq)
+        self.request = (route, msg.seq, msg.policy_version)
+        if self.store.env_steps != trained:
+            self._report()  # at once: the monitor's stop condition reads env_steps from this report
 
     def _serve_rollout(self) -> None:
-        if self.request is None or not self.store.ready(time.time()):
+        if self.request is None:
+            return
+        route, seq, version = self.request
+        if self.store.version != version:  # a chunk of a newer version came: the learner must have restarted
+            self.request = None
+            protocol.send(self.learner_sock, Kind.BATCH, sender="replay", route=route, seq=seq,
+                          policy_version=self.store.version,
+                          meta={"error": f"the store moved on to version {self.store.version} (actors hold it)"})
+            return
+        if not self.store.ready(time.time()):
             return
         taken = self.store.take()
-        route, seq = self.request
         self.request = None
-        if taken.missing:
+        if taken.missing and (self.store.timeouts <= LOG_FIRST or self.store.timeouts % LOG_EVERY == 0):
             self.log.warning(f"version {taken.version}: no rollout from {', '.join(taken.missing)} within "
-                             f"{self.store.timeout_s:.0f} s; training on {len(taken.actors)} actor(s)' rollouts")
-        meta = {"env_steps": self.store.env_steps, "rollout_env_steps": taken.env_steps, "actors": taken.actors,
+                             f"{self.store.timeout_s:.0f} s; training on {len(taken.actors)} actor(s)' rollouts "
+                             f"({self.store.timeouts} version(s) short so far)")
+        meta = {"env_steps": self.store.env_steps_served, "rollout_env_steps": taken.env_steps, "actors": taken.actors,
                 "missing": taken.missing, "stale_chunks": self.store.stale_chunks}
         protocol.send(self.learner_sock, Kind.BATCH, taken.rollout, sender="replay", route=route, seq=seq,
                       policy_version=taken.version, meta=meta)
         self.episodes.extend(taken.episodes)
-        self._report()  # at once: the monitor's stop condition reads env_steps from this report
 
     # -- loop --------------------------------------------------------------------------------------
     def _drain(self, sock: zmq.Socket, kinds: set, handle, where: str, limit: int = 64) -> None:
@@ -177,7 +188,7 @@ class RolloutService(ReplayService):
                 self._report()
                 last_report = time.time()
         self.log.info(f"stopping ({self.rt.stop_reason}); handed out {self.store.versions_served} rollouts, "
-                      f"{self.store.env_steps:,} env steps; dropped {self.store.stale_chunks} stale chunk(s)")
+                      f"{self.store.env_steps_served:,} env steps; dropped {self.store.stale_chunks} stale chunk(s)")
         self._report()
         self.actors_sock.close(0)
         self.learner_sock.close(0)
@@ -188,10 +199,11 @@ class RolloutService(ReplayService):
         episodes, self.episodes = self.episodes, []
         store = self.store
         self.rt.report(
-            counters={"env_steps": store.env_steps, "rollouts_served": store.versions_served,
+            counters={"env_steps": store.env_steps, "env_steps_served": store.env_steps_served,
+                      "rollouts_served": store.versions_served,
                       "stale_chunks": store.stale_chunks, "stale_env_steps": store.stale_env_steps,
                       "duplicate_chunks": store.duplicate_chunks, "rejected_chunks": self.rejected_chunks,
                       "rollout_timeouts": store.timeouts},
             scalars={"replay/actors": len(self.routes), "replay/policy_version": store.version,
-                     "replay/actors_missing": len(store.missing()) if not store.closed else 0},
+                     "replay/rollouts_pending": len(store.missing()) if not store.closed else 0},
             episodes=episodes)

@@ -12,6 +12,10 @@ An actor sends its rollout in parts (time slices, so a large rollout never has t
 message); the store joins the parts, and when the rollouts of all expected actors are there it
 concatenates them along the env axis into the learner's rollout.
 
+Progress is counted in env steps the learner has finished training on: the steps of version v count
+once version v + 1 begins. So the run's stop condition (the monitor reads this count) fires after the
+last update, not while the learner is still training on the last rollout.
+
 Versions. The store's version is the newest it has seen, in a learner request or a chunk. A chunk
 of version w proves the learner published w, which it only does after it finished with every
 version before w; so seeing w begins version w, and anything older is stale: dropped and counted,
@@ -196,7 +200,9 @@ class RolloutStore:
         self.stale_chunks = 0
         self.stale_env_steps = 0
         self.duplicate_chunks = 0
-        self.env_steps = 0  # env steps handed to the learner
+        self.env_steps_served = 0  # env steps handed to the learner
+        self.env_steps = 0  # env steps the learner has finished training on (the run's progress)
+        self._handed_out_steps = 0  # of the version handed out last, trained on once the next version begins
         self.versions_served = 0
         self.timeouts = 0
 
@@ -206,8 +212,7 @@ class RolloutStore:
         self.actors.add(name)
         entry = self.gathering.get(name)
         if entry is not None and entry.rollout is None:
-            self._count_stale(entry.parts.values())
-            del self.gathering[name]
+            self._drop(self.gathering.pop(name))
         if self.version and not self.closed:
             self.expected.add(name)
 
@@ -217,23 +222,30 @@ class RolloutStore:
         self.expected.discard(name)
         entry = self.gathering.get(name)
         if entry is not None and entry.rollout is None:
-            self._count_stale(entry.parts.values())
-            del self.gathering[name]
+            self._drop(self.gathering.pop(name))
 
     # -- versions ----------------------------------------------------------------------------------
     def _begin(self, version: int) -> None:
+        if self.closed:  # the learner moved on (it published `version`): it has finished training on the last one
+            self.env_steps += self._handed_out_steps
+            self._handed_out_steps = 0
         for entry in self.gathering.values():  # an older version's data, never to be trained on
-            self._count_stale(entry.parts.values() if entry.rollout is None else [entry.rollout])
+            self._drop(entry)
         self.version, self.closed = version, False
         self.expected = set(self.actors)
         self.gathering = {}
         self.first_complete_at = None
 
-    def _count_stale(self, parts) -> None:
-        for part in parts:
-            self.stale_chunks += 1
-            steps = leaves(part["steps"])[0]
-            self.stale_env_steps += int(steps.shape[0] * steps.shape[1])
+    def _count_stale(self, chunks: int, steps: dict) -> None:
+        self.stale_chunks += chunks
+        self.stale_env_steps += int(np.prod(leaves(steps)[0].shape[:2]))
+
+    def _drop(self, entry: ActorRollout) -> None:
+        """Count an actor's rollout (whole or in parts) as stale; the caller forgets it."""
+        if entry.rollout is not None:
+            self._count_stale(entry.num_parts, entry.rollout["steps"])
+        for part in entry.parts.values():
+            self._count_stale(1, part["steps"])
 
     def request(self, version: int) -> None:
         """The learner asks for the rollout of `version` (it has published those weights)."""
@@ -250,7 +262,7 @@ class RolloutStore:
             raise RolloutError(f"chunk part {part!r} of {num_parts!r}: need 0 <= part < parts <= {MAX_PARTS}")
         check_layout(arrays, with_envs=part == num_parts - 1)
         if version < self.version or (version == self.version and self.closed):
-            self._count_stale([arrays])
+            self._count_stale(1, arrays["steps"])
             return "stale"
         if version > self.version:
             self._begin(version)
@@ -302,9 +314,10 @@ class RolloutStore:
                              actors=names, missing=missing, timed_out=bool(missing), env_steps=env_steps,
                              episodes=episodes)
         for name in set(self.gathering) - set(names):  # unfinished parts of late actors: stale now
-            self._count_stale(self.gathering[name].parts.values())
+            self._drop(self.gathering[name])
         self.gathering, self.closed = {}, True
-        self.env_steps += env_steps
+        self.env_steps_served += env_steps
+        self._handed_out_steps = env_steps
         self.versions_served += 1
         self.timeouts += bool(missing)
         return taken

@@ -60,7 +60,6 @@ ZERO_COPY_MIN_BYTES: int = 64 * 1024  # below this, copying is cheaper than Zero
 MAX_RANK: int = 8
 MAX_NAME_CHARS: int = 1024
 MAX_SENDER_CHARS: int = 256
-MAX_KIND_CHARS: int = 64
 
 ALLOWED_DTYPES: frozenset[str] = frozenset({
     "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
@@ -136,7 +135,7 @@ def flatten_arrays(arrays: Mapping | None, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in (arrays or {}).items():
         if not isinstance(key, str) or not key or "/" in key:
-            raise ProtocolError("bad_name", f"array key {key!r} under {prefix or 'the top level'!r} "
+            raise ProtocolError("bad_name", f"array key {_short(key)} under {prefix or 'the top level'!r} "
                                 "must be a non-empty string without '/'")
         name = f"{prefix}/{key}" if prefix else key
         if isinstance(value, Mapping):
@@ -160,23 +159,23 @@ def unflatten_arrays(flat: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> dic
         for depth, part in enumerate(parents):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ProtocolError("bad_name", f"array {name!r} lies under "
+                raise ProtocolError("bad_name", f"array {_short(name)} lies under "
                                     f"{'/'.join(parents[:depth + 1])!r}, which is itself an array")
             node = child
         if leaf in node:
             what = "is listed twice" if not isinstance(node[leaf], dict) else "is also a prefix of other arrays"
-            raise ProtocolError("bad_name", f"array name {name!r} {what}")
+            raise ProtocolError("bad_name", f"array name {_short(name)} {what}")
         node[leaf] = value
     return nested
 
 
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
-        raise ProtocolError("bad_name", f"array name {name!r} must be a non-empty string")
+        raise ProtocolError("bad_name", f"array name {_short(name)} must be a non-empty string")
     if len(name) > MAX_NAME_CHARS:
         raise ProtocolError("bad_name", f"array name of {len(name)} characters (at most {MAX_NAME_CHARS})")
     if "" in name.split("/"):
-        raise ProtocolError("bad_name", f"array name {name!r} has an empty path part")
+        raise ProtocolError("bad_name", f"array name {_short(name)} has an empty path part")
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,6 +203,12 @@ def _is_int(value: Any) -> bool:
     return type(value) is int  # msgpack's true/false arrive as bool, a subclass of int: not a number here
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr() cut to `limit` characters: hostile headers must not flood the log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _validate_header(header: Any, array_frame_bytes: Sequence[int],
                      kinds: Collection[str]) -> list[_ArraySpec]:
     """Checks every field of a parsed header against the frames that came with it."""
@@ -211,21 +216,21 @@ def _validate_header(header: Any, array_frame_bytes: Sequence[int],
         raise ProtocolError("bad_header", f"header is a msgpack {type(header).__name__}, not a map")
     version = header.get("v")
     if not _is_int(version) or version != PROTOCOL_VERSION:
-        raise ProtocolError("bad_version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+        raise ProtocolError("bad_version", f"protocol version {_short(version)}, expected {PROTOCOL_VERSION}")
     if header.keys() != _HEADER_FIELDS:
         missing = sorted(_HEADER_FIELDS - header.keys())
-        unknown = sorted(map(repr, header.keys() - _HEADER_FIELDS))
+        unknown = _short(sorted(map(repr, header.keys() - _HEADER_FIELDS)))
         raise ProtocolError("bad_header", f"header fields missing {missing}, unknown {unknown}")
     kind = header["kind"]
     if not isinstance(kind, str) or kind not in kinds:
-        raise ProtocolError("bad_kind", f"kind {kind!r} is not one of {sorted(kinds)}")
+        raise ProtocolError("bad_kind", f"kind {_short(kind)} is not one of {sorted(kinds)}")
     sender = header["sender"]
     if not isinstance(sender, str) or len(sender) > MAX_SENDER_CHARS:
         raise ProtocolError("bad_header", f"sender must be a string of at most {MAX_SENDER_CHARS} "
                             f"characters, got {type(sender).__name__}")
     for key in ("seq", "policy_version"):
         if not _is_int(header[key]) or not 0 <= header[key] < 2**64:
-            raise ProtocolError("bad_header", f"{key} must be an int in [0, 2**64), got {header[key]!r:.50}")
+            raise ProtocolError("bad_header", f"{key} must be an int in [0, 2**64), got {_short(header[key])}")
     if not isinstance(header["meta"], dict):
         raise ProtocolError("bad_header", f"meta must be a map, got {type(header['meta']).__name__}")
     entries = header["arrays"]
@@ -243,22 +248,22 @@ def _validate_header(header: Any, array_frame_bytes: Sequence[int],
 def _validate_array_entry(index: int, entry: Any, frame_bytes: int) -> _ArraySpec:
     if not isinstance(entry, dict) or entry.keys() != _ARRAY_FIELDS:
         raise ProtocolError("bad_header", f"arrays[{index}] must be a map with exactly the fields "
-                            f"{sorted(_ARRAY_FIELDS)}, got {entry!r:.200}")
+                            f"{sorted(_ARRAY_FIELDS)}, got {_short(entry, 200)}")
     name = entry["name"]
     _check_name(name)
     dtype_name = entry["dtype"]
     if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DTYPES:
-        raise ProtocolError("bad_dtype", f"array {name!r} has dtype {dtype_name!r:.50}, "
+        raise ProtocolError("bad_dtype", f"array {name!r} has dtype {_short(dtype_name)}, "
                             f"not one of {sorted(ALLOWED_DTYPES)}")
     dtype = _WIRE_DTYPES[dtype_name]
     shape = entry["shape"]
     if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ProtocolError("bad_shape", f"array {name!r} has shape {shape!r:.200}; a shape is a list of "
+        raise ProtocolError("bad_shape", f"array {name!r} has shape {_short(shape)}; a shape is a list of "
                             f"at most {MAX_RANK} non-negative ints")
     # Python ints do not overflow, so the product is exact even for hostile dimensions.
     addressable = math.prod(d for d in shape if d) * dtype.itemsize
     if addressable > _MAX_ADDRESSABLE_BYTES:
-        raise ProtocolError("bad_shape", f"array {name!r} has shape {shape!r:.200}, too big to address")
+        raise ProtocolError("bad_shape", f"array {name!r} has shape {_short(shape)}, too big to address")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != frame_bytes:
         raise ProtocolError("size_mismatch", f"array {name!r} ({dtype_name}{shape}) needs {nbytes} bytes, "
@@ -308,11 +313,11 @@ def _tensor_to_numpy(name: str, tensor: Any, torch: Any) -> np.ndarray:
         host.copy_(tensor, non_blocking=True)
         torch.cuda.current_stream(tensor.device).synchronize()  # the copy must land before we read it
         return host.numpy()
-    if tensor.device.type != "cpu":
-        tensor = tensor.to("cpu")
     try:
-        return tensor.resolve_neg().resolve_conj().numpy()  # a view, no copy
-    except (TypeError, RuntimeError) as exc:  # sparse, quantized, ... tensors have no numpy view
+        if tensor.device.type != "cpu":  # other accelerators: one plain copy
+            tensor = tensor.to("cpu")
+        return tensor.resolve_neg().resolve_conj().numpy()  # a CPU tensor: a view, no copy
+    except (TypeError, RuntimeError) as exc:  # sparse, quantized, meta ... tensors have no numpy view
         raise ProtocolError("bad_value", f"tensor {name!r} cannot be viewed as a numpy array: {exc}") from None
 
 
@@ -375,9 +380,12 @@ def _byte_view(index: int, frame: Any) -> memoryview:
         view = memoryview(frame)
     except TypeError:
         raise ProtocolError("bad_frame", f"frame {index} is a {type(frame).__name__}, not bytes") from None
-    if not view.c_contiguous:
-        raise ProtocolError("bad_frame", f"frame {index} is not a contiguous buffer")
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    if view.format == "B" and view.ndim == 1:
+        return view
+    try:
+        return view.cast("B")  # numpy arrays and other typed buffers: their raw bytes
+    except (TypeError, ValueError):
+        raise ProtocolError("bad_frame", f"frame {index} is not a contiguous buffer") from None
 
 
 def decode(frames: Sequence, *, max_bytes: int = MAX_MESSAGE_BYTES, kinds: Collection[str] | None = None) -> Message:

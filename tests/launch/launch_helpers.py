@@ -164,3 +164,20 @@ def _wait_for_sshd(hosts: SSHHosts, keys: Path, sshds: list[subprocess.Popen]) -
             time.sleep(0.1)
         else:
             raise RuntimeError(f"sshd on host {host} does not accept logins: {_run(*argv, check=False).stderr}")
+
+
+@pytest.fixture
+def loopback_namespace():
+    """A network namespace with only a loopback interface, as a command prefix (or [] where namespaces cannot
+    be made): Ray replaces 127.0.0.1 with the machine's own address, and inside this namespace that address
+    is loopback, so none of its traffic can leave even the loopback interface."""
+    if namespaces_unavailable():
+        yield []
+        return
+    ns = f"zarl-lo-{os.getpid()}"
+    _run("ip", "netns", "add", ns)
+    try:
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ["ip", "netns", "exec", ns]
+    finally:
+        _run("ip", "netns", "del", ns, check=False)

@@ -31,7 +31,10 @@ class CurveSystem:
     """replay + actor-0 with security.curve=true; the monitor here, on its own secured context."""
 
     def __init__(self, run_dir: Path):
-        self.cfg = prepare_run("pendulum_sac_mlp", [*SHORT_RUN, f"runner.run_dir={run_dir}", "security.curve=true"])
+        # No learner here, so no rate limit: the actor pushes for as long as the test watches.
+        overrides = [*SHORT_RUN, f"runner.run_dir={run_dir}", "security.curve=true",
+                     "replay.rate_limit.updates_per_step=0"]
+        self.cfg = prepare_run("pendulum_sac_mlp", overrides)
         ensure_run_keys(self.cfg)
         save_config(self.cfg, run_dir / "config.yaml")
         self.ctx = zmq.Context()

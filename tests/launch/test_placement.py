@@ -117,3 +117,17 @@ def test_ssh_remote_command_is_the_role_command_with_its_environment():
                                    + role_command("actor", "/runs/x", actor.index, python=host.python)))
     assert "CUDA_VISIBLE_DEVICES=3" in words and words[-6:] == ["launch.role", "actor", "--run-dir", "/runs/x",
                                                                 "--index", "0"]
+
+
+def test_ray_reserves_one_gpu_per_pinned_actor_and_pins_named_nodes():
+    from launch.ray_launcher import ray_options
+
+    actors = "launch.placement.actors=[{host: 10.0.0.2, count: 2, devices: [cuda:0, cpu]}]"
+    cfg = load_config("pendulum_sac_mlp", ["learner.device=cuda", "launch.ray_cpus_per_role=0.5", actors])
+    options = {p.name: ray_options(cfg, p) for p in placement.plan(cfg)}
+    assert [options[n]["num_gpus"] for n in ("replay", "learner", "evaluator", "actor-0", "actor-1")] == [0, 1, 1, 1, 0]
+    assert options["actor-0"]["resources"] == {"node:10.0.0.2": 0.001} and "resources" not in options["replay"]
+    assert options["replay"]["num_cpus"] == 0.5
+    bad = load_config("pendulum_sac_mlp", ["learner.device=cuda:1"])
+    with pytest.raises(ConfigError, match="set learner.device=cuda"):
+        ray_options(bad, placement.plan(bad)[1])

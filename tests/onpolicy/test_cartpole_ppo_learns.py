@@ -13,13 +13,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_cartpole_ppo_learns(tmp_path):
-    """CI size: the default preset with a smaller budget; eval return >= 475 (of 500) means solved."""
+    """The default preset (100k env steps, about 30 s on 2 cores); eval return >= 475 (of 500) means solved."""
     run_dir = tmp_path / "run"
     command = [sys.executable, str(REPO / "launch" / "run_sync.py"), "cartpole_ppo_mlp", f"runner.run_dir={run_dir}",
-               "runner.max_env_steps=50000", "logging.wandb=disabled", "logging.tensorboard=false",
+               "logging.wandb=disabled", "logging.tensorboard=false",
                "logging.progress_bar=false", "eval.every_updates=100000"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["eval/return_mean"] >= 475, (summary, done.stderr[-3000:])
-    assert summary["env_steps"] >= 50000
+    assert summary["env_steps"] >= 100_000

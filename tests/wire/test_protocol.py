@@ -2,6 +2,7 @@
 malformed input is refused with a ProtocolError naming the right reason, never another exception."""
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 
@@ -53,7 +54,8 @@ def sample_arrays() -> dict:
     images = rng.integers(0, 256, size=(16, 64, 64, 3), dtype=np.uint8)
     big = rng.standard_normal((300, 128)).astype(np.float32)
     return {
-        "obs": {"front": images, "wrist": images[:, ::2, ::2], "state": rng.standard_normal((16, 7)).astype(np.float32)},
+        "obs": {"front": images, "wrist": images[:, ::2, ::2],
+                "state": rng.standard_normal((16, 7)).astype(np.float32)},
         "action": np.asfortranarray(rng.standard_normal((16, 4))),
         "reward": np.float32(1.5),
         "done": np.array([True, False] * 8),
@@ -227,14 +229,15 @@ def test_flatten_and_unflatten():
 # zero copy
 
 
-def test_large_received_arrays_are_views_on_the_frame(context):
-    sender, receiver = socket_pair(context, "inproc", "")
+@pytest.mark.parametrize("transport", ["inproc", "tcp"])  # tcp: the frame is the receiver's own memory
+def test_large_received_arrays_are_views_on_the_frame(context, transport):
+    sender, receiver = socket_pair(context, transport, "")
     big = np.arange(ZERO_COPY_MIN_BYTES, dtype=np.uint16)  # 128 KiB
     small = np.arange(10, dtype=np.float64)
     send(sender, Kind.CHUNK, {"big": big, "small": small}, sender="a")
     frames = receiver.recv_multipart(copy=False)
     message = decode(frames)
-    received = message.arrays["big"]
+    received, small_received = message.arrays["big"], message.arrays["small"]
     frame_address = np.frombuffer(frames[1].buffer, dtype=np.uint8).ctypes.data
     assert received.ctypes.data == frame_address  # the array *is* the frame's memory
     assert not received.flags.owndata and not received.flags.writeable
@@ -243,9 +246,11 @@ def test_large_received_arrays_are_views_on_the_frame(context):
         assert not base.flags.owndata
         base = base.base
     assert isinstance(base, (memoryview, zmq.Frame))
+    del frames, message  # the array alone keeps the frame's memory alive
+    gc.collect()
     assert np.array_equal(received, big)
     # Small arrays are private copies, also read-only.
-    assert message.arrays["small"].flags.owndata and not message.arrays["small"].flags.writeable
+    assert small_received.flags.owndata and not small_received.flags.writeable
     with pytest.raises(ValueError):
         received[0] = 1
 
