@@ -99,8 +99,8 @@ class SAC:
                 q = agent.critic(agent.encoder(obs, pre), batch["action"].float()).float()
             critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
             metrics["train/critic/grad_norm"] = self._step(self.critic_opt, critic_loss)
-            metrics["train/critic/q_loss"] = critic_loss.item()
-            metrics["train/critic/q_mean"] = q.mean().item()
+            metrics["train/critic/q_loss"] = critic_loss.detach()
+            metrics["train/critic/q_mean"] = q.detach().mean()
 
         # Actor: maximise Q - alpha * log pi on the last batch, with features detached from the encoder.
         with self._autocast():
@@ -111,30 +111,33 @@ class SAC:
         q_pi = q_pi.mean(0) if cfg.actor_q == "mean" else q_pi.min(0).values
         actor_loss = (self.alpha.detach() * logp - q_pi).mean()
         metrics["train/actor/grad_norm"] = self._step(self.actor_opt, actor_loss)
-        metrics["train/actor/policy_loss"] = actor_loss.item()
-        metrics["train/actor/entropy"] = -logp.mean().item()
+        metrics["train/actor/policy_loss"] = actor_loss.detach()
+        metrics["train/actor/entropy"] = -logp.detach().mean()
 
         # Temperature: move the policy's entropy toward the target entropy.
         alpha_loss = (self.alpha * (-logp.detach() - self.target_entropy)).mean()
         self._step(self.alpha_opt, alpha_loss)
-        metrics["train/alpha"] = self.alpha.item()
+        metrics["train/alpha"] = self.alpha.detach()
 
         self._polyak(agent.critic, agent.target_critic)
         self._polyak(agent.encoder, agent.target_encoder)
-        metrics["train/skipped_updates"] = float(self.skipped_updates)
-        return metrics
+        # One device-to-host transfer for all metrics, instead of a GPU sync per number.
+        values = torch.stack([v.float().reshape(()) for v in metrics.values()]).tolist()
+        out = dict(zip(metrics.keys(), values))
+        out["train/skipped_updates"] = float(self.skipped_updates)
+        return out
 
     def _autocast(self):
         """bf16 autocast on the GPU when configured; losses and optimiser state stay fp32."""
         enabled = self.amp == "bf16" and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-        """Backward and step, unless the loss or the gradient is NaN/Inf: then skip, count and keep the weights."""
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+        """Backward and step, unless the gradient is NaN/Inf: then skip, count and keep the weights.
+
+        A NaN/Inf loss always yields a non-finite gradient norm, so one check (one host sync) covers both.
+        """
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.skipped_updates += 1
-            return float("nan")
         loss.backward()
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
@@ -142,9 +145,9 @@ class SAC:
         if not torch.isfinite(norm):
             self.skipped_updates += 1
             optimizer.zero_grad(set_to_none=True)
-            return float("nan")
+            return norm.detach()
         optimizer.step()
-        return norm.item()
+        return norm.detach()
 
     @torch.no_grad()
     def _polyak(self, online: torch.nn.Module, target: torch.nn.Module) -> None:

@@ -1,0 +1,357 @@
+"""What the throughput benchmarks share: the system's real role processes, the bare loops they are
+compared with, and a way to measure both in the same run on a shared machine.
+
+A benchmark here prints a *ratio* measured in one run (system / bare), not an absolute speed: an
+absolute figure says as much about the machine and its other users as about the code. Both sides
+run in the same run, in alternating phases: while one side is measured, the other is frozen with
+SIGSTOP (a frozen process uses no CPU and keeps all its state, sockets included), and the order of
+the phases alternates from round to round (A B, B A, ...), so that a change in the machine's load
+hits both sides alike.
+
+    RunningSystem   replay, learner and actors as real role processes (launch.processes.RoleProcess,
+                    the same command lines and environment the local launcher uses), the monitor in
+                    this process; rates come from the counters the roles report themselves.
+    LoopWorkers     plain processes running a bare loop (`bare_actor_loop`, `bare_learner_loop`),
+                    each adding to a shared counter.
+    alternate       runs the measurement rounds.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_info() -> dict:
+    """The machine a figure came from, and how busy it was (other programs share it)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "load_avg_1min": round(os.getloadavg()[0], 2),
+            "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = info["gpu"] = None
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    gpu = f", {info['gpu']}" if info.get("gpu") else ", no GPU"
+    return f"{info['cpu']}, {info['cores']} cores{gpu}; load average {info['load_avg_1min']} (1 min)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The bare loops: the same computation as a role, without processes around it, sockets or replay
+
+
+def _single_threaded_math() -> None:
+    """What launch.processes.role_env gives every role but the learner: one thread of math."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def bare_actor_loop(preset: str, overrides: Sequence[str], index: int, counter, ready) -> None:
+    """`obs = env.step(policy.act(obs))` forever, with the env and policy an actor of this config builds.
+
+    Built exactly as actors.actor.ChunkedActor builds them (same config, device and seeds); what is
+    left out is everything the actor does around the step: chunking, credits, sending, weights.
+    """
+    _single_threaded_math()
+    from core.config import load_config
+    from core.devices import resolve_device
+    from envs import make_vector_env
+    from policies.build import build_policy
+
+    cfg = load_config(preset, list(overrides))
+    devices = list(cfg.actor.devices)
+    device = resolve_device(devices[index % len(devices)] if devices else cfg.actor.device)
+    env = make_vector_env(cfg.env)
+    policy = build_policy(cfg, env.single_observation_space, env.single_action_space, device,
+                          seed=cfg.runner.seed + index)
+    obs = env.reset(seed=cfg.runner.seed * 1000 + 100 * index)
+    for _ in range(10):  # first calls outside the count (lazy allocations)
+        obs = env.step(policy.act(obs))[0]
+    ready.set()
+    parent, steps = os.getppid(), 0
+    while True:
+        obs = env.step(policy.act(obs))[0]
+        counter.value += env.num_envs
+        steps += 1
+        if steps % 256 == 0 and os.getppid() != parent:  # the benchmark died: do not linger
+            return
+
+
+def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter, ready) -> None:
+    """SAC learner steps forever on fixed random batches already on the learner's device.
+
+    The learner process's computation (same agent, SAC config, device and CPU threads as
+    learner.off_policy.OffPolicyLearner), without the replay service, sockets or the batch fetcher.
+    `counter` counts critic updates (one per batch).
+    """
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from benchmarks.sac_update_speed import random_batch
+    from core.config import load_config
+    from core.devices import learner_cpu_threads, resolve_device
+    from envs import make_vector_env
+    from learner.sac import SAC, SACConfig
+    from policies.sac_agent import SACAgent
+
+    cfg = load_config(preset, list(overrides))
+    device = torch.device(resolve_device(cfg.learner.device))
+    torch.manual_seed(cfg.runner.seed)
+    if device.type == "cpu":
+        torch.set_num_threads(learner_cpu_threads(cfg.learner.num_threads))
+    probe = make_vector_env(cfg.env, num_envs=1)
+    space, action_dim = probe.single_observation_space, int(np.prod(probe.single_action_space.shape))
+    probe.close()
+    sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
+    agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q, seed=cfg.runner.seed).to(device)
+    sac = SAC(agent, action_dim, sac_cfg, device, amp=cfg.learner.amp)
+    batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
+    for _ in range(3):
+        sac.update(batches)
+    ready.set()
+    parent = os.getppid()
+    while os.getppid() == parent:
+        sac.update(batches)  # its metrics call .item(), which waits for the GPU: the count is of finished updates
+        counter.value += len(batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes that can be frozen between measurements
+
+
+def _freeze(pids: Sequence[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+
+def _thaw(pids: Sequence[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+class LoopWorkers:
+    """`count` processes running `loop(preset, overrides, index, counter, ready)`; rate = counter growth / time."""
+
+    def __init__(self, loop: Callable, preset: str, overrides: Sequence[str], count: int, start_timeout_s: float = 300.0):
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, as a role process is
+        self.counters = [spawn.RawValue("q", 0) for _ in range(count)]
+        ready = [spawn.Event() for _ in range(count)]
+        self.procs = [spawn.Process(target=loop, args=(preset, list(overrides), i, self.counters[i], ready[i]),
+                                    name=f"{loop.__name__}-{i}", daemon=True) for i in range(count)]
+        for p in self.procs:
+            p.start()
+        deadline = time.time() + start_timeout_s
+        for p, event in zip(self.procs, ready):
+            while not event.wait(0.5):
+                if not p.is_alive():
+                    self.close()
+                    raise RuntimeError(f"{p.name} failed with exit code {p.exitcode} (its traceback is above)")
+                if time.time() > deadline:
+                    self.close()
+                    raise RuntimeError(f"{p.name} did not start within {start_timeout_s:.0f} s")
+        self.freeze()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def freeze(self) -> None:
+        _freeze(self.pids)
+
+    def thaw(self) -> None:
+        _thaw(self.pids)
+
+    def total(self) -> int:
+        return sum(c.value for c in self.counters)
+
+    def measure(self, seconds: float, settle_s: float) -> float:
+        """Counts per second, all workers together, over `seconds` of running; frozen again after."""
+        self.thaw()
+        try:
+            time.sleep(settle_s)
+            count0, t0 = self.total(), time.perf_counter()
+            time.sleep(seconds)
+            count1, t1 = self.total(), time.perf_counter()
+        finally:
+            self.freeze()
+        for p in self.procs:
+            if not p.is_alive():
+                raise RuntimeError(f"{p.name} died with exit code {p.exitcode} (its traceback is above)")
+        return (count1 - count0) / (t1 - t0)
+
+    def close(self) -> None:
+        self.thaw()  # a frozen process would not act on SIGTERM until thawed
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# The real system
+
+
+# Keeps the monitor quiet and the roles' reports frequent; nothing here changes what a role computes.
+QUIET_SYSTEM = ["logging.wandb=disabled", "logging.tensorboard=false", "logging.console_every_s=3600",
+                "runner.log_every_s=0.2", "runner.checkpoint_every_updates=1000000000",
+                # Frozen phases last seconds: the replay service must not drop a frozen actor as gone.
+                "replay.heartbeat_timeout_s=300"]
+
+
+class RunningSystem:
+    """Replay service, learner and actors of a config as real processes, like the local launcher runs them.
+
+    No evaluator: it would only compete for the cores. The launcher's monitor runs in this process and
+    keeps every role's counters, with the role's own clock, so rates are exact whatever the polling.
+    """
+
+    def __init__(self, preset: str, overrides: Sequence[str], echo: bool = False):
+        import zmq
+
+        from launch.local import prepare_run
+        from launch.monitor import Monitor
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="zarl-bench-")
+        self.cfg = prepare_run(preset, [*QUIET_SYSTEM, *overrides, f"runner.run_dir={self._tmp.name}"])
+        self.ctx = zmq.Context()
+        self.monitor = Monitor(self.cfg, self.ctx)
+        self.echo = echo
+        self.procs: dict = {}
+        self.history: dict[str, list[tuple[float, dict]]] = {}  # sender -> [(report time, counters), ...]
+
+    def start(self, name: str, role: str, index: int = 0) -> None:
+        from launch.processes import RoleProcess, role_command, role_env
+
+        self.procs[name] = RoleProcess(name, role_command(role, self.cfg.runner.run_dir, index),
+                                       role_env(self.cfg, role, index), Path(self.cfg.runner.run_dir) / "logs",
+                                       echo=self.echo)
+
+    def start_roles(self, actors: int) -> None:
+        self.start("replay", "replay")
+        self.start("learner", "learner")
+        for i in range(actors):
+            self.start(f"actor-{i}", "actor", i)
+
+    def poll(self, timeout_ms: int = 20) -> None:
+        """Collect reports; keep each role's counters with the time the role read them."""
+        self.monitor.poll(timeout_ms)
+        for sender, meta in self.monitor.reports.items():
+            rows = self.history.setdefault(sender, [])
+            if meta.get("counters") and (not rows or rows[-1][0] != meta["time"]):
+                rows.append((meta["time"], meta["counters"]))
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {p.poll()}; its last output:\n{''.join(p.tail)}")
+
+    def latest(self, sender: str, counter: str) -> float:
+        rows = self.history.get(sender)
+        return float(rows[-1][1].get(counter, 0)) if rows else 0.0
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            self.poll(50)
+            if predicate():
+                return
+        logs = "\n".join(f"--- {n}\n{''.join(p.tail)}" for n, p in self.procs.items())
+        raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
+
+    def rate(self, sender: str, counter: str, t0: float, t1: float) -> float:
+        """Growth per second of a role's counter between its first and its last report inside [t0, t1]."""
+        rows = [(t, c[counter]) for t, c in self.history.get(sender, []) if t0 <= t <= t1 and counter in c]
+        if len(rows) < 2 or rows[-1][0] <= rows[0][0]:
+            raise RuntimeError(f"{sender} sent fewer than two reports of '{counter}' in {t1 - t0:.1f} s: "
+                               "measure for longer (or lower runner.log_every_s)")
+        return (rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0])
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def freeze(self) -> None:
+        _freeze(self.pids)
+
+    def thaw(self) -> None:
+        _thaw(self.pids)
+
+    def measure(self, seconds: float, settle_s: float, rates: dict[str, tuple[str, str]]) -> dict[str, float]:
+        """Thaw, run `seconds`, freeze; `rates` maps a result name to (sender, counter)."""
+        self.thaw()
+        try:
+            end_settle = time.time() + settle_s
+            while time.time() < end_settle:
+                self.poll(20)
+            t0 = time.time()
+            while time.time() < t0 + seconds:
+                self.poll(20)
+            t1 = time.time()
+        finally:
+            self.freeze()
+        self.poll(0)  # reports already sent, from inside the window
+        return {name: self.rate(sender, counter, t0, t1) for name, (sender, counter) in rates.items()}
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Ask the roles to stop, as the launcher does; kill what is still alive after `timeout_s`."""
+        self.thaw()
+        try:
+            self.monitor.broadcast_stop("benchmark finished")
+            deadline = time.time() + timeout_s
+            while time.time() < deadline and any(p.poll() is None for p in self.procs.values()):
+                self.monitor.poll(50)
+        finally:
+            for p in self.procs.values():
+                if p.poll() is None:
+                    p.signal(signal.SIGKILL)
+                    p.proc.wait()
+                p.wait_output()
+            self.monitor.close({})
+            self.ctx.destroy(linger=0)
+            self._tmp.cleanup()
+
+
+def alternate(rounds: int, measure_a: Callable[[], dict], measure_b: Callable[[], dict]) -> list[tuple[dict, dict]]:
+    """`rounds` pairs of measurements, A then B in even rounds and B then A in odd ones."""
+    pairs = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a = measure_a()
+            b = measure_b()
+        else:
+            b = measure_b()
+            a = measure_a()
+        pairs.append((a, b))
+    return pairs
