@@ -152,9 +152,6 @@ def local_env(cfg: DictConfig, p: ProcessPlacement) -> dict[str, str]:
 
     env = role_env(cfg, p.role, p.index)
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
-    env.pop("CUDA_VISIBLE_DEVICES", None)  # role_env's pinning is replaced by the placement's
-    if inherited is not None:
-        env["CUDA_VISIBLE_DEVICES"] = inherited
     pinned = cuda_visible_devices(p, inherited)
     if pinned is not None:
         env["CUDA_VISIBLE_DEVICES"] = pinned

@@ -22,26 +22,21 @@ def role_command(role: str, run_dir: str, index: int = 0, python: str | None = N
 
 
 def role_env(cfg: DictConfig, role: str, index: int = 0) -> dict[str, str]:
-    """Environment for a role: thread counts that do not oversubscribe the cores, and GPU pinning.
+    """Environment for a role: the project on PYTHONPATH and thread counts that do not oversubscribe the cores.
 
     Actors, the evaluator and replay run one-thread math; the learner gets the
-    machine's threads. An actor whose device is 'cuda:K' sees only GPU K (as
-    cuda:0), so each actor process is pinned to its own GPU.
+    machine's threads. GPU pinning (CUDA_VISIBLE_DEVICES) is the placement's
+    business: see launch.placement.local_env.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if role != "learner":
         env["OMP_NUM_THREADS"] = "1"
         env["MKL_NUM_THREADS"] = "1"
-    devices = list(cfg.actor.devices)
-    if role in ("actor", "evaluator") and devices:
-        device = str(devices[index % len(devices)])
-        if device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask the kernel to SIGTERM this child if the launcher dies, even by kill -9: no orphans."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -60,7 +55,7 @@ class RoleProcess:
         self.tail: collections.deque = collections.deque(maxlen=60)
         self.proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)
         self.echo = echo
         self._reader = threading.Thread(target=self._stream, daemon=True)
         self._reader.start()

@@ -36,7 +36,7 @@ from core.log import get_logger
 from launch import placement
 from launch.local import Launcher
 from launch.placement import ProcessPlacement
-from launch.processes import REPO_ROOT, _die_with_parent, role_command
+from launch.processes import REPO_ROOT, die_with_parent, role_command
 
 log = get_logger("launcher")
 
@@ -98,7 +98,7 @@ class RoleActor:
         tail: collections.deque = collections.deque(maxlen=60)
         self.proc = subprocess.Popen(role_command(role, run_dir, index), env={**os.environ, **env}, cwd=REPO_ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     text=True, preexec_fn=_die_with_parent)
+                                     text=True, preexec_fn=die_with_parent)
         with open(run_path / "logs" / f"{self.name}.log", "a", buffering=1) as log_file:
             for line in self.proc.stdout:
                 log_file.write(line)

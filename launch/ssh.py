@@ -53,7 +53,7 @@ from core.security import keys_dir
 from launch import placement
 from launch.local import Launcher
 from launch.placement import ProcessPlacement
-from launch.processes import REPO_ROOT, RoleProcess, _die_with_parent, role_command
+from launch.processes import REPO_ROOT, RoleProcess, die_with_parent, role_command
 
 log = get_logger("launcher")
 
@@ -130,7 +130,7 @@ class RemoteRoleProcess:
         self.tail: collections.deque = collections.deque(maxlen=60)
         self.prefix = f"{host.name}/{name} | "
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, preexec_fn=_die_with_parent)
+                                     text=True, start_new_session=True, preexec_fn=die_with_parent)
         self._reader = threading.Thread(target=self._stream, daemon=True)
         self._reader.start()
 
