@@ -4,6 +4,13 @@ Its loop never blocks on the learner: new weights are picked up when they have
 arrived (a non-blocking drain of the weights subscription). It blocks only
 when it holds no credit from the replay service, which is the back-pressure
 that keeps memory bounded when the learner falls behind.
+
+Nothing is lost when the replay service restarts. Every chunk carries (actor name, sequence number).
+The actor keeps each chunk it sent until the service says a snapshot holds it ("durable_seq" in every
+credit message), up to actor.resend_buffer_mb; after re-registering it resends the chunks the service
+does not have, and the service stores each sequence number once. A replacement actor (the launcher
+restarts a crashed one) continues its predecessor's sequence, and acts with the newest weights at once
+when it joins a run that is already training.
 """
 from __future__ import annotations
 
@@ -60,15 +67,29 @@ class ChunkedActor(Actor):
         self.rng = np.random.default_rng(cfg.runner.seed * 1000 + index)
         self.credits = 0
         self.seq = 0  # sequence number of the last chunk sent
-        self.unacked: collections.OrderedDict[int, tuple[dict, dict]] = collections.OrderedDict()
+        # Sent chunks no snapshot holds yet, oldest first: seq -> (arrays, meta, bytes).
+        self.unacked: collections.OrderedDict[int, tuple[dict, dict, int]] = collections.OrderedDict()
+        self.unacked_bytes = 0
+        self.stored_seq = 0  # the replay service has stored every chunk up to this one
+        self.durable_seq = 0  # ... and a snapshot of it holds every chunk up to this one
+        self.resent = 0  # chunks sent again after a re-registration
+        self.released_unsnapshotted = 0  # stored chunks dropped from the resend buffer to respect its bound
         self.env_steps = 0
         self.registered = False
+        self._last_register = 0.0
+        self.skip_random_steps = False  # True once the first weights show the run is already training
+        self._weights_rejected_logged = 0
 
     # -- talking to the replay service -------------------------------------------------------------
+    # Every send to the service is non-blocking: while it is down, ZeroMQ queues messages up to the socket's
+    # high-water mark, and a blocking send past that would hang this process (and its shutdown) for good.
     def _register(self) -> None:
-        protocol.send(self.replay, Kind.REGISTER, sender=self.name,
-                      meta={"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device})
         self._last_register = time.time()
+        try:
+            protocol.send(self.replay, Kind.REGISTER, sender=self.name, flags=zmq.NOBLOCK,
+                          meta={"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device})
+        except zmq.Again:
+            pass  # the service is unreachable; _wait_for_credit tries again
 
     def _handle_replay_messages(self, timeout_ms: int) -> None:
         if not self.replay.poll(timeout_ms):
@@ -81,30 +102,76 @@ class ChunkedActor(Actor):
             except protocol.ProtocolError as e:
                 self.rt.rejects.reject(e, "replay")
                 continue
-            if msg.meta.get("refused"):
-                raise RuntimeError(f"replay service refused {self.name}: {msg.meta['refused']}")
-            if msg.meta.get("reregister"):
+            try:
+                self._on_credit_message(msg.meta)
+            except (KeyError, TypeError, ValueError) as e:
+                self.rt.rejects.reject(protocol.ProtocolError("bad_meta", f"credit message: {e}"), "replay")
+
+    def _on_credit_message(self, meta: dict) -> None:
+        if meta.get("refused"):
+            raise RuntimeError(f"replay service refused {self.name}: {meta['refused']}")
+        if meta.get("reregister"):
+            # One reply per message sent while the service did not know us: register once, not once each.
+            if self.registered or time.time() - self._last_register > 1.0:
                 self.log.info("replay service does not know this actor (it restarted?): registering again")
                 self.registered = False
                 self._register()
-                continue
-            if "last_seq" in msg.meta:
-                acked = int(msg.meta["last_seq"])
-                for s in [s for s in self.unacked if s <= acked]:
-                    del self.unacked[s]
-            if not self.registered:
-                # The reply to a registration: start from a clean slate of credits and resend what was lost.
-                self.registered = True
-                self.credits = int(msg.meta.get("credits", 0))
-                for seq, (arrays, meta) in list(self.unacked.items()):
-                    self._send_chunk(seq, arrays, meta)
-                continue
-            self.credits += int(msg.meta.get("credits", 0))
+            return
+        if meta.get("registered"):
+            self._on_registered(meta)
+        elif self.registered:
+            self._on_acks(int(meta["last_seq"]), int(meta["durable_seq"]))
+            self.credits += int(meta.get("credits", 0))
 
-    def _send_chunk(self, seq: int, arrays: dict, meta: dict) -> None:
-        protocol.send(self.replay, Kind.CHUNK, arrays, sender=self.name, seq=seq,
-                      policy_version=meta["policy_version"], meta=meta)
+    def _on_registered(self, meta: dict) -> None:
+        """The reply to a registration: fresh credits, and resend whatever the service does not hold."""
+        stored = int(meta["last_seq"])
+        self.registered = True
+        self.credits = int(meta["credits"])
+        # A replacement process continues its predecessor's sequence; a service restarted from a snapshot
+        # may know less than we were told before, so its word replaces ours.
+        self.seq = max(self.seq, stored)
+        self.stored_seq, self.durable_seq = stored, min(int(meta["durable_seq"]), stored)
+        self._release()
+        resend = [(seq, entry) for seq, entry in self.unacked.items() if seq > stored]
+        if resend:
+            self.log.info(f"registered; resending {len(resend)} chunk(s) the replay service does not hold "
+                          f"(#{resend[0][0]}..#{resend[-1][0]})")
+        for seq, (arrays, chunk_meta, _) in resend:
+            if not self._send_chunk(seq, arrays, chunk_meta):
+                break
+            self.resent += 1
+
+    def _on_acks(self, stored: int, durable: int) -> None:
+        self.stored_seq = max(self.stored_seq, stored)
+        self.durable_seq = max(self.durable_seq, min(durable, self.stored_seq))
+        self._release()
+
+    def _release(self) -> None:
+        """Drop chunks a snapshot holds; then, over the memory bound, the oldest ones the service has stored.
+        A chunk the service has not stored is never dropped (there are at most `credits` of those)."""
+        limit = self.cfg.actor.resend_buffer_mb * 2**20
+        while self.unacked:
+            seq, (_, _, nbytes) = next(iter(self.unacked.items()))
+            if seq > self.durable_seq and (self.unacked_bytes <= limit or seq > self.stored_seq):
+                break
+            if seq > self.durable_seq:
+                self.released_unsnapshotted += 1
+            del self.unacked[seq]
+            self.unacked_bytes -= nbytes
+
+    def _send_chunk(self, seq: int, arrays: dict, meta: dict) -> bool:
+        """Send one chunk (it stays in the resend buffer); False if the service is unreachable."""
+        try:
+            protocol.send(self.replay, Kind.CHUNK, arrays, sender=self.name, seq=seq, flags=zmq.NOBLOCK,
+                          policy_version=meta["policy_version"], meta=meta)
+        except zmq.Again:
+            # The queue towards the service is full: it is down. Stop producing (no credit) and register again
+            # until it answers; the chunk is resent then.
+            self.credits, self.registered = 0, False
+            return False
         self.credits -= 1
+        return True
 
     def _wait_for_credit(self) -> None:
         waited_since = time.time()
@@ -121,12 +188,32 @@ class ChunkedActor(Actor):
     def _housekeeping(self) -> None:
         now = time.time()
         if now - self._last_heartbeat >= self.cfg.actor.heartbeat_s:
-            protocol.send(self.replay, Kind.HEARTBEAT, sender=self.name, flags=zmq.NOBLOCK)
+            try:
+                protocol.send(self.replay, Kind.HEARTBEAT, sender=self.name, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the service is gone and the queue is full: nothing to tell it anyway
             self._last_heartbeat = now
         if now - self._last_report >= self.cfg.runner.log_every_s:
-            self.rt.report(counters={"actor_env_steps": self.env_steps},
-                           scalars={"actor/policy_version": self.weights.version})
+            if self.weights.rejected > self._weights_rejected_logged:
+                self.log.warning(f"rejected {self.weights.rejected - self._weights_rejected_logged} malformed "
+                                 f"weights message(s) ({self.weights.rejected} in all)")
+                self._weights_rejected_logged = self.weights.rejected
+            self.rt.report(counters={"actor_env_steps": self.env_steps, "chunks_sent": self.seq,
+                                     "chunks_resent": self.resent, "weights_rejected": self.weights.rejected,
+                                     "released_unsnapshotted": self.released_unsnapshotted},
+                           scalars={"actor/policy_version": self.weights.version,
+                                    "actor/resend_buffer_mb": self.unacked_bytes / 2**20,
+                                    "actor/resend_buffer_chunks": len(self.unacked)})
             self._last_report = now
+
+    def _on_new_weights(self, weights: dict) -> None:
+        self.policy.load_weights(weights)
+        if not self.skip_random_steps and self.weights.updates > 0:
+            # The first weights we see are already trained: this actor replaces one that crashed, or the run
+            # resumed. Uniform random actions would only dilute the replay with data the run is past.
+            self.skip_random_steps = True
+            self.log.info(f"acting with weights version {self.weights.version} "
+                          f"({self.weights.updates:,} learner updates): no random warm-up")
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -141,8 +228,9 @@ class ChunkedActor(Actor):
         while not self.rt.should_stop():
             new = self.weights.poll()
             if new is not None:
-                self.policy.load_weights(new)
-            if self.env_steps < cfg.actor.random_steps or self.weights.version == 0:
+                self._on_new_weights(new)
+            warming_up = self.env_steps < cfg.actor.random_steps and not self.skip_random_steps
+            if warming_up or self.weights.version == 0:
                 action = np.stack([self.env.single_action_space.sample() for _ in range(self.env.num_envs)])
             else:
                 action = self.policy.act(obs)
@@ -158,7 +246,9 @@ class ChunkedActor(Actor):
                 self.seq += 1
                 meta = {"policy_version": self.weights.version, "episodes": episodes}
                 arrays = chunk.finish()
-                self.unacked[self.seq] = (arrays, meta)
+                nbytes = sum(a.nbytes for a in protocol.flatten_arrays(arrays).values())
+                self.unacked[self.seq] = (arrays, meta, nbytes)
+                self.unacked_bytes += nbytes
                 self._send_chunk(self.seq, arrays, meta)
                 episodes = []
                 chunk.start(obs)

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (LoopWorkers, RunningSystem, alternate, bare_actor_loop,  # noqa: E402
-                                bare_learner_loop, describe_machine, machine_info)
+                                bare_learner_loop, cpu_seconds, describe_machine, machine_info)
 
 GOAL = 0.9
 
@@ -86,37 +86,61 @@ def measure_point(preset: str, num_actors: int, chunk_len: int, bench: ActorBenc
         system.freeze()
 
         def measure_system() -> dict:
-            rates = system.measure(bench.seconds, bench.settle_s,
-                                   {**{a: (a, "actor_env_steps") for a in actor_names},
-                                    "learner": ("learner", "updates")})
-            return {"env_steps_per_s": sum(rates[a] for a in actor_names), "updates_per_s": rates["learner"]}
+            m = system.measure(bench.seconds, bench.settle_s,
+                               {**{a: (a, "actor_env_steps") for a in actor_names}, "learner": ("learner", "updates")})
+            return {"env_steps_per_s": sum(m["rate"][a] for a in actor_names), "updates_per_s": m["rate"]["learner"],
+                    "actor_cpu": sum(m["cpu"][a] for a in actor_names), "learner_cpu": m["cpu"]["learner"],
+                    "replay_cpu": m["cpu"]["replay"]}
 
         def measure_bare() -> dict:
-            # Both bare loops run together, as actors and learner do in the system.
+            # Both bare loops run together, as the actors and the learner do in the system.
+            learner_pid = bare_learner.pids[0]
             bare_learner.thaw()
             try:
-                learner_count0, t0 = bare_learner.total(), time.perf_counter()
-                steps = bare_actors.measure(bench.seconds, bench.settle_s)
-                updates = (bare_learner.total() - learner_count0) / (time.perf_counter() - t0)
+                count0, cpu0, t0 = bare_learner.total(), cpu_seconds(learner_pid), time.perf_counter()
+                m = bare_actors.measure(bench.seconds, bench.settle_s)
+                count1, cpu1, t1 = bare_learner.total(), cpu_seconds(learner_pid), time.perf_counter()
             finally:
                 bare_learner.freeze()
-            return {"env_steps_per_s": steps, "updates_per_s": updates}
+            return {"env_steps_per_s": m["rate"], "actor_cpu": sum(m["cpu"]),
+                    "updates_per_s": (count1 - count0) / (t1 - t0), "learner_cpu": (cpu1 - cpu0) / (t1 - t0)}
 
         pairs = alternate(bench.rounds, measure_system, measure_bare)
     finally:
         for side in (system, bare_actors, bare_learner):
             if side is not None:
                 side.close()
-    ratios = [s["env_steps_per_s"] / b["env_steps_per_s"] for s, b in pairs]
+    return summarize(preset, num_actors, chunk_len, pairs)
+
+
+def steps_per_cpu_second(side: dict) -> float:
+    return side["env_steps_per_s"] / max(side["actor_cpu"], 1e-9)
+
+
+def summarize(preset: str, num_actors: int, chunk_len: int, pairs: list[tuple[dict, dict]]) -> dict:
+    """Medians over the rounds; each ratio is taken within a round (system and bare of the same round)."""
     median = statistics.median
+    systems, bares = [s for s, _ in pairs], [b for _, b in pairs]
+    ratios = [s["env_steps_per_s"] / b["env_steps_per_s"] for s, b in pairs]
+    cpu_ratios = [steps_per_cpu_second(s) / steps_per_cpu_second(b) for s, b in pairs]
     return {
         "config": preset, "num_actors": num_actors, "chunk_len": chunk_len,
-        "system_env_steps_per_s": round(median(s["env_steps_per_s"] for s, _ in pairs), 1),
-        "bare_env_steps_per_s": round(median(b["env_steps_per_s"] for _, b in pairs), 1),
+        "system_env_steps_per_s": round(median(s["env_steps_per_s"] for s in systems), 1),
+        "bare_env_steps_per_s": round(median(b["env_steps_per_s"] for b in bares), 1),
         "efficiency": round(median(ratios), 3),
         "efficiency_rounds": [round(r, 3) for r in ratios],
-        "system_learner_updates_per_s": round(median(s["updates_per_s"] for s, _ in pairs), 1),
-        "bare_learner_updates_per_s": round(median(b["updates_per_s"] for _, b in pairs), 1),
+        # Env steps per CPU-second of the actor processes: what the system costs per step, whatever
+        # share of the cores the scheduler gave each side.
+        "system_env_steps_per_cpu_s": round(median(steps_per_cpu_second(s) for s in systems), 1),
+        "bare_env_steps_per_cpu_s": round(median(steps_per_cpu_second(b) for b in bares), 1),
+        "cpu_efficiency": round(median(cpu_ratios), 3),
+        "system_actor_cpu": round(median(s["actor_cpu"] for s in systems), 2),
+        "bare_actor_cpu": round(median(b["actor_cpu"] for b in bares), 2),
+        "system_learner_updates_per_s": round(median(s["updates_per_s"] for s in systems), 1),
+        "bare_learner_updates_per_s": round(median(b["updates_per_s"] for b in bares), 1),
+        "system_learner_cpu": round(median(s["learner_cpu"] for s in systems), 2),
+        "bare_learner_cpu": round(median(b["learner_cpu"] for b in bares), 2),
+        "system_replay_cpu": round(median(s["replay_cpu"] for s in systems), 2),
     }
 
 
@@ -128,18 +152,22 @@ def run(bench: ActorBenchConfig) -> dict:
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}")
     print(f"{bench.rounds} rounds of {bench.seconds:.1f} s per side; figures are medians over the rounds")
-    print(f"{'config':<20} {'N':>2} {'chunk':>5} {'system steps/s':>15} {'bare steps/s':>13} {'efficiency':>10} "
-          f"{'updates/s sys/bare':>19}")
+    print(f"{'config':<18} {'N':>2} {'chunk':>5} | {'env steps/s':^19} {'effic-':>7} | {'steps/actor-CPU-s':^17} "
+          f"{'CPU':>6} | {'actor CPU':^11} | {'updates/s':^13} | {'replay'}")
+    print(f"{'':<18} {'':>2} {'':>5} | {'system':>9} {'bare':>9} {'iency':>7} | {'system':>8} {'bare':>8} "
+          f"{'effic.':>6} | {'sys':>5} {'bare':>5} | {'sys':>6} {'bare':>6} | {'CPU'}")
     rows = []
     for preset in bench.configs:
         for chunk_len in bench.chunk_lens:
             for n in bench.actors:
                 row = measure_point(preset, n, chunk_len, bench)
                 rows.append(row)
-                print(f"{preset:<20} {n:>2} {chunk_len:>5} {row['system_env_steps_per_s']:>15.1f} "
-                      f"{row['bare_env_steps_per_s']:>13.1f} {row['efficiency']:>10.3f} "
-                      f"{row['system_learner_updates_per_s']:>9.1f}/{row['bare_learner_updates_per_s']:<9.1f}",
-                      flush=True)
+                print(f"{preset:<18} {n:>2} {chunk_len:>5} | {row['system_env_steps_per_s']:>9.1f} "
+                      f"{row['bare_env_steps_per_s']:>9.1f} {row['efficiency']:>7.3f} | "
+                      f"{row['system_env_steps_per_cpu_s']:>8.1f} {row['bare_env_steps_per_cpu_s']:>8.1f} "
+                      f"{row['cpu_efficiency']:>6.3f} | {row['system_actor_cpu']:>5.2f} {row['bare_actor_cpu']:>5.2f} | "
+                      f"{row['system_learner_updates_per_s']:>6.1f} {row['bare_learner_updates_per_s']:>6.1f} | "
+                      f"{row['system_replay_cpu']:.2f}", flush=True)
     machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     efficiency = {key(r): r["efficiency"] for r in rows}
     return {"benchmark": "actor_throughput", "goal": GOAL, "efficiency": efficiency,

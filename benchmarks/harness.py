@@ -143,6 +143,14 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
 # Processes that can be frozen between measurements
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, all its threads (ZeroMQ's I/O threads too)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def _freeze(pids: Sequence[int]) -> None:
     for pid in pids:
         try:
@@ -194,20 +202,21 @@ class LoopWorkers:
     def total(self) -> int:
         return sum(c.value for c in self.counters)
 
-    def measure(self, seconds: float, settle_s: float) -> float:
-        """Counts per second, all workers together, over `seconds` of running; frozen again after."""
+    def measure(self, seconds: float, settle_s: float) -> dict:
+        """Run `seconds` (after `settle_s`), frozen again after: {"rate": counts per second, all workers
+        together; "cpu": CPU seconds per second of each worker}."""
         self.thaw()
         try:
             time.sleep(settle_s)
-            count0, t0 = self.total(), time.perf_counter()
+            count0, cpu0, t0 = self.total(), [cpu_seconds(p) for p in self.pids], time.perf_counter()
             time.sleep(seconds)
-            count1, t1 = self.total(), time.perf_counter()
+            count1, cpu1, t1 = self.total(), [cpu_seconds(p) for p in self.pids], time.perf_counter()
         finally:
             self.freeze()
         for p in self.procs:
             if not p.is_alive():
                 raise RuntimeError(f"{p.name} died with exit code {p.exitcode} (its traceback is above)")
-        return (count1 - count0) / (t1 - t0)
+        return {"rate": (count1 - count0) / (t1 - t0), "cpu": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)]}
 
     def close(self) -> None:
         self.thaw()  # a frozen process would not act on SIGTERM until thawed
@@ -251,6 +260,7 @@ class RunningSystem:
         self.monitor = Monitor(self.cfg, self.ctx)
         self.echo = echo
         self.procs: dict = {}
+        self.parked: set[str] = set()  # processes frozen for good (until close), e.g. actors once replay is filled
         self.history: dict[str, list[tuple[float, dict]]] = {}  # sender -> [(report time, counters), ...]
 
     def start(self, name: str, role: str, index: int = 0) -> None:
@@ -300,7 +310,8 @@ class RunningSystem:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs.values()]
+        """The processes that `freeze` and `thaw` act on: all but the parked ones."""
+        return [p.pid for name, p in self.procs.items() if name not in self.parked]
 
     def freeze(self) -> None:
         _freeze(self.pids)
@@ -308,24 +319,33 @@ class RunningSystem:
     def thaw(self) -> None:
         _thaw(self.pids)
 
-    def measure(self, seconds: float, settle_s: float, rates: dict[str, tuple[str, str]]) -> dict[str, float]:
-        """Thaw, run `seconds`, freeze; `rates` maps a result name to (sender, counter)."""
+    def park(self, name: str) -> None:
+        """Freeze one process until `close`: it keeps its sockets but uses no CPU."""
+        _freeze([self.procs[name].pid])
+        self.parked.add(name)
+
+    def measure(self, seconds: float, settle_s: float, rates: dict[str, tuple[str, str]]) -> dict:
+        """Thaw, run `seconds`, freeze. Returns {"rate": {name: counter growth per second} for `rates`,
+        which maps a name to (sender, counter); "cpu": {process name: CPU seconds per second}}."""
         self.thaw()
         try:
             end_settle = time.time() + settle_s
             while time.time() < end_settle:
                 self.poll(20)
-            t0 = time.time()
+            running = {n: p.pid for n, p in self.procs.items() if n not in self.parked}
+            cpu0, t0 = {n: cpu_seconds(pid) for n, pid in running.items()}, time.time()
             while time.time() < t0 + seconds:
                 self.poll(20)
-            t1 = time.time()
+            cpu1, t1 = {n: cpu_seconds(pid) for n, pid in running.items()}, time.time()
         finally:
             self.freeze()
         self.poll(0)  # reports already sent, from inside the window
-        return {name: self.rate(sender, counter, t0, t1) for name, (sender, counter) in rates.items()}
+        return {"rate": {name: self.rate(sender, counter, t0, t1) for name, (sender, counter) in rates.items()},
+                "cpu": {n: (cpu1[n] - cpu0[n]) / (t1 - t0) for n in cpu0}}
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Ask the roles to stop, as the launcher does; kill what is still alive after `timeout_s`."""
+        self.parked.clear()
         self.thaw()
         try:
             self.monitor.broadcast_stop("benchmark finished")

@@ -30,9 +30,14 @@ class RunnerConfig:
     max_env_steps: int = 20_000  # total over all actors; the run ends when replay has seen this many
     max_wall_s: float = 0.0  # 0 = no wall-clock limit
     seed: int = 0
-    resume: bool = False  # continue from the checkpoint in run_dir
+    resume: bool = False  # continue from the newest intact checkpoint and replay snapshot in run_dir
     checkpoint_every_updates: int = 5_000
+    keep_checkpoints: int = 2  # the newest N are kept, so a damaged newest one has a good predecessor
+    # Filled by the launcher, new for every launch. A learner or replay service restarted after a crash sees
+    # its own launch's checkpoint / snapshot and resumes from it even without runner.resume.
+    run_id: str = ""
     log_every_s: float = 5.0  # how often each role reports its counters
+    stop_grace_s: float = 60.0  # at the normal end of a run: time for the last step and final checkpoint
     shutdown_timeout_s: float = 7.0  # roles get this long to stop (then SIGTERM, then SIGKILL 2 s later)
 
 
@@ -80,6 +85,9 @@ class ActorConfig:
     heartbeat_s: float = 1.0
     pipeline_stages: int = 1  # 2: two env groups alternate so inference overlaps env stepping
     weights_poll_s: float = 0.0  # 0 = check for new weights after every env step
+    # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
+    # and resent if the service restarts from its snapshot: a replay crash then loses no data.
+    resend_buffer_mb: float = 256.0
 
 
 @dataclass
@@ -99,7 +107,13 @@ class ReplayConfig:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     heartbeat_timeout_s: float = 10.0  # an actor silent this long is considered gone
     rollout_timeout_s: float = 60.0  # on-policy: after the first actor's rollout, how long to wait for the others
-    snapshot_every_s: float = 0.0  # 0 = no periodic buffer snapshots
+    snapshot_every_s: float = 300.0  # buffer snapshot to <run_dir>/replay/ this often; 0 = only on exit
+    snapshot_on_exit: bool = True  # (an exit snapshot cut short by the shutdown timeout leaves the previous one)
+    keep_snapshots: int = 2
+    # Bounds against misbehaving peers: registered actors, queued sample requests, batch size per request.
+    max_actors: int = 256
+    max_pending_samples: int = 64
+    max_batch_size: int = 65_536
 
 
 @dataclass
@@ -165,6 +179,7 @@ class LaunchConfig:
     mode: str = "local"  # "local" | "tmux" | "ssh" | "ray"
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
+    restart_services: int = 2  # how often a crashed replay service or learner is restarted (they resume)
     restart_backoff_s: float = 1.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     hosts_file: Optional[str] = None  # ssh: YAML describing how to reach each host (see docs/launch.md)
@@ -299,6 +314,12 @@ def validate(cfg: DictConfig) -> None:
          "actor.pipeline_stages=2 needs an even env.num_envs (two equal env groups)")
     need(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
     need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
+    need(cfg.runner.keep_checkpoints >= 1, "runner.keep_checkpoints must be >= 1")
+    need(cfg.replay.keep_snapshots >= 1, "replay.keep_snapshots must be >= 1")
+    need(cfg.replay.snapshot_every_s >= 0, "replay.snapshot_every_s must be >= 0 (0 = only on exit)")
+    need(cfg.replay.max_pending_samples >= cfg.replay.prefetch,
+         "replay.max_pending_samples must be >= replay.prefetch (the learner's requests in flight)")
+    need(cfg.actor.resend_buffer_mb >= 0, "actor.resend_buffer_mb must be >= 0")
     need(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
     need(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
     need(cfg.launch.mode != "ssh" or bool(cfg.launch.hosts_file),

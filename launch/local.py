@@ -8,9 +8,13 @@ they differ only in how a process is started and watched. What happens, in order
   4. the monitor logs progress until runner.max_env_steps (or max_wall_s) is reached,
      then broadcasts stop; roles write their final checkpoint/eval and exit;
   5. summary.json is written; the exit code is non-zero if a role failed.
-A crashed actor is restarted (launch.restart_actors times, with back-off); a
-crashed replay service or learner ends the run with its traceback shown.
-Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeout_s.
+A crashed actor is restarted (launch.restart_actors times, with back-off); it
+rejoins with the newest weights and continues its chunk sequence. A crashed
+replay service or learner is restarted launch.restart_services times: it resumes
+from its newest snapshot / checkpoint of this launch (runner.run_id). After that
+a crash ends the run with its traceback shown.
+Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeout_s
+(+ 2 s for a process that ignores SIGTERM), after the learner's final checkpoint.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import zmq
@@ -46,6 +51,7 @@ def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
     cfg.runner.run_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     assign_ports(cfg)
+    cfg.runner.run_id = uuid.uuid4().hex[:12]  # new for every launch, resumed or not (see RunnerConfig.run_id)
     save_config(cfg, run_dir / "config.yaml")
     return cfg
 
@@ -135,10 +141,12 @@ class Launcher:
                 continue
             tail = "".join(proc.tail).rstrip()
             log.error(f"{name} (pid {proc.pid}) died with exit code {code}; its last output:\n{tail}")
-            if name.startswith("actor-") and self.restarts.get(name, 0) < self.cfg.launch.restart_actors:
+            allowed = self.cfg.launch.restart_actors if name.startswith("actor-") else \
+                self.cfg.launch.restart_services if name in ("replay", "learner") else 0
+            if self.restarts.get(name, 0) < allowed:
                 self.restarts[name] = self.restarts.get(name, 0) + 1
                 time.sleep(self.cfg.launch.restart_backoff_s * self.restarts[name])
-                log.info(f"restarting {name} (restart {self.restarts[name]} of {self.cfg.launch.restart_actors})")
+                log.info(f"restarting {name} (restart {self.restarts[name]} of {allowed})")
                 self._start(name)
                 continue
             self.exit_codes[name] = code
@@ -179,13 +187,18 @@ class Launcher:
                 failure = self._handle_exits()
                 if failure:
                     reason, failed = failure, True
+        stop_started = time.time()
         self._shutdown(reason)
         self.after_stop()
+        shutdown_s = time.time() - stop_started
+        log.info(f"every process stopped {shutdown_s:.1f} s after the stop ({reason})")
         for s, h in previous.items():
             signal.signal(s, h)
         summary = self.monitor.summary(self.exit_codes, describe_device(cfg))
         summary["stop_reason"] = reason
-        summary["actor_restarts"] = dict(self.restarts)
+        summary["actor_restarts"] = {n: c for n, c in self.restarts.items() if n.startswith("actor-")}
+        summary["restarts"] = dict(self.restarts)
+        summary["shutdown_s"] = round(shutdown_s, 2)
         summary["launch_mode"] = self.mode
         summary["placement"] = {n: p.host or "local" for n, p in self.placements.items()}
         if cfg.security.curve:
@@ -204,15 +217,19 @@ class Launcher:
     def _shutdown(self, reason: str) -> None:
         """Stop broadcast; a role still alive after its grace period gets SIGTERM, 2 s later SIGKILL.
 
-        Grace is runner.shutdown_timeout_s for every role, except that at the normal end of a run the
-        evaluator may take eval.final_timeout_s for its final evaluation. After Ctrl-C or SIGTERM
-        nothing waits for evaluation: every process is gone within shutdown_timeout_s + 2 s.
+        Grace is runner.shutdown_timeout_s for every role, except that at the normal end of a run every
+        role gets runner.stop_grace_s and the evaluator eval.final_timeout_s for its final evaluation.
+        After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s.
         """
         self.monitor.broadcast_stop(reason)
         start = time.time()
         grace = {name: self.cfg.runner.shutdown_timeout_s for name in self.procs}
-        if not self._interrupted and "evaluator" in grace:
-            grace["evaluator"] = max(grace["evaluator"], self.cfg.eval.final_timeout_s)
+        if not self._interrupted:
+            # A normal end waits for the last learner step (seconds on a CPU with images), the final
+            # checkpoint and the final evaluation; Ctrl-C does not.
+            grace = {name: max(g, self.cfg.runner.stop_grace_s) for name, g in grace.items()}
+            if "evaluator" in grace:
+                grace["evaluator"] = max(grace["evaluator"], self.cfg.eval.final_timeout_s)
         kill_at: dict[str, float] = {}
         while any(p.poll() is None for p in self.procs.values()):
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)

@@ -1,4 +1,11 @@
-"""The off-policy learner process: SAC updates on prefetched batches, weights published as it goes."""
+"""The off-policy learner process: SAC updates on prefetched batches, weights published as it goes.
+
+Reliability: the learner checkpoints its whole state (networks, targets, optimisers, temperature, step
+counters, RNG states) every runner.checkpoint_every_updates updates and when it stops (learner/checkpoint.py).
+It resumes from the newest intact checkpoint when runner.resume=true, and also when the launcher restarts
+it after a crash within the same launch (the checkpoint's run id is this launch's). Weights that are not
+finite are never published or checkpointed: a NaN that got into the networks stays in this process.
+"""
 from __future__ import annotations
 
 import time
@@ -9,13 +16,14 @@ import torch
 import zmq
 from omegaconf import DictConfig, OmegaConf
 
+from core.atomic_dir import CorruptError
 from core.devices import learner_cpu_threads, resolve_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import make_vector_env
 from learner.batch_fetcher import BatchFetcher
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import checkpoint_meta, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from learner.sac import SAC, SACConfig
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
@@ -42,9 +50,10 @@ class OffPolicyLearner(Learner):
         self.updates = 0  # critic updates (= batches consumed)
         self.steps = 0  # learner steps (one actor update each)
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"
-        if cfg.runner.resume:
-            self._resume()
+        self.nonfinite_weights = 0  # publications and checkpoints refused because a weight was NaN/Inf
+        resumed_version = self._resume() if self._should_resume() else 0
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
+        self.publisher.version = resumed_version
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
                                     cfg.replay.prefetch, self.device).start()
 
@@ -64,27 +73,78 @@ class OffPolicyLearner(Learner):
         self.steps += 1
         return metrics
 
+    def _finite_weights(self, weights: dict[str, np.ndarray], what: str) -> bool:
+        bad = [k for k, v in weights.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+        if bad:
+            self.nonfinite_weights += 1
+            if self.nonfinite_weights <= 10 or self.nonfinite_weights % 1000 == 0:
+                self.log.error(f"not {what}: weights {bad[:5]} hold NaN or Inf (#{self.nonfinite_weights})")
+        return not bad
+
     def _publish(self, final: bool = False) -> None:
-        self.publisher.publish(self.weights(), {"updates": self.updates, "steps": self.steps, "final": final,
-                                                "env_steps": self.fetcher.env_steps})
+        weights = self.weights()
+        if not self._finite_weights(weights, "publishing"):
+            return  # the actors keep the last finite weights
+        self.publisher.publish(weights, {"updates": self.updates, "steps": self.steps, "final": final,
+                                         "env_steps": self.fetcher.env_steps})
 
+    # -- checkpoints -------------------------------------------------------------------------------
     def _checkpoint(self) -> None:
+        if not self._finite_weights({k: v.detach().cpu().numpy() for k, v in self.agent.state_dict().items()},
+                                    "checkpointing"):
+            return  # keep the previous (finite) checkpoints
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"sac": self.sac.state_dict(), "updates": self.updates, "steps": self.steps,
-                 "env_steps": self.fetcher.env_steps, "torch_rng": torch.get_rng_state(),
+                 "env_steps": self.fetcher.env_steps, "weights_version": self.publisher.version, "rng": rng,
                  "config": OmegaConf.to_container(self.cfg, resolve=True)}
-        path = save_checkpoint(state, self.checkpoint_dir)
-        self.log.info(f"checkpoint written: {path} ({self.updates:,} updates)")
+        meta = {"run_id": self.cfg.runner.run_id, "updates": self.updates, "steps": self.steps}
+        t0 = time.time()
+        path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
+                               label=f"u{self.updates}", meta=meta)
+        self.log.info(f"checkpoint written: {path} ({self.updates:,} updates, {time.time() - t0:.2f} s)")
 
-    def _resume(self) -> None:
-        path = self.checkpoint_dir / "learner.pt"
-        if not path.exists():
-            self.log.info(f"no checkpoint at {path}: starting fresh")
-            return
-        state = load_checkpoint(path)
+    def _should_resume(self) -> bool:
+        """Resume when asked to, or when this process replaces a learner of the same launch that crashed."""
+        if self.cfg.runner.resume:
+            return True
+        newest = list_checkpoints(self.checkpoint_dir)
+        if not newest or not self.cfg.runner.run_id:
+            return False
+        try:
+            same_launch = checkpoint_meta(newest[0]).get("run_id") == self.cfg.runner.run_id
+        except CorruptError:  # a damaged manifest: load_latest_checkpoint reports it and uses the previous one
+            same_launch = True
+        if same_launch:
+            self.log.info("a checkpoint of this launch exists: this learner replaces one that crashed; resuming")
+        return same_launch
+
+    def _resume(self) -> int:
+        """Load the newest intact checkpoint; returns the weights version to continue from (0: none)."""
+        found = load_latest_checkpoint(self.checkpoint_dir, self.log)
+        if found is None:
+            self.log.info(f"no checkpoint in {self.checkpoint_dir}: starting fresh")
+            return 0
+        state, path = found
         self.sac.load_state_dict(state["sac"])
         self.updates, self.steps = int(state["updates"]), int(state["steps"])
-        torch.set_rng_state(state["torch_rng"])
-        self.log.info(f"resumed from {path}: {self.updates:,} updates, {self.steps:,} learner steps")
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # Actors that outlived a crashed learner hold weights it published after this checkpoint, and they
+        # ignore versions they have seen. Skip past every version it can have published since: one per
+        # publish_every learner steps over a checkpoint interval, plus its first and last.
+        steps_per_interval = self.cfg.runner.checkpoint_every_updates / max(1, self.sac_cfg.critic_actor_ratio)
+        skip = int(np.ceil(steps_per_interval / max(1, self.cfg.learner.publish_every))) + 3
+        version = int(state["weights_version"]) + skip
+        self.log.info(f"resumed from {path}: {self.updates:,} updates, {self.steps:,} learner steps, "
+                      f"weights version {version}")
+        return version
+
+    def _counters(self) -> dict:
+        return {"updates": self.updates, "learner_steps": self.steps, "weights_version": self.publisher.version,
+                "skipped_updates": self.sac.skipped_updates, "nonfinite_weights": self.nonfinite_weights}
 
     def run(self) -> int:
         cfg = self.cfg
@@ -112,13 +172,13 @@ class OffPolicyLearner(Learner):
                            (interval_metrics[0] if interval_metrics else {})}
                 scalars["learner/updates_per_s"] = (self.updates - updates_at_report) / (now - last_report)
                 scalars["learner/busy_fraction"] = busy / (now - last_report)
-                self.rt.report(counters={"updates": self.updates, "learner_steps": self.steps}, scalars=scalars)
+                self.rt.report(counters=self._counters(), scalars=scalars)
                 interval_metrics, busy, updates_at_report, last_report = [], 0.0, self.updates, now
         self.log.info(f"stopping ({self.rt.stop_reason}) after {self.updates:,} updates")
         self.fetcher.stop()
         self._publish(final=True)
         self._checkpoint()
-        self.rt.report(counters={"updates": self.updates, "learner_steps": self.steps})
+        self.rt.report(counters=self._counters())
         self.publisher.close()
         self.rt.close()
         return 0

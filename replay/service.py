@@ -6,22 +6,41 @@ One thread, one poll loop, two ROUTER sockets:
 Flow control is by credits: an actor may only send a chunk it holds a credit
 for. Credits come back when a chunk is stored and the rate limiter allows
 more data, so with a paused learner the actors stop instead of filling RAM.
+
+Reliability:
+  * Exactly once. Chunks carry (actor name, sequence number). A chunk whose number the service has
+    already stored is acknowledged and dropped (a resend after a reconnect); a jump in the numbers is
+    counted as lost chunks. The numbers survive an actor's restart (the registration reply tells the new
+    process where its predecessor stopped) and the service's restart (they are part of the snapshot).
+  * Snapshots. Every replay.snapshot_every_s and on exit the buffer is written to <run_dir>/replay/
+    (replay/snapshot.py). Each credit tells the actor the last chunk a snapshot holds ("durable_seq"); the
+    actor keeps newer chunks and resends them if the service restarts from that snapshot, so a crash of
+    the service loses nothing. A restarted service (same launch) or a resumed run starts from the newest
+    intact snapshot.
+  * Bounds and bad input. Every message is validated; chunks with NaN/Inf values, wrong dtypes or
+    malformed metadata are rejected whole, counted and logged (rate-limited). Registered actors, queued
+    sample requests and batch sizes are bounded by replay.max_actors / max_pending_samples / max_batch_size.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import zmq
 from omegaconf import DictConfig
 
+from core.atomic_dir import CorruptError
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import ReplayService
 from replay.buffer import ChunkError, ReplayBuffer, Spec
 from replay.rate_limiter import RateLimiter
+from replay.snapshot import list_snapshots, load_latest_snapshot, save_snapshot, snapshot_meta
 from wire import protocol
 from wire.protocol import Kind
 
@@ -31,12 +50,61 @@ LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
 
 @dataclasses.dataclass
 class ActorState:
+    """What the service knows of one actor name. Kept after the actor leaves, so that its sequence numbers
+    stay valid if it (or a replacement with the same name) comes back."""
+
     route: list
     last_seen: float
-    last_seq: int = 0  # highest chunk sequence number accepted from this actor (exactly-once)
+    last_seq: int = 0  # highest chunk sequence number stored from this actor (exactly-once)
+    durable_seq: int = 0  # highest sequence number that the newest snapshot holds
     owed_credits: int = 0  # credits withheld by the rate limiter, granted when the learner catches up
-    chunks: int = 0
+    chunks: int = 0  # chunks stored (over the whole run, snapshots included)
+    lost: int = 0  # sequence numbers skipped: chunks that never arrived
     waiting_since: float | None = None
+    connected: bool = True
+
+
+def _spec_problem(spec: Spec, capacity: int, capacity_gb: float, chunk_len: int) -> str | None:
+    """Why a registration's spec cannot make a buffer here (bad dtype, empty shape, too big), or None."""
+    for name, (shape, dtype) in [*spec.obs.items(), ("action", spec.action)]:
+        if dtype not in protocol.ALLOWED_DTYPES:
+            return f"'{name}' has dtype {dtype!r}"
+        if len(shape) > protocol.MAX_RANK or any(d <= 0 for d in shape):
+            return f"'{name}' has shape {list(shape)}"
+    per = ReplayBuffer.bytes_per_transition(spec, chunk_len)
+    if capacity_gb > 0:
+        capacity = int(capacity_gb * 1e9 / per)
+        if capacity < chunk_len:
+            return f"one transition takes {per:,.0f} bytes: replay.capacity_gb={capacity_gb} holds less than a chunk"
+    need, total = capacity * per, psutil.virtual_memory().total
+    if need > total:
+        return f"a buffer of {capacity:,} transitions needs {need / 1e9:.1f} GB, this machine has {total / 1e9:.1f} GB"
+    return None
+
+
+def _episodes_problem(episodes) -> str | None:
+    """Chunk metadata lists finished episodes as [return, length, success]; anything else is refused."""
+    if not isinstance(episodes, list):
+        return f"episodes is a {type(episodes).__name__}, not a list"
+    for episode in episodes:
+        if not (isinstance(episode, list) and len(episode) == 3
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in episode)):
+            return f"episode entry {protocol._short(episode)} is not [return, length, success]"
+    return None
+
+
+def _chunk_problem(arrays: dict) -> str | None:
+    """Checks the buffer does not make: dtypes of the flags, and that no float holds NaN or Inf."""
+    for name in ("terminated", "truncated"):
+        if isinstance(arrays.get(name), np.ndarray) and arrays[name].dtype != np.bool_:
+            return f"'{name}' is {arrays[name].dtype}, not bool"
+    index = arrays.get("final_index")
+    if isinstance(index, np.ndarray) and (not np.issubdtype(index.dtype, np.integer) or (index < 0).any()):
+        return "'final_index' must hold non-negative integers"
+    for name, array in protocol.flatten_arrays(arrays).items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            return f"'{name}' holds NaN or Inf"
+    return None
 
 
 class OffPolicyReplayService(ReplayService):
@@ -54,12 +122,20 @@ class OffPolicyReplayService(ReplayService):
         rl = cfg.replay.rate_limit
         self.limiter = RateLimiter(rl.updates_per_step, cfg.replay.min_size, rl.slack_steps)
         self.actors: dict[str, ActorState] = {}
-        self.pending_samples: list[tuple[list, protocol.Message]] = []
+        self.pending_samples: collections.deque = collections.deque()
         self.rng = np.random.default_rng(cfg.runner.seed + 12345)
-        self.episodes: list = []
+        self.episodes: collections.deque = collections.deque(maxlen=1000)  # until the next report
         self.duplicates = 0
         self.rejected_chunks = 0
+        self.lost_chunks = 0
+        self.snapshots = 0
+        self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
+        # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
+        # durable, so they may drop a chunk as soon as it is stored.
+        self.periodic_snapshots = cfg.replay.snapshot_every_s > 0
         self.started = time.time()
+        if self._should_restore():
+            self._restore()
 
     # -- actors ------------------------------------------------------------------------------------
     def _on_actor_message(self, route: list, msg: protocol.Message) -> None:
@@ -68,7 +144,7 @@ class OffPolicyReplayService(ReplayService):
         if msg.kind == Kind.REGISTER:
             self._register(route, msg)
             return
-        if actor is None:
+        if actor is None or not actor.connected:
             # An actor we dropped (silent too long) or never saw: tell it to register again.
             protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", meta={"credits": 0, "reregister": True},
                           route=route)
@@ -78,64 +154,112 @@ class OffPolicyReplayService(ReplayService):
             self._on_chunk(actor, msg)
         elif msg.kind == Kind.BYE:
             self.log.info(f"{msg.sender} left ({msg.meta.get('reason', 'bye')}) after {actor.chunks} chunks")
-            del self.actors[msg.sender]
+            self._disconnect(msg.sender)
+
+    def _refuse(self, route: list, sender: str, reason: str, why: str) -> None:
+        self.rt.rejects.reject(protocol.ProtocolError(reason, f"registration refused: {why}"), sender)
+        protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route, meta={"credits": 0, "refused": why})
 
     def _register(self, route: list, msg: protocol.Message) -> None:
         try:
             spec = Spec.from_meta(msg.meta["spec"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             self.rt.rejects.reject(protocol.ProtocolError("bad_meta", f"registration without a valid spec: {e}"),
                                    msg.sender)
             return
         if self.spec is None:
+            problem = _spec_problem(spec, int(self.cfg.replay.capacity), self.cfg.replay.capacity_gb,
+                                    self.cfg.actor.chunk_len)
+            if problem:
+                self._refuse(route, msg.sender, "bad_spec", problem)
+                return
             self._create_buffer(spec)
         elif spec != self.spec:
-            self.log.error(f"{msg.sender} registered with spec {spec} but the buffer holds {self.spec}; refused")
-            protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route,
-                          meta={"credits": 0, "refused": "observation/action spec differs from the buffer's"})
+            self._refuse(route, msg.sender, "bad_spec", f"spec {spec} differs from the buffer's {self.spec}")
             return
         previous = self.actors.get(msg.sender)
-        last_seq = previous.last_seq if previous else 0
-        self.actors[msg.sender] = ActorState(route=route, last_seen=time.time(), last_seq=last_seq)
+        connected = sum(a.connected for a in self.actors.values())
+        if (previous is None or not previous.connected) and connected >= self.cfg.replay.max_actors:
+            self._refuse(route, msg.sender, "too_many_actors",
+                         f"{connected} actors are connected (replay.max_actors={self.cfg.replay.max_actors})")
+            return
+        state = ActorState(route=route, last_seen=time.time())
+        if previous is not None:  # the same name again: a reconnect, or a replacement process
+            state.last_seq, state.durable_seq = previous.last_seq, previous.durable_seq
+            state.chunks, state.lost = previous.chunks, previous.lost
+        self.actors[msg.sender] = state
+        self._forget_departed()
         verb = "rejoined" if previous else "joined"
         self.log.info(f"{msg.sender} {verb} (pid {msg.meta.get('pid')}, device {msg.meta.get('device')}); "
-                      f"{len(self.actors)} actor(s) connected")
+                      f"{sum(a.connected for a in self.actors.values())} actor(s) connected"
+                      + (f"; its chunks continue after #{state.last_seq}" if previous else ""))
         protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route,
-                      meta={"credits": int(self.cfg.actor.credits), "last_seq": last_seq})
+                      meta={"credits": int(self.cfg.actor.credits), "registered": True, **self._acks(state)})
 
-    def _create_buffer(self, spec: Spec) -> None:
+    def _acks(self, actor: ActorState) -> dict:
+        """What every credit message tells an actor: the last chunk stored, and the last one a snapshot holds."""
+        durable = actor.durable_seq if self.periodic_snapshots else actor.last_seq
+        return {"last_seq": actor.last_seq, "durable_seq": durable}
+
+    def _disconnect(self, name: str) -> None:
+        actor = self.actors[name]
+        actor.connected, actor.owed_credits, actor.waiting_since = False, 0, None
+
+    def _forget_departed(self) -> None:
+        """Keep the sequence numbers of at most max_actors departed names (oldest forgotten first)."""
+        departed = sorted((a.last_seen, n) for n, a in self.actors.items() if not a.connected)
+        for _, name in departed[: max(0, len(departed) - self.cfg.replay.max_actors)]:
+            del self.actors[name]
+
+    def _capacity_for(self, spec: Spec) -> int:
         cfg = self.cfg.replay
-        per = ReplayBuffer.bytes_per_transition(spec, self.cfg.actor.chunk_len)
-        capacity = int(cfg.capacity)
         if cfg.capacity_gb > 0:
-            capacity = int(cfg.capacity_gb * 1e9 / per)
+            return int(cfg.capacity_gb * 1e9 / ReplayBuffer.bytes_per_transition(spec, self.cfg.actor.chunk_len))
+        return int(cfg.capacity)
+
+    def _create_buffer(self, spec: Spec) -> ReplayBuffer:
+        per = ReplayBuffer.bytes_per_transition(spec, self.cfg.actor.chunk_len)
+        capacity = self._capacity_for(spec)
         self.spec = spec
         self.buffer = ReplayBuffer(spec, capacity, self.cfg.actor.chunk_len)
         self.log.info(f"replay buffer: capacity {capacity:,} transitions, {per:,.0f} bytes per transition "
                       f"(raw observation {spec.obs_bytes():,} bytes, stored once), "
                       f"{self.buffer.nbytes() / 1e9:.2f} GB preallocated")
+        return self.buffer
 
     def _on_chunk(self, actor: ActorState, msg: protocol.Message) -> None:
         if msg.seq <= actor.last_seq:
             self.duplicates += 1  # a resend after a reconnect: acknowledge, do not store twice
             protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, "last_seq": actor.last_seq})
+                          meta={"credits": 1, **self._acks(actor)})
             return
+        episodes = msg.meta.get("episodes", [])
+        problem = _episodes_problem(episodes) or _chunk_problem(msg.arrays)
         try:
+            if problem:
+                raise ChunkError(problem)
             n = self.buffer.add_chunk(msg.arrays)
-        except ChunkError as e:
+        # add_chunk checks everything before it writes anything; the other types are arrays of a kind its
+        # checks did not expect (e.g. a missing entry).
+        except (ChunkError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
             self.rejected_chunks += 1
-            self.rt.rejects.reject(protocol.ProtocolError("bad_chunk", str(e)), msg.sender)
+            self.rt.rejects.reject(protocol.ProtocolError("bad_chunk", f"chunk #{msg.seq}: {e}"), msg.sender)
             protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, "last_seq": actor.last_seq, "rejected_seq": msg.seq})
+                          meta={"credits": 1, **self._acks(actor), "rejected_seq": msg.seq})
             return
+        if msg.seq > actor.last_seq + 1:
+            gap = msg.seq - actor.last_seq - 1
+            actor.lost += gap
+            self.lost_chunks += gap
+            self.log.warning(f"{msg.sender}: chunks #{actor.last_seq + 1}..#{msg.seq - 1} never arrived "
+                             f"({self.lost_chunks} lost in all)")
         actor.last_seq = msg.seq
         actor.chunks += 1
         self.limiter.inserted += n
-        self.episodes.extend(msg.meta.get("episodes", []))
+        self.episodes.extend(episodes)
         if self.limiter.can_insert():
             protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, "last_seq": actor.last_seq})
+                          meta={"credits": 1, **self._acks(actor)})
         else:
             actor.owed_credits += 1
             if actor.waiting_since is None:
@@ -147,25 +271,93 @@ class OffPolicyReplayService(ReplayService):
                 actor.owed_credits -= 1
                 actor.waiting_since = None
                 protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                              meta={"credits": 1, "last_seq": actor.last_seq})
+                              meta={"credits": 1, **self._acks(actor)})
 
     def _drop_silent_actors(self) -> None:
         timeout = self.cfg.replay.heartbeat_timeout_s
         now = time.time()
-        for name in [n for n, a in self.actors.items() if now - a.last_seen > timeout]:
+        for name in [n for n, a in self.actors.items() if a.connected and now - a.last_seen > timeout]:
             self.log.warning(f"{name} left: no heartbeat for {now - self.actors[name].last_seen:.0f} s")
-            del self.actors[name]
+            self._disconnect(name)
 
     # -- learner -----------------------------------------------------------------------------------
+    def _on_sample_request(self, route: list, msg: protocol.Message) -> None:
+        size = msg.meta.get("batch_size", int(self.cfg.sac.batch_size))
+        if type(size) is not int or not 1 <= size <= self.cfg.replay.max_batch_size:
+            self.rt.rejects.reject(protocol.ProtocolError(
+                "bad_meta", f"batch_size {protocol._short(size)} is not an int in [1, replay.max_batch_size="
+                            f"{self.cfg.replay.max_batch_size}]"), msg.sender)
+            return
+        if len(self.pending_samples) >= self.cfg.replay.max_pending_samples:
+            # More requests than a learner keeps in flight: stale ones of a learner that restarted, or a
+            # misbehaving peer. Drop the oldest.
+            self.pending_samples.popleft()
+            self.rt.rejects.reject(protocol.ProtocolError(
+                "too_many_requests", f"more than replay.max_pending_samples={self.cfg.replay.max_pending_samples} "
+                                     "sample requests queued; dropped the oldest"), msg.sender)
+        self.pending_samples.append((route, size, msg.seq))
+
     def _serve_samples(self) -> None:
-        batch_size = int(self.cfg.sac.batch_size)
         while self.pending_samples and self.buffer is not None and self.limiter.can_sample():
-            route, request = self.pending_samples.pop(0)
-            batch = self.buffer.sample(int(request.meta.get("batch_size", batch_size)), self.rng)
+            route, size, seq = self.pending_samples.popleft()
+            batch = self.buffer.sample(size, self.rng)
             self.limiter.updates += 1
-            protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=request.seq, route=route,
+            protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=seq, route=route,
                           meta={"env_steps": self.limiter.inserted, "size": len(self.buffer)})
         self._grant_owed_credits()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def _service_state(self) -> dict:
+        return {"limiter": self.limiter.state(), "duplicates": self.duplicates, "lost_chunks": self.lost_chunks,
+                "rejected_chunks": self.rejected_chunks,
+                "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
+                           for n, a in self.actors.items()}}
+
+    def _snapshot(self) -> None:
+        if self.buffer is None:
+            return
+        t0 = time.time()
+        path = save_snapshot(self.snapshot_dir, self.buffer, self._service_state(),
+                             keep=self.cfg.replay.keep_snapshots, run_id=self.cfg.runner.run_id)
+        for actor in self.actors.values():
+            actor.durable_seq = actor.last_seq
+        self.snapshots += 1
+        self.log.info(f"snapshot written: {path.name} ({len(self.buffer):,} transitions, "
+                      f"{self.limiter.inserted:,} env steps, {time.time() - t0:.2f} s)")
+
+    def _should_restore(self) -> bool:
+        """Restore when resuming, or when this process replaces a replay service of the same launch."""
+        if self.cfg.runner.resume:
+            return True
+        newest = list_snapshots(self.snapshot_dir)
+        if not newest or not self.cfg.runner.run_id:
+            return False
+        try:
+            return snapshot_meta(newest[0]).get("run_id") == self.cfg.runner.run_id
+        except CorruptError:  # load_latest_snapshot reports it and falls back to the previous one
+            return True
+
+    def _restore(self) -> None:
+        t0 = time.time()
+        found = load_latest_snapshot(self.snapshot_dir, self._create_buffer, self.log)
+        if found is None:
+            self.spec = self.buffer = None
+            self.log.warning(f"no usable replay snapshot in {self.snapshot_dir}: starting with an empty buffer")
+            return
+        self.buffer, snapshot = found
+        service = snapshot.service
+        self.limiter.inserted = int(service["limiter"]["inserted"])
+        self.limiter.updates = int(service["limiter"]["updates"])
+        self.duplicates, self.lost_chunks = int(service["duplicates"]), int(service["lost_chunks"])
+        self.rejected_chunks = int(service["rejected_chunks"])
+        for name, saved in service["actors"].items():
+            seq = int(saved["last_seq"])
+            self.actors[name] = ActorState(route=[], last_seen=time.time(), last_seq=seq, durable_seq=seq,
+                                           chunks=int(saved["chunks"]), lost=int(saved["lost"]), connected=False)
+        snapshot.arrays.clear()  # release the memory maps
+        self.log.info(f"restored {snapshot.path.name}: {len(self.buffer):,} transitions, "
+                      f"{self.limiter.inserted:,} env steps, {len(self.actors)} actor sequence(s), "
+                      f"{time.time() - t0:.2f} s")
 
     # -- loop --------------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -174,6 +366,7 @@ class OffPolicyReplayService(ReplayService):
         poller.register(self.learner_sock, zmq.POLLIN)
         self.log.info(f"replay service listening for actors on {endpoint(self.cfg, 'replay_actors', True)}")
         last_report = last_wait_log = 0.0
+        last_snapshot = time.time()
         while not self.rt.should_stop():
             events = dict(poller.poll(100))
             if self.actors_sock in events:
@@ -198,19 +391,25 @@ class OffPolicyReplayService(ReplayService):
                         self.rt.rejects.reject(e, "learner socket")
                         continue
                     if msg.kind == Kind.SAMPLE:
-                        self.pending_samples.append((route, msg))
+                        self._on_sample_request(route, msg)
             self._serve_samples()
             now = time.time()
+            if self.periodic_snapshots and now - last_snapshot >= self.cfg.replay.snapshot_every_s:
+                self._snapshot()
+                last_snapshot = now = time.time()
             if now - last_report >= self.cfg.runner.log_every_s:
                 self._drop_silent_actors()
                 self._report()
                 last_report = now
-            waiting = [n for n, a in self.actors.items() if a.waiting_since and now - a.waiting_since > 30]
+            waiting = [n for n, a in self.actors.items()
+                       if a.connected and a.waiting_since and now - a.waiting_since > 30]
             if waiting and now - last_wait_log > 60:
                 self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
                               f"(debt {self.limiter.debt():.0f} updates)")
                 last_wait_log = now
         self.log.info(f"stopping ({self.rt.stop_reason}); stored {self.limiter.inserted:,} env steps")
+        if self.cfg.replay.snapshot_on_exit:
+            self._snapshot()
         self._report()
         self.actors_sock.close(0)
         self.learner_sock.close(0)
@@ -218,17 +417,20 @@ class OffPolicyReplayService(ReplayService):
         return 0
 
     def _report(self) -> None:
-        episodes, self.episodes = self.episodes, []
+        episodes = list(self.episodes)
+        self.episodes.clear()
+        connected = {name: a for name, a in self.actors.items() if a.connected}
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
-                      "duplicates": self.duplicates, "rejected_chunks": self.rejected_chunks},
+                      "duplicates": self.duplicates, "rejected_chunks": self.rejected_chunks,
+                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
-                     "replay/actors": len(self.actors),
-                     "replay/actors_waiting": sum(1 for a in self.actors.values() if a.owed_credits),
+                     "replay/actors": len(connected),
+                     "replay/actors_waiting": sum(1 for a in connected.values() if a.owed_credits),
                      "replay/mem_gb": self.buffer.nbytes() / 1e9 if self.buffer else 0.0},
             episodes=episodes,
-            actors={name: {"chunks": a.chunks, "last_seq": a.last_seq, "waiting": bool(a.owed_credits)}
-                    for name, a in self.actors.items()})
+            actors={name: {"chunks": a.chunks, "last_seq": a.last_seq, "lost": a.lost, "waiting": bool(a.owed_credits)}
+                    for name, a in connected.items()})
 
 
 def main(run_dir: str) -> int:

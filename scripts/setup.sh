@@ -20,17 +20,23 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { echo "setup: creating .venv"; $PY -m venv .venv; }
 
+install_python_packages() {
+    # Each step checked explicitly: `set -e` does not apply inside a function called before `||`.
+    .venv/bin/pip install --upgrade pip || return 1
+    # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+    .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install torch==2.13.0 || return 1
+    .venv/bin/pip install -e ".[dev]" || return 1
+    # The Franka Panda + Robotiq meshes and MJCF come from gym-hil's package data. --no-deps: it pins
+    # an old mujoco and pulls in pygame/pynput, none of which the assets need.
+    .venv/bin/pip install --no-deps "gym-hil==0.1.14" || return 1
+}
+
 # Reinstall Python packages only when setup.cfg changed since the last successful setup.
 stamp=.venv/.zarl-setup-$(sha1sum setup.cfg pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-    echo "setup: installing Python packages into .venv"
-    .venv/bin/pip install -q --upgrade pip
-    # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-    .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-    .venv/bin/pip install -q -e ".[dev]"
-    # The Franka Panda + Robotiq meshes and MJCF come from gym-hil's package data. --no-deps: it pins
-    # an old mujoco and pulls in pygame/pynput, none of which the assets need.
-    .venv/bin/pip install -q --no-deps "gym-hil==0.1.14"
+    echo "setup: installing Python packages into .venv (log: .venv/setup.log)"
+    install_python_packages > .venv/setup.log 2>&1 \
+        || { tail -40 .venv/setup.log; echo "setup: pip failed (see .venv/setup.log)"; exit 1; }
     rm -f .venv/.zarl-setup-*
     touch "$stamp"
 fi
