@@ -207,7 +207,19 @@ class ChunkedActor(Actor):
             self._last_report = now
 
     def _on_new_weights(self, weights: dict) -> None:
-        self.policy.load_weights(weights)
+        """Act with new weights, unless they hold NaN/Inf or do not fit the policy: then keep the old ones."""
+        flat = protocol.flatten_arrays(weights)
+        problem = next((f"'{k}' holds NaN or Inf" for k, v in flat.items()
+                        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()), None)
+        if problem is None:
+            try:
+                self.policy.load_weights(weights)
+            except (ValueError, RuntimeError, KeyError, TypeError) as e:
+                problem = f"they do not fit the policy ({type(e).__name__}: {e})"
+        if problem is not None:
+            self.rt.rejects.reject(protocol.ProtocolError("bad_weights", f"weights version {self.weights.version} "
+                                                          f"ignored: {problem}"), "learner")
+            return
         if not self.skip_random_steps and self.weights.updates > 0:
             # The first weights we see are already trained: this actor replaces one that crashed, or the run
             # resumed. Uniform random actions would only dilute the replay with data the run is past.

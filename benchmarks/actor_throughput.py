@@ -50,8 +50,8 @@ class ActorBenchConfig:
     configs: list = field(default_factory=lambda: ["pendulum_sac_mlp", "frankasim_sac_mlp"])
     actors: list = field(default_factory=lambda: [1, 2])
     chunk_lens: list = field(default_factory=lambda: [64])
-    seconds: float = 4.0  # measured per phase
-    rounds: int = 3  # system/bare pairs per point; the figure is the median of the rounds' ratios
+    seconds: float = 2.0  # measured per phase
+    rounds: int = 6  # system/bare pairs per point; the figure is the median of the rounds' ratios
     settle_s: float = 0.5  # after a side is thawed, before its clock starts
     start_timeout_s: float = 300.0  # for the roles to start, connect and the learner to make its first update
     overrides: list = field(default_factory=list)  # key=value for both sides
@@ -74,10 +74,13 @@ def measure_point(preset: str, num_actors: int, chunk_len: int, bench: ActorBenc
     overrides = [*system_overrides(num_actors, chunk_len), *bench.overrides]
     bare_actors = bare_learner = system = None
     try:
-        bare_actors = LoopWorkers(bare_actor_loop, preset, overrides, num_actors, bench.start_timeout_s)
-        bare_learner = LoopWorkers(bare_learner_loop, preset, overrides, 1, bench.start_timeout_s)
+        # Everything starts at once (starting is most of a short run's time); each side is frozen once warm.
+        bare_actors = LoopWorkers(bare_actor_loop, preset, overrides, num_actors)
+        bare_learner = LoopWorkers(bare_learner_loop, preset, overrides, 1)
         system = RunningSystem(preset, overrides)
         system.start_roles(num_actors)
+        bare_actors.wait_ready(bench.start_timeout_s)
+        bare_learner.wait_ready(bench.start_timeout_s)
         actor_names = [f"actor-{i}" for i in range(num_actors)]
         # Warm: every actor acts with the learner's weights and the learner has consumed batches.
         system.wait_until(lambda: system.latest("learner", "updates") > 0

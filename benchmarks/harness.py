@@ -69,6 +69,13 @@ def _single_threaded_math() -> None:
     torch.set_num_threads(1)
 
 
+def _ready(event) -> None:
+    """Say so, and freeze until the benchmark thaws this process: a warm loop waiting for the other
+    processes to start would only take CPU from them."""
+    event.set()
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def bare_actor_loop(preset: str, overrides: Sequence[str], index: int, counter, ready) -> None:
     """`obs = env.step(policy.act(obs))` forever, with the env and policy an actor of this config builds.
 
@@ -90,7 +97,7 @@ def bare_actor_loop(preset: str, overrides: Sequence[str], index: int, counter, 
     obs = env.reset(seed=cfg.runner.seed * 1000 + 100 * index)
     for _ in range(10):  # first calls outside the count (lazy allocations)
         obs = env.step(policy.act(obs))[0]
-    ready.set()
+    _ready(ready)
     parent, steps = os.getppid(), 0
     while True:
         obs = env.step(policy.act(obs))[0]
@@ -132,7 +139,7 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
     batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
     for _ in range(3):
         sac.update(batches)
-    ready.set()
+    _ready(ready)
     parent = os.getppid()
     while os.getppid() == parent:
         sac.update(batches)  # its metrics call .item(), which waits for the GPU: the count is of finished updates
@@ -168,25 +175,28 @@ def _thaw(pids: Sequence[int]) -> None:
 
 
 class LoopWorkers:
-    """`count` processes running `loop(preset, overrides, index, counter, ready)`; rate = counter growth / time."""
+    """`count` processes running `loop(preset, overrides, index, counter, ready)`; rate = counter growth / time.
 
-    def __init__(self, loop: Callable, preset: str, overrides: Sequence[str], count: int, start_timeout_s: float = 300.0):
+    They start at once; each freezes itself once warm, and `wait_ready` waits until all have.
+    """
+
+    def __init__(self, loop: Callable, preset: str, overrides: Sequence[str], count: int):
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, as a role process is
         self.counters = [spawn.RawValue("q", 0) for _ in range(count)]
-        ready = [spawn.Event() for _ in range(count)]
-        self.procs = [spawn.Process(target=loop, args=(preset, list(overrides), i, self.counters[i], ready[i]),
+        self.ready = [spawn.Event() for _ in range(count)]
+        self.procs = [spawn.Process(target=loop, args=(preset, list(overrides), i, self.counters[i], self.ready[i]),
                                     name=f"{loop.__name__}-{i}", daemon=True) for i in range(count)]
         for p in self.procs:
             p.start()
-        deadline = time.time() + start_timeout_s
-        for p, event in zip(self.procs, ready):
-            while not event.wait(0.5):
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.time() + timeout_s
+        for p, event in zip(self.procs, self.ready):
+            while not event.wait(0.2):
                 if not p.is_alive():
-                    self.close()
                     raise RuntimeError(f"{p.name} failed with exit code {p.exitcode} (its traceback is above)")
                 if time.time() > deadline:
-                    self.close()
-                    raise RuntimeError(f"{p.name} did not start within {start_timeout_s:.0f} s")
+                    raise RuntimeError(f"{p.name} did not start within {timeout_s:.0f} s")
         self.freeze()
 
     @property
@@ -236,7 +246,7 @@ class LoopWorkers:
 
 # Keeps the monitor quiet and the roles' reports frequent; nothing here changes what a role computes.
 QUIET_SYSTEM = ["logging.wandb=disabled", "logging.tensorboard=false", "logging.console_every_s=3600",
-                "runner.log_every_s=0.2", "runner.checkpoint_every_updates=1000000000",
+                "runner.log_every_s=0.5", "runner.checkpoint_every_updates=1000000000",
                 # Frozen phases last seconds: the replay service must not drop a frozen actor as gone.
                 "replay.heartbeat_timeout_s=300"]
 

@@ -15,10 +15,10 @@ the middle of every row (so the final-observation path is on the clock too). Mea
   evicts: chunks/s, transitions/s, and GB/s of array bytes stored.
 * sample: ``ReplayBuffer.sample`` of ``--batch`` transitions (observation and next observation
   gathered from the observation ring): batches/s, transitions/s, GB/s of bytes gathered.
-* the ceilings: ``memcpy`` (``np.copyto`` of the chunk's arrays into preallocated arrays: the speed
-  of moving the bytes once) and ``gather`` (numpy fancy indexing of a batch's observation and next
-  observation rows, at random, from the buffer's own observation rings: the least a sample can
-  cost with this layout). ``insert_vs_memcpy`` (GB/s against GB/s) and ``sample_vs_gather``
+* the ceilings: ``memcpy`` (``np.copyto`` of the chunk's arrays into preallocated arrays, rotating
+  over 64 MB of targets, more than a cache holds: the speed of moving the bytes once) and
+  ``gather`` (numpy fancy indexing of a batch's observation and next observation rows, at random,
+  from the buffer's own observation rings: the least a sample can cost with this layout). ``insert_vs_memcpy`` (GB/s against GB/s) and ``sample_vs_gather``
   (batches/s against batches/s) are the buffer's efficiencies; ``sample_vs_memcpy`` says what
   random access costs against a straight copy.
 
@@ -50,6 +50,7 @@ from benchmarks.harness import describe_machine, machine_info  # noqa: E402
 from replay.buffer import ReplayBuffer, Spec, flatten  # noqa: E402
 
 CAMERA = (128, 128, 3)
+COLD_BYTES = 64 * 2**20  # more than a CPU's last-level cache
 SPECS = {
     "pendulum": Spec(obs={"": ((3,), "float32")}, action=((1,), "float32")),
     "franka_state": Spec(obs={"": ((10,), "float32")}, action=((4,), "float32")),
@@ -130,8 +131,11 @@ class KindBench:
             self.buffer.add_chunk(self.chunk)
         self.sample_rng = np.random.default_rng(bench.seed + 1)
         self.batch_bytes = nbytes(self.buffer.sample(bench.batch, self.sample_rng))
+        # memcpy's targets rotate over more memory than a CPU cache holds, as the buffer's ring does.
         self.copy_sources = list(flatten(self.chunk).values())
-        self.copy_targets = [np.empty_like(a) for a in self.copy_sources]
+        copies = min(16, -(-COLD_BYTES // self.chunk_bytes))
+        self.copy_targets = [[np.ones_like(a) for a in self.copy_sources] for _ in range(copies)]
+        self.copies = 0
 
     def insert(self) -> dict:
         calls, elapsed = timed(lambda: self.buffer.add_chunk(self.chunk), self.bench.seconds)
@@ -144,20 +148,22 @@ class KindBench:
 
     def memcpy(self) -> dict:
         def copy_chunk():
-            for src, dst in zip(self.copy_sources, self.copy_targets):
+            self.copies += 1
+            for src, dst in zip(self.copy_sources, self.copy_targets[self.copies % len(self.copy_targets)]):
                 np.copyto(dst, src)
 
         calls, elapsed = timed(copy_chunk, self.bench.seconds)
         return {"per_s": calls / elapsed, "GBps": calls * self.chunk_bytes / elapsed / 1e9}
 
     def gather(self) -> dict:
-        """The observation rows of a batch gathered from the buffer's own rings, nothing else."""
+        """A batch's observation and next-observation rows gathered from the buffer's own rings, nothing else.
+        All of a batch's arrays are alive at once, as in a sampled batch: a batch of images is larger
+        than a CPU cache, so the gathered rows go out to memory, which is what sampling costs."""
         rings, batch, rng = list(self.buffer.obs.values()), self.bench.batch, self.sample_rng
 
         def gather_batch():
-            rows = rng.integers(0, len(rings[0]), size=2 * batch)  # observations and next observations
-            for ring in rings:
-                ring[rows]
+            rows = rng.integers(0, len(rings[0]), size=(2, batch))  # observations and next observations
+            return [ring[rows[0]] for ring in rings] + [ring[rows[1]] for ring in rings]
 
         calls, elapsed = timed(gather_batch, self.bench.seconds)
         return {"per_s": calls / elapsed, "GBps": calls * 2 * batch * self.spec.obs_bytes() / elapsed / 1e9}

@@ -78,6 +78,23 @@ class MetricSinks:
             self.wandb_run.finish()
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float))  # NaN included: a metric may legitimately be undefined
+
+
+def report_problem(meta: dict) -> str | None:
+    """Why a stats report cannot be used (counters, scalars, episodes of the wrong shape), or None."""
+    for key in ("counters", "scalars"):
+        table = meta.get(key, {})
+        if not isinstance(table, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in table.items()):
+            return f"'{key}' must map names to numbers"
+    episodes = meta.get("episodes", [])
+    if not isinstance(episodes, list) or not all(
+            isinstance(e, list) and len(e) == 3 and all(_is_number(x) for x in e) for e in episodes):
+        return "'episodes' must be a list of [return, length, success]"
+    return None
+
+
 class Monitor:
     def __init__(self, cfg: DictConfig, ctx: zmq.Context):
         self.cfg = cfg
@@ -123,6 +140,10 @@ class Monitor:
                 break
             except protocol.ProtocolError as e:
                 self.rejects.reject(e, "stats")
+                continue
+            problem = report_problem(msg.meta)
+            if problem:  # well-formed message, malformed report: it must not reach the counters or the logs
+                self.rejects.reject(protocol.ProtocolError("bad_meta", problem), msg.sender)
                 continue
             self._on_report(msg)
         now = time.time()

@@ -20,6 +20,8 @@ from core.net import make_socket
 from wire import protocol
 from wire.protocol import Kind
 
+REASK_AFTER_S = 5.0  # how long the learner waits for an answer before it assumes the replay service restarted
+
 
 def to_device(tree, device: torch.device):
     """numpy (nested dict) -> torch on device; host buffers are pinned first so the copy is asynchronous."""
@@ -72,9 +74,9 @@ class BatchFetcher:
         last_request = 0.0
         while not self._stop.is_set():
             # Keep requests in flight for every free slot of the queue; re-ask if nothing came back for a
-            # while (a restarted replay service forgets requests).
-            if in_flight + self.queue.qsize() < self.prefetch or time.time() - last_request > 30.0:
-                if time.time() - last_request > 30.0:
+            # while (a restarted replay service forgets requests; extra ones are merely served later).
+            if in_flight + self.queue.qsize() < self.prefetch or time.time() - last_request > REASK_AFTER_S:
+                if time.time() - last_request > REASK_AFTER_S:
                     in_flight = 0
                 seq += 1
                 protocol.send(sock, Kind.SAMPLE, sender=self.sender, seq=seq, meta={"batch_size": self.batch_size})

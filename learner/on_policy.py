@@ -21,7 +21,7 @@ from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import make_vector_env
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import load_latest_checkpoint, save_checkpoint
 from learner.grpo import GRPO, GRPOConfig
 from learner.ppo import PPO, PPOConfig
 from learner.weights_publisher import WeightsPublisher
@@ -129,15 +129,17 @@ class OnPolicyLearner(Learner):
         state = {"algorithm": self.algorithm.state_dict(), "version": self.publisher.version, "steps": self.steps,
                  "env_steps": self.env_steps, "torch_rng": torch.get_rng_state(),
                  "config": OmegaConf.to_container(self.cfg, resolve=True)}
-        path = save_checkpoint(state, self.checkpoint_dir)
+        path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
+                               label=f"u{self.updates}",
+                               meta={"run_id": self.cfg.runner.run_id, "updates": self.updates})
         self.log.info(f"checkpoint written: {path} (version {self.publisher.version}, {self.updates:,} updates)")
 
     def _resume(self) -> None:
-        path = self.checkpoint_dir / "learner.pt"
-        if not path.exists():
-            self.log.info(f"no checkpoint at {path}: starting fresh")
+        found = load_latest_checkpoint(self.checkpoint_dir, self.log)  # the newest intact one
+        if found is None:
+            self.log.info(f"no checkpoint in {self.checkpoint_dir}: starting fresh")
             return
-        state = load_checkpoint(path)
+        state, path = found
         self.algorithm.load_state_dict(state["algorithm"])
         self.steps, self.env_steps = int(state["steps"]), int(state["env_steps"])
         self.publisher.version = int(state["version"])  # versions keep growing across the restart

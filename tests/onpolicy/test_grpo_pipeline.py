@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_grpo_pipeline_runs_rollouts_and_updates(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, str(REPO / "launch" / "run_sync.py"), "cartpole_grpo_mlp", f"runner.run_dir={run_dir}",

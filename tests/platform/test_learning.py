@@ -21,7 +21,8 @@ def test_pendulum_sac_learns_through_the_whole_system(tmp_path):
     assert summary["learner_updates"] > 4000
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
     assert summary["eval/return_mean"] >= -250, f"did not learn: {summary}"
-    for name in ("config.yaml", "metrics.jsonl", "checkpoints/learner.pt"):
+    for name in ("config.yaml", "metrics.jsonl"):
         assert (run_dir / name).exists(), name
+    assert list((run_dir / "checkpoints").glob("ckpt-*/tensors.safetensors")), "no learner checkpoint"
     assert list((run_dir / "tb").glob("events.*")), "no tensorboard events"
     assert list((run_dir / "wandb").glob("offline-run-*")), "no offline wandb run"
