@@ -88,14 +88,18 @@ class Evaluator:
                 if self.weights.updates >= self.next_eval:
                     self.evaluate()
                     self.next_eval = (self.weights.updates // every + 1) * every
-        # Final evaluation on the last weights the learner publishes when it stops (marked final).
-        deadline = time.time() + 5.0
-        while not self.weights.final and time.time() < deadline:
-            new = self.weights.poll(timeout_ms=200)
-            if new is not None:
-                self.policy.load_weights(new)
-        if self.weights.version > 0:
-            self.evaluate(final=True)
+        # Final evaluation on the last weights the learner publishes when it stops (marked final),
+        # unless the run was interrupted (Ctrl-C, SIGTERM): then every process must be gone within seconds.
+        if self.rt.final_eval_wanted:
+            deadline = time.time() + 5.0
+            while not self.weights.final and time.time() < deadline:
+                new = self.weights.poll(timeout_ms=200)
+                if new is not None:
+                    self.policy.load_weights(new)
+            if self.weights.version > 0:
+                self.evaluate(final=True)
+        else:
+            self.log.info(f"no final evaluation: {self.rt.stop_reason}")
         self.weights.close()
         self.env.close()
         self.rt.close()

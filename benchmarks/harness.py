@@ -8,6 +8,12 @@ SIGSTOP (a frozen process uses no CPU and keeps all its state, sockets included)
 the phases alternates from round to round (A B, B A, ...), so that a change in the machine's load
 hits both sides alike.
 
+Each side's CPU time is measured too (psutil, all threads of each process). On a machine shared
+with other programs, how much CPU each side gets swings with their load; env steps (or updates)
+per CPU-second of the process doing the work do not, and say what the system costs per step. A
+side that waits (for data, for credit) uses no CPU: only the wall-clock ratio shows that. So both
+are reported.
+
     RunningSystem   replay, learner and actors as real role processes (launch.processes.RoleProcess,
                     the same command lines and environment the local launcher uses), the monitor in
                     this process; rates come from the counters the roles report themselves.
@@ -25,9 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def machine_info() -> dict:
     """The machine a figure came from, and how busy it was (other programs share it)."""
@@ -178,6 +181,7 @@ class LoopWorkers:
     """`count` processes running `loop(preset, overrides, index, counter, ready)`; rate = counter growth / time.
 
     They start at once; each freezes itself once warm, and `wait_ready` waits until all have.
+    A measurement thaws them, counts, and freezes them again.
     """
 
     def __init__(self, loop: Callable, preset: str, overrides: Sequence[str], count: int):
@@ -190,14 +194,17 @@ class LoopWorkers:
             p.start()
 
     def wait_ready(self, timeout_s: float) -> None:
+        """Until every loop is warm and has frozen itself (a thaw before that would be lost)."""
+        import psutil
+
         deadline = time.time() + timeout_s
         for p, event in zip(self.procs, self.ready):
-            while not event.wait(0.2):
+            while not (event.is_set() and psutil.Process(p.pid).status() == psutil.STATUS_STOPPED):
                 if not p.is_alive():
                     raise RuntimeError(f"{p.name} failed with exit code {p.exitcode} (its traceback is above)")
                 if time.time() > deadline:
                     raise RuntimeError(f"{p.name} did not start within {timeout_s:.0f} s")
-        self.freeze()
+                event.wait(0.05)
 
     @property
     def pids(self) -> list[int]:
@@ -226,6 +233,8 @@ class LoopWorkers:
         for p in self.procs:
             if not p.is_alive():
                 raise RuntimeError(f"{p.name} died with exit code {p.exitcode} (its traceback is above)")
+        if count1 == count0:
+            raise RuntimeError(f"{', '.join(p.name for p in self.procs)} made no progress in {seconds:.1f} s")
         return {"rate": (count1 - count0) / (t1 - t0), "cpu": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)]}
 
     def close(self) -> None:

@@ -179,7 +179,7 @@ class LaunchConfig:
     mode: str = "local"  # "local" | "tmux" | "ssh" | "ray"
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
-    restart_services: int = 2  # how often a crashed replay service or learner is restarted (they resume)
+    restart_services: int = 2  # SAC runs: how often a crashed replay service or learner is restarted (they resume)
     restart_backoff_s: float = 1.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     hosts_file: Optional[str] = None  # ssh: YAML describing how to reach each host (see docs/launch.md)

@@ -22,6 +22,7 @@ class RoleRuntime:
         self.ctx = zmq.Context.instance()
         security.secure_context(self.ctx, cfg, self.log)  # CurveZMQ on every socket when security.curve=true
         self._stop_reason: str | None = None
+        self.final_eval_wanted = True  # False when the run was interrupted: stop now, evaluate nothing more
         self.control = make_socket(self.ctx, zmq.SUB, curve="client")
         self.control.setsockopt(zmq.SUBSCRIBE, b"")
         self.control.connect(endpoint(cfg, "control", bind=False))
@@ -35,6 +36,7 @@ class RoleRuntime:
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_reason = signal.Signals(signum).name
+        self.final_eval_wanted = False
 
     def should_stop(self) -> bool:
         """True once a signal arrived or the launcher broadcast a stop; never blocks."""
@@ -50,6 +52,7 @@ class RoleRuntime:
                 continue
             if msg.meta.get("command") == "stop":
                 self._stop_reason = msg.meta.get("reason", "launcher asked to stop")
+                self.final_eval_wanted = bool(msg.meta.get("final_eval", True))
         return self._stop_reason is not None
 
     @property

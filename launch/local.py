@@ -9,10 +9,10 @@ they differ only in how a process is started and watched. What happens, in order
      then broadcasts stop; roles write their final checkpoint/eval and exit;
   5. summary.json is written; the exit code is non-zero if a role failed.
 A crashed actor is restarted (launch.restart_actors times, with back-off); it
-rejoins with the newest weights and continues its chunk sequence. A crashed
-replay service or learner is restarted launch.restart_services times: it resumes
-from its newest snapshot / checkpoint of this launch (runner.run_id). After that
-a crash ends the run with its traceback shown.
+rejoins with the newest weights and continues its chunk sequence. In an off-policy
+(SAC) run a crashed replay service or learner is restarted launch.restart_services
+times: it resumes from its newest snapshot / checkpoint of this launch
+(runner.run_id). After that a crash ends the run with its traceback shown.
 Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeout_s
 (+ 2 s for a process that ignores SIGTERM), after the learner's final checkpoint.
 """
@@ -141,8 +141,7 @@ class Launcher:
                 continue
             tail = "".join(proc.tail).rstrip()
             log.error(f"{name} (pid {proc.pid}) died with exit code {code}; its last output:\n{tail}")
-            allowed = self.cfg.launch.restart_actors if name.startswith("actor-") else \
-                self.cfg.launch.restart_services if name in ("replay", "learner") else 0
+            allowed = self._restarts_allowed(name)
             if self.restarts.get(name, 0) < allowed:
                 self.restarts[name] = self.restarts.get(name, 0) + 1
                 time.sleep(self.cfg.launch.restart_backoff_s * self.restarts[name])
@@ -155,6 +154,14 @@ class Launcher:
             if self._all_actors_gone():
                 return "every actor failed"
         return None
+
+    def _restarts_allowed(self, name: str) -> int:
+        if name.startswith("actor-"):
+            return self.cfg.launch.restart_actors
+        # Replay and learner resume from their snapshot / checkpoint; only the off-policy (SAC) roles do.
+        if name in ("replay", "learner") and self.cfg.algo == "sac":
+            return self.cfg.launch.restart_services
+        return 0
 
     def _all_actors_gone(self) -> bool:
         return all(p.poll() is not None for n, p in self.procs.items() if n.startswith("actor-"))
@@ -221,7 +228,7 @@ class Launcher:
         role gets runner.stop_grace_s and the evaluator eval.final_timeout_s for its final evaluation.
         After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s.
         """
-        self.monitor.broadcast_stop(reason)
+        self.monitor.broadcast_stop(reason, final_eval=not self._interrupted)
         start = time.time()
         grace = {name: self.cfg.runner.shutdown_timeout_s for name in self.procs}
         if not self._interrupted:

@@ -126,9 +126,11 @@ class Monitor:
     def updates(self) -> int:
         return int(self.counters.get("learner", {}).get("updates", 0))
 
-    def broadcast_stop(self, reason: str) -> None:
+    def broadcast_stop(self, reason: str, final_eval: bool = True) -> None:
+        """Ask every role to stop; final_eval=False (after Ctrl-C) tells the evaluator not to evaluate again."""
         self.log.info(f"asking every role to stop: {reason}")
-        protocol.send(self.control, Kind.CONTROL, sender="launcher", meta={"command": "stop", "reason": reason})
+        protocol.send(self.control, Kind.CONTROL, sender="launcher",
+                      meta={"command": "stop", "reason": reason, "final_eval": final_eval})
 
     def poll(self, timeout_ms: int = 100) -> None:
         if not self.stats.poll(timeout_ms):

@@ -112,10 +112,14 @@ class OffPolicyReplayService(ReplayService):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "replay", "replay")
         self.log = self.rt.log
+        # Bounded queues: ZeroMQ's default high-water mark (1000 messages per peer), and a size cap per message
+        # so that no peer can make this process buffer more than that before a message is even checked.
         self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
         self.actors_sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.actors_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.actors_sock.bind(endpoint(cfg, "replay_actors", bind=True))
         self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
+        self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
         self.buffer: ReplayBuffer | None = None
         self.spec: Spec | None = None

@@ -96,14 +96,14 @@ def batch(seed: int, reward: float | None = None) -> dict:
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(8, generator=g) if reward is None else torch.full((8,), reward)
     return {"obs": torch.randn(8, 3, generator=g), "next_obs": torch.randn(8, 3, generator=g),
-            "action": torch.rand(8, 1, generator=g) * 2 - 1, "reward": rewards, "terminated": torch.zeros(8, dtype=bool)}
-
-
+            "action": torch.rand(8, 1, generator=g) * 2 - 1, "reward": rewards,
+            "terminated": torch.zeros(8, dtype=bool)}
 
 
 # -- fuzzing: random frames and mutations of valid messages ----------------------------------------------
-NASTY_VALUES = [None, -1, -2**63, 2**64 - 1, 2**63 - 1, "", "x" * 3000, [], {}, [1, 2], 1e308, float("nan"), True, b"\x00\xff",
-                {"a": {"b": [None]}}, [[3], "float32"], "float32", "object", [-1], [2**40, 2**40], [[1, 2, 3]]]
+NASTY_VALUES = [None, -1, -2**63, 2**64 - 1, 2**63 - 1, "", "x" * 3000, [], {}, [1, 2], 1e308, float("nan"), True,
+                b"\x00\xff", {"a": {"b": [None]}}, [[3], "float32"], "float32", "object", [-1], [2**40, 2**40],
+                [[1, 2, 3]]]
 
 
 def random_frames(rng: random.Random) -> list[bytes]:

@@ -77,6 +77,17 @@ class Launch:
         pid = self.role_pid(role, index)
         return pid is not None and pid != old_pid
 
+    def stop(self, sig: int) -> tuple[float, list[int]]:
+        """Signal the launcher once every role runs; returns (seconds until it exited, processes left alive)."""
+        self.wait(lambda: all(self.role_pid(r) for r in ("replay", "learner", "evaluator", "actor")), 30,
+                  "every role running")
+        signalled = time.time()
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        seconds = time.time() - signalled
+        return seconds, [p for p in self.pids if psutil.pid_exists(p)
+                         and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
 
 def newest_checkpoint_updates(run_dir: Path) -> int:
     from learner.checkpoint import checkpoint_meta, list_checkpoints
@@ -110,14 +121,8 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
                                 "the new learner to get past the old one's updates")
 
         # Ctrl-C: a final checkpoint, every process gone within 10 s, no orphans.
-        launch.wait(lambda: all(launch.role_pid(r) for r in ("replay", "learner", "evaluator", "actor")), 30,
-                    "every role running")
         updates_before_stop = launch.latest()["updates"]
-        interrupted = time.time()
-        launch.proc.send_signal(signal.SIGINT)
-        launch.proc.wait(timeout=30)
-        launcher_s = time.time() - interrupted
-        alive = [p for p in launch.pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        launcher_s, alive = launch.stop(signal.SIGINT)
     finally:
         if launch.proc.poll() is None:
             launch.proc.kill()
@@ -131,24 +136,34 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
     final_updates = newest_checkpoint_updates(run_dir)
     assert final_updates >= updates_before_stop, "the final checkpoint holds the last updates"
 
-    # Resume in the same run directory: learner updates and env steps continue from where they stopped.
-    resumed = Launch(run_dir, ["runner.resume=true", f"runner.max_env_steps={summary['env_steps'] + 400}"])
+    # Resume in the same run directory: learner updates and env steps continue from where they stopped;
+    # then SIGTERM, which stops the run as Ctrl-C does.
+    resumes, restores = launch.log("learner").count("resumed from"), launch.log("replay").count("restored snapshot-")
+    resumed = Launch(run_dir, ["runner.resume=true"])
     try:
-        resumed.wait(lambda: resumed.proc.poll() is not None, 180, "exit")
+        resumed.wait(lambda: resumed.log("learner").count("resumed from") > resumes
+                     and resumed.latest().get("updates", 0) > final_updates + 100
+                     and resumed.latest().get("env_steps", 0) > summary["env_steps"] + 100, 120,
+                     "the resumed run to train past the checkpoint")
+        sigterm_s, alive = resumed.stop(signal.SIGTERM)
     finally:
         if resumed.proc.poll() is None:
             resumed.proc.kill()
-    assert resumed.proc.returncode == 0, (run_dir / "launcher-console.txt").read_text()[-4000:]
+    assert resumed.proc.returncode == 130 and not alive and sigterm_s < 10, (resumed.proc.returncode, alive, sigterm_s)
     resumed_from = int(re.findall(r"resumed from .*: ([\d,]+) updates", resumed.log("learner"))[-1].replace(",", ""))
     assert resumed_from == final_updates
+    assert resumed.log("replay").count("restored snapshot-") > restores
     after = json.loads((run_dir / "summary.json").read_text())
-    assert after["learner_updates"] > final_updates and after["env_steps"] >= summary["env_steps"] + 400
+    assert after["stop_reason"] == "SIGTERM received"
+    assert after["learner_updates"] > final_updates + 100 and after["env_steps"] > summary["env_steps"] + 100
+    assert newest_checkpoint_updates(run_dir) == after["learner_updates"]
     figures.update({
         "launcher: actor kill -9 -> replacement acting with trained weights (s)": round(actor_s, 1),
         "launcher: replay kill -9 -> new service past the old env steps (s)": round(replay_s, 1),
         "launcher: learner kill -9 -> new learner past the old updates (s)": round(learner_s, 1),
         "launcher: SIGINT -> every process and the launcher gone (s)": round(launcher_s, 1),
         "launcher: SIGINT -> every role stopped (launcher's figure, s)": summary["shutdown_s"],
+        "launcher: SIGTERM (resumed run) -> every process and the launcher gone (s)": round(sigterm_s, 1),
         "resume: updates at the final checkpoint -> after the resumed run": f"{final_updates} -> "
                                                                              f"{after['learner_updates']}",
         "resume: env steps before -> after": f"{summary['env_steps']} -> {after['env_steps']}",
