@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from actors.chunk import ChunkBuilder
 from actors.weights import WeightsSubscriber
-from core.devices import resolve_device
+from core.devices import actor_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Actor
@@ -55,8 +55,7 @@ class ChunkedActor(Actor):
         self.name = f"actor-{index}"
         self.rt = RoleRuntime(cfg, "actor", self.name)
         self.log = self.rt.log
-        devices = list(cfg.actor.devices)
-        self.device = resolve_device(devices[index % len(devices)] if devices else cfg.actor.device)
+        self.device = actor_device(cfg.actor, index)
         self.env = make_vector_env(cfg.env)
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,

@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from actors.weights import WeightsSubscriber
-from core.devices import resolve_device
+from core.devices import actor_device
 from core.net import endpoint
 from core.role_runtime import RoleRuntime
 from envs import make_vector_env
@@ -51,7 +51,7 @@ class Evaluator:
         self.log = self.rt.log
         env_cfg = OmegaConf.merge(cfg.env, cfg.eval_env)
         self.env = make_vector_env(env_cfg, num_envs=cfg.eval.num_envs)
-        device = resolve_device(cfg.actor.devices[0] if cfg.actor.devices else cfg.actor.device)
+        device = actor_device(cfg.actor, 0)  # the evaluator shares actor 0's device
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space, device,
                                    seed=cfg.runner.seed)
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))

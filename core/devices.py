@@ -25,3 +25,20 @@ def learner_cpu_threads(requested: int) -> int:
 
     cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, cgroups)
     return requested or max(1, cores - 1)
+
+
+def prepare_learner_device(learner_cfg, seed: int):
+    """The learner's torch device, with the global seed set and CPU threads limited (see learner_cpu_threads)."""
+    import torch
+
+    device = torch.device(resolve_device(learner_cfg.device))
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.set_num_threads(learner_cpu_threads(learner_cfg.num_threads))
+    return device
+
+
+def actor_device(actor_cfg, index: int) -> str:
+    """Device of actor `index`: actor.devices[index % len] when given, else actor.device."""
+    devices = list(actor_cfg.devices)
+    return resolve_device(devices[index % len(devices)] if devices else actor_cfg.device)

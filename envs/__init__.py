@@ -27,3 +27,12 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
     if seed is not None:
         env.reset(seed=seed)
     return env
+
+
+def env_spaces(env_cfg: Any) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of one env as the actors see it (actions in [-1, 1])."""
+    probe = make_vector_env(env_cfg, num_envs=1)
+    try:
+        return probe.single_observation_space, probe.single_action_space
+    finally:
+        probe.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path

@@ -13,22 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zmq
 from omegaconf import DictConfig, OmegaConf
 
 from core.atomic_dir import CorruptError
-from core.devices import learner_cpu_threads, resolve_device
-from core.net import endpoint, make_socket
+from core.devices import prepare_learner_device
+from core.net import endpoint
 from core.role_runtime import RoleRuntime
 from core.roles import Learner
-from envs import make_vector_env
+from envs import env_spaces
 from learner.batch_fetcher import BatchFetcher
 from learner.checkpoint import checkpoint_meta, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from learner.sac import SAC, SACConfig
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
-from wire import protocol
-from wire.protocol import Kind
 
 
 class OffPolicyLearner(Learner):
@@ -36,13 +33,8 @@ class OffPolicyLearner(Learner):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.log = self.rt.log
-        self.device = torch.device(resolve_device(cfg.learner.device))
-        torch.manual_seed(cfg.runner.seed)
-        if self.device.type == "cpu":
-            torch.set_num_threads(learner_cpu_threads(cfg.learner.num_threads))
-        probe = make_vector_env(cfg.env, num_envs=1)  # only to read the spaces
-        obs_space, act_space = probe.single_observation_space, probe.single_action_space
-        probe.close()
+        self.device = prepare_learner_device(cfg.learner, cfg.runner.seed)
+        obs_space, act_space = env_spaces(cfg.env)
         self.sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
         action_dim = int(np.prod(act_space.shape))
         self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=cfg.runner.seed).to(self.device)

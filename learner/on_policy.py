@@ -7,7 +7,6 @@ that joins late (or lost a message) still gets version v and can deliver its par
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import torch
 import zmq
 from omegaconf import DictConfig, OmegaConf
 
-from core.devices import resolve_device
+from core.devices import prepare_learner_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import Learner
-from envs import make_vector_env
+from envs import env_spaces
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
 from learner.grpo import GRPO, GRPOConfig
 from learner.ppo import PPO, PPOConfig
@@ -44,14 +43,8 @@ class OnPolicyLearner(Learner):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.log = self.rt.log
-        self.device = torch.device(resolve_device(cfg.learner.device))
-        torch.manual_seed(cfg.runner.seed)
-        if self.device.type == "cpu":
-            # Actors, evaluator and the store share the machine: leave them a core.
-            torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 2) - 1))
-        probe = make_vector_env(cfg.env, num_envs=1)  # only to read the spaces
-        obs_space, action_space = probe.single_observation_space, probe.single_action_space
-        probe.close()
+        self.device = prepare_learner_device(cfg.learner, cfg.runner.seed)
+        obs_space, action_space = env_spaces(cfg.env)
         if cfg.algo == "ppo":
             model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=True, seed=cfg.runner.seed)
             self.algorithm = PPO(model.to(self.device), PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True)),

@@ -1,7 +1,6 @@
 """Vector env auto-reset and chunking: what the actor sends is exactly what the env produced."""
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 from omegaconf import OmegaConf
 

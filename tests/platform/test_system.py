@@ -6,7 +6,6 @@ import signal
 import time
 
 import psutil
-import pytest
 import zmq
 
 from core.net import endpoint
