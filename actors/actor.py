@@ -56,6 +56,7 @@ class ChunkedActor(Actor):
         self.rt = RoleRuntime(cfg, "actor", self.name)
         self.log = self.rt.log
         self.device = actor_device(cfg.actor, index)
+        self.heartbeat_s, self.log_every_s = float(cfg.actor.heartbeat_s), float(cfg.runner.log_every_s)
         self.env = make_vector_env(cfg.env)
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
@@ -186,13 +187,13 @@ class ChunkedActor(Actor):
 
     def _housekeeping(self) -> None:
         now = time.time()
-        if now - self._last_heartbeat >= self.cfg.actor.heartbeat_s:
+        if now - self._last_heartbeat >= self.heartbeat_s:
             try:
                 protocol.send(self.replay, Kind.HEARTBEAT, sender=self.name, flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass  # the service is gone and the queue is full: nothing to tell it anyway
             self._last_heartbeat = now
-        if now - self._last_report >= self.cfg.runner.log_every_s:
+        if now - self._last_report >= self.log_every_s:
             if self.weights.rejected > self._weights_rejected_logged:
                 self.log.warning(f"rejected {self.weights.rejected - self._weights_rejected_logged} malformed "
                                  f"weights message(s) ({self.weights.rejected} in all)")
@@ -236,11 +237,21 @@ class ChunkedActor(Actor):
         chunk = ChunkBuilder(self.env.num_envs, cfg.actor.chunk_len, self.spec.action[0], self.spec.action[1])
         chunk.start(obs)
         episodes: list = []
+        random_steps = int(cfg.actor.random_steps)  # config lookups cost ~10 us: none inside the step loop
+        poll_every = float(cfg.actor.weights_poll_s)
+        next_poll = 0.0
         while not self.rt.should_stop():
-            new = self.weights.poll()
-            if new is not None:
-                self._on_new_weights(new)
-            warming_up = self.env_steps < cfg.actor.random_steps and not self.skip_random_steps
+            # Sockets are looked at every `actor.weights_poll_s` (10 ms), not every env step: a fast env
+            # would otherwise spend a tenth of its time asking sockets that have nothing to say.
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + poll_every
+                new = self.weights.poll()
+                if new is not None:
+                    self._on_new_weights(new)
+                self._handle_replay_messages(0)
+                self._housekeeping()
+            warming_up = self.env_steps < random_steps and not self.skip_random_steps
             if warming_up or self.weights.version == 0:
                 action = np.stack([self.env.single_action_space.sample() for _ in range(self.env.num_envs)])
             else:
@@ -263,8 +274,6 @@ class ChunkedActor(Actor):
                 self._send_chunk(self.seq, arrays, meta)
                 episodes = []
                 chunk.start(obs)
-            self._handle_replay_messages(0)
-            self._housekeeping()
         self.log.info(f"stopping ({self.rt.stop_reason}) after {self.env_steps:,} env steps")
         protocol.send(self.replay, Kind.BYE, sender=self.name, meta={"reason": self.rt.stop_reason},
                       flags=zmq.NOBLOCK)

@@ -18,8 +18,9 @@ alternating phases (benchmarks/harness.py says how):
   share the cores alike; the difference is what the system adds around the computation: chunking,
   credits, sending, replay inserts and batch sampling, weight loading.
 
-``efficiency`` = system env steps/s / bare env steps/s. Goal: >= 0.9 for N = 1 and 2 on 2 cores.
-Also reported: the learner's critic updates/s in both phases.
+``efficiency`` = system env steps/s / bare env steps/s, wall clock; ``cpu_efficiency`` = the same per
+CPU-second of the actor processes (harness.py says why both). Goal: >= 0.9 for N = 1 and 2 on 2
+cores. Also reported: CPU shares, and the learner's critic updates/s in both phases.
 
 Prints a table, then (with ``--json``) one JSON line last: ``efficiency`` ({"<config> N=<n>
 chunk=<len>": ratio}), ``results`` (every measured figure) and ``machine``. ``--out FILE`` writes the
@@ -58,7 +59,8 @@ class ActorBenchConfig:
 
     def __post_init__(self):
         if self.rounds < 1 or self.seconds <= 0 or not self.actors or not self.chunk_lens or not self.configs:
-            raise ValueError(f"need rounds >= 1, seconds > 0 and at least one config, actor count and chunk length: {self}")
+            raise ValueError("need rounds >= 1, seconds > 0 and at least one config, actor count and chunk length: "
+                             f"{self}")
         if min(self.actors) < 1 or min(self.chunk_lens) < 1:
             raise ValueError(f"actor counts and chunk lengths must be >= 1: {self}")
 
@@ -168,7 +170,8 @@ def run(bench: ActorBenchConfig) -> dict:
                 print(f"{preset:<18} {n:>2} {chunk_len:>5} | {row['system_env_steps_per_s']:>9.1f} "
                       f"{row['bare_env_steps_per_s']:>9.1f} {row['efficiency']:>7.3f} | "
                       f"{row['system_env_steps_per_cpu_s']:>8.1f} {row['bare_env_steps_per_cpu_s']:>8.1f} "
-                      f"{row['cpu_efficiency']:>6.3f} | {row['system_actor_cpu']:>5.2f} {row['bare_actor_cpu']:>5.2f} | "
+                      f"{row['cpu_efficiency']:>6.3f} | "
+                      f"{row['system_actor_cpu']:>5.2f} {row['bare_actor_cpu']:>5.2f} | "
                       f"{row['system_learner_updates_per_s']:>6.1f} {row['bare_learner_updates_per_s']:>6.1f} | "
                       f"{row['system_replay_cpu']:.2f}", flush=True)
     machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2)

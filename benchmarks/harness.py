@@ -145,7 +145,7 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
     _ready(ready)
     parent = os.getppid()
     while os.getppid() == parent:
-        sac.update(batches)  # its metrics call .item(), which waits for the GPU: the count is of finished updates
+        sac.update(batches)  # it copies its metrics to the host, which waits for the GPU: finished updates are counted
         counter.value += len(batches)
 
 

@@ -17,7 +17,8 @@ says how):
   threads) in a loop on fixed random batches already on the device, as
   benchmarks/sac_update_speed.py does: no sockets, no replay, no copies.
 
-``efficiency`` = system critic updates/s / bare critic updates/s (goal: >= 0.9). The device is the
+``efficiency`` = system critic updates/s / bare critic updates/s, wall clock (goal: >= 0.9);
+``cpu_efficiency`` = the same per CPU-second of the learner process (harness.py says why both). The device is the
 config's ``learner.device`` (``auto``: the GPU when there is one), e.g. ``frankasim_sac_cnn`` on a
 GPU machine, where the actor renders with ``MUJOCO_GL=egl``.
 
@@ -140,8 +141,9 @@ def run(bench: LearnerBenchConfig) -> dict:
     for preset in bench.configs:
         row = measure_config(preset, bench)
         rows.append(row)
-        print(f"{preset:<18} {row['device']:>7} | {row['system_updates_per_s']:>8.1f} {row['bare_updates_per_s']:>8.1f} "
-              f"{row['efficiency']:>6.3f} | {row['system_updates_per_cpu_s']:>7.1f} {row['bare_updates_per_cpu_s']:>7.1f} "
+        print(f"{preset:<18} {row['device']:>7} | "
+              f"{row['system_updates_per_s']:>8.1f} {row['bare_updates_per_s']:>8.1f} {row['efficiency']:>6.3f} | "
+              f"{row['system_updates_per_cpu_s']:>7.1f} {row['bare_updates_per_cpu_s']:>7.1f} "
               f"{row['cpu_efficiency']:>5.3f} | {row['system_learner_cpu']:>5.2f} {row['bare_learner_cpu']:>5.2f} | "
               f"{row['system_replay_cpu']:.2f}", flush=True)
     machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2)

@@ -18,16 +18,18 @@ the middle of every row (so the final-observation path is on the clock too). Mea
 * the ceilings: ``memcpy`` (``np.copyto`` of the chunk's arrays into preallocated arrays, rotating
   over 64 MB of targets, more than a cache holds: the speed of moving the bytes once) and
   ``gather`` (numpy fancy indexing of a batch's observation and next observation rows, at random,
-  from the buffer's own observation rings: the least a sample can cost with this layout). ``insert_vs_memcpy`` (GB/s against GB/s) and ``sample_vs_gather``
-  (batches/s against batches/s) are the buffer's efficiencies; ``sample_vs_memcpy`` says what
-  random access costs against a straight copy.
+  from the buffer's own observation rings: the least a sample can cost with this layout).
+  ``insert_vs_memcpy`` (GB/s against GB/s) and ``sample_vs_gather`` (batches/s against batches/s)
+  are the buffer's efficiencies; ``sample_vs_memcpy`` says what random access costs against a
+  straight copy.
 
 And the memory a camera transition takes: the buffer stores each observation once (each transition
 points at its observation and next observation), plus the bootstrap observation at each chunk end
 and the final observation of each finished episode. ``bytes_per_image_transition`` is
 ``ReplayBuffer.bytes_per_transition`` and ``measured_bytes_per_image_transition`` the allocated bytes
-per transition of capacity; both against ``raw_frame_bytes`` (the two camera frames of one step,
-98,304 bytes) and against an (s, a, r, s') table that stores every observation twice.
+per transition of capacity of an 8 GB buffer (what configs/frankasim_sac_cnn.yaml asks for); both
+against ``raw_frame_bytes`` (the two camera frames of one step, 98,304 bytes) and against an
+(s, a, r, s') table that stores every observation twice.
 
 Rounds interleave the measurements (so a shared machine's load hits all alike); each figure is the
 best of its rounds. Prints a table, then (with ``--json``) one JSON line last.
@@ -51,6 +53,7 @@ from replay.buffer import ReplayBuffer, Spec, flatten  # noqa: E402
 
 CAMERA = (128, 128, 3)
 COLD_BYTES = 64 * 2**20  # more than a CPU's last-level cache
+IMAGE_BUFFER_GB = 8.0  # replay.capacity_gb of configs/frankasim_sac_cnn.yaml
 SPECS = {
     "pendulum": Spec(obs={"": ((3,), "float32")}, action=((1,), "float32")),
     "franka_state": Spec(obs={"": ((10,), "float32")}, action=((4,), "float32")),
@@ -173,7 +176,8 @@ def image_memory(bench: ReplayBenchConfig) -> dict:
     spec = SPECS["franka_vision"]
     raw = 2 * int(np.prod(CAMERA))
     per = ReplayBuffer.bytes_per_transition(spec, bench.chunk_len)
-    capacity = 4 * bench.chunk_len
+    # A buffer of the vision config's size; numpy allocates it lazily, so it costs no memory until written.
+    capacity = int(IMAGE_BUFFER_GB * 1e9 / per)
     allocated = ReplayBuffer(spec, capacity, bench.chunk_len).nbytes() / capacity
     a_shape, a_dtype = spec.action
     sars = 2 * spec.obs_bytes() + int(np.prod(a_shape)) * np.dtype(a_dtype).itemsize + 4 + 1

@@ -84,7 +84,7 @@ class ActorConfig:
     credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
     heartbeat_s: float = 1.0
     pipeline_stages: int = 1  # 2: two env groups alternate so inference overlaps env stepping
-    weights_poll_s: float = 0.0  # 0 = check for new weights after every env step
+    weights_poll_s: float = 0.01  # how often the env loop looks at its sockets (weights, credits, heartbeats)
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
     # and resent if the service restarts from its snapshot: a replay crash then loses no data.
     resend_buffer_mb: float = 256.0

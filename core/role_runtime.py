@@ -23,6 +23,7 @@ class RoleRuntime:
         security.secure_context(self.ctx, cfg, self.log)  # CurveZMQ on every socket when security.curve=true
         self._stop_reason: str | None = None
         self.final_eval_wanted = True  # False when the run was interrupted: stop now, evaluate nothing more
+        self._next_control_check = 0.0
         self.control = make_socket(self.ctx, zmq.SUB, curve="client")
         self.control.setsockopt(zmq.SUBSCRIBE, b"")
         self.control.connect(endpoint(cfg, "control", bind=False))
@@ -39,7 +40,14 @@ class RoleRuntime:
         self.final_eval_wanted = False
 
     def should_stop(self) -> bool:
-        """True once a signal arrived or the launcher broadcast a stop; never blocks."""
+        """True once a signal arrived or the launcher broadcast a stop; never blocks.
+
+        The control socket is read at most every 10 ms: hot loops call this once per env step.
+        """
+        now = time.monotonic()
+        if self._stop_reason is not None or now < self._next_control_check:
+            return self._stop_reason is not None
+        self._next_control_check = now + 0.01
         while self._stop_reason is None:
             try:
                 frames = self.control.recv_multipart(zmq.NOBLOCK, copy=False)

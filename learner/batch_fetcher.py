@@ -73,9 +73,11 @@ class BatchFetcher:
         in_flight, seq = 0, 0
         last_request = 0.0
         while not self._stop.is_set():
-            # Keep requests in flight for every free slot of the queue; re-ask if nothing came back for a
-            # while (a restarted replay service forgets requests; extra ones are merely served later).
-            if in_flight + self.queue.qsize() < self.prefetch or time.time() - last_request > REASK_AFTER_S:
+            # Keep `prefetch` requests in flight at all times, so the next batches are already on their way
+            # while the learner drains the queue (the bounded queue stops this thread when the learner is
+            # behind: at most 2 x prefetch batches exist). Re-ask if nothing came back for a while (a
+            # restarted replay service forgets requests; extra ones are merely served later).
+            if in_flight < self.prefetch or time.time() - last_request > REASK_AFTER_S:
                 if time.time() - last_request > REASK_AFTER_S:
                     in_flight = 0
                 seq += 1

@@ -49,7 +49,7 @@ def test_replay_benchmark_reports_rates_and_image_memory():
 def test_actor_throughput_benchmark_measures_both_sides_and_plots(tmp_path):
     out = tmp_path / "actors.json"
     result = run_script("benchmarks/actor_throughput.py", "--configs", "pendulum_sac_mlp", "--actors", "1",
-                        "--chunk-lens", "16", "--seconds", "0.6", "--rounds", "1", "--out", str(out), *TINY_SAC)
+                        "--chunk-lens", "16", "--seconds", "1.0", "--rounds", "1", "--out", str(out), *TINY_SAC)
     assert result["benchmark"] == "actor_throughput"
     assert list(result["efficiency"]) == ["pendulum_sac_mlp N=1 chunk=16"]
     (row,) = result["results"]
@@ -64,7 +64,7 @@ def test_actor_throughput_benchmark_measures_both_sides_and_plots(tmp_path):
 
 
 def test_learner_throughput_benchmark_measures_both_sides():
-    result = run_script("benchmarks/learner_throughput.py", "--configs", "pendulum_sac_mlp", "--seconds", "0.6",
+    result = run_script("benchmarks/learner_throughput.py", "--configs", "pendulum_sac_mlp", "--seconds", "1.0",
                         "--rounds", "1", *TINY_SAC)
     assert result["benchmark"] == "learner_throughput"
     (row,) = result["results"]
