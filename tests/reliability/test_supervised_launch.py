@@ -89,6 +89,14 @@ class Launch:
                          and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
+def updates_since_resume(learner_log: str) -> int:
+    """The newest learner's own update count, from the checkpoints it wrote after it resumed (0 if none)."""
+    if "resumed from" not in learner_log:
+        return 0
+    found = re.findall(r"checkpoint written: .* \(([\d,]+) updates", learner_log.rsplit("resumed from", 1)[1])
+    return int(found[-1].replace(",", "")) if found else 0
+
+
 def newest_checkpoint_updates(run_dir: Path) -> int:
     from learner.checkpoint import checkpoint_meta, list_checkpoints
 
@@ -116,12 +124,13 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
         # kill -9 the learner: the new one resumes from the newest checkpoint and trains on.
         updates = launch.latest()["updates"]
         old = launch.kill9("learner")
-        learner_s = launch.wait(lambda: launch.replaced("learner", old) and "resumed from" in launch.log("learner")
-                                and launch.latest().get("updates", 0) > updates, 90,
+        learner_s = launch.wait(lambda: launch.replaced("learner", old)
+                                and updates_since_resume(launch.log("learner")) > updates, 90,
                                 "the new learner to get past the old one's updates")
 
         # Ctrl-C: a final checkpoint, every process gone within 10 s, no orphans.
-        updates_before_stop = launch.latest()["updates"]
+        # From the new learner's own log: the monitor may still show the dead learner's last report.
+        updates_before_stop = updates_since_resume(launch.log("learner"))
         launcher_s, alive = launch.stop(signal.SIGINT)
     finally:
         if launch.proc.poll() is None:
