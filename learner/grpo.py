@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from learner.ppo import flat_obs, learning_rate, make_optimizer, take
+from learner.ppo import OnPolicyAlgorithm, flat_obs, learning_rate, make_optimizer, take
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
@@ -55,7 +55,7 @@ def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool
     return advantages.reshape(-1), keep.reshape(-1)
 
 
-class GRPO:
+class GRPO(OnPolicyAlgorithm):
     def __init__(self, model: ActorCritic, cfg: GRPOConfig, seed: int = 0):
         if cfg.score not in ("return", "success"):
             raise ValueError(f"grpo.score must be 'return' or 'success', not '{cfg.score}'")
@@ -121,17 +121,3 @@ class GRPO:
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics
-
-    def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
-        data, metrics = self.prepare(rollout)
-        return {**metrics, **self.update(data, progress)}
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "gradient_steps": self.gradient_steps, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.gradient_steps = int(state["gradient_steps"])
-        self.generator.set_state(state["generator"])

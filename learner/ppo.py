@@ -86,7 +86,28 @@ def values_of(model: ActorCritic, obs, batch: int) -> torch.Tensor:
                       for i in range(0, n, batch)])
 
 
-class PPO:
+class OnPolicyAlgorithm:
+    """What PPO and GRPO share around their updates: one call to train on a rollout, and saving/restoring.
+
+    Subclasses set model, optimizer, generator and gradient_steps, and define prepare() and update().
+    """
+
+    def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
+        data, metrics = self.prepare(rollout)
+        return {**metrics, **self.update(data, progress)}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "gradient_steps": self.gradient_steps, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gradient_steps = int(state["gradient_steps"])
+        self.generator.set_state(state["generator"])
+
+
+class PPO(OnPolicyAlgorithm):
     def __init__(self, model: ActorCritic, cfg: PPOConfig, seed: int = 0):
         if model.critic is None:
             raise ValueError("PPO needs an actor-critic built with a critic")
@@ -173,17 +194,3 @@ class PPO:
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics
-
-    def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
-        data, metrics = self.prepare(rollout)
-        return {**metrics, **self.update(data, progress)}
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "gradient_steps": self.gradient_steps, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.gradient_steps = int(state["gradient_steps"])
-        self.generator.set_state(state["generator"])
