@@ -83,7 +83,7 @@ class ActorConfig:
     random_steps: int = 1_000  # uniform random actions per actor before the policy acts
     credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
     heartbeat_s: float = 1.0
-    pipeline_stages: int = 1  # 2: two env groups alternate so inference overlaps env stepping
+    pipeline_stages: int = 1  # 2 (two env groups alternating with inference) is planned, not implemented yet
     weights_poll_s: float = 0.01  # how often the env loop looks at its sockets (weights, credits, heartbeats)
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
     # and resent if the service restarts from its snapshot: a replay crash then loses no data.
@@ -121,7 +121,7 @@ class LearnerConfig:
     device: str = "auto"  # "auto" picks cuda:0 when there is a GPU
     num_threads: int = 0  # torch CPU threads; 0 = leave one core to the other roles
     publish_every: int = 30  # learner steps between weight publications
-    compile: bool = False
+    compile: bool = False  # torch.compile of the update: planned, not implemented yet
     amp: str = "none"  # "none" | "bf16"
 
 
@@ -309,9 +309,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
     need(cfg.actor.credits >= 1, "actor.credits must be >= 1")
     need(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
-    need(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2")
-    need(cfg.actor.pipeline_stages == 1 or cfg.env.num_envs % 2 == 0,
-         "actor.pipeline_stages=2 needs an even env.num_envs (two equal env groups)")
+    need(cfg.actor.pipeline_stages == 1,
+         "actor.pipeline_stages=2 (env stepping overlapped with inference) is not implemented yet; use 1")
+    need(not cfg.learner.compile, "learner.compile=true (torch.compile) is not implemented yet; use false")
     need(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
     need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
     need(cfg.runner.keep_checkpoints >= 1, "runner.keep_checkpoints must be >= 1")
