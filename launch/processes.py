@@ -48,17 +48,18 @@ def die_with_parent() -> None:
 class RoleProcess:
     """One running role; its output goes to the console with a prefix and to logs/<name>.log."""
 
-    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path, echo: bool = True):
-        self.name, self.command = name, command
+    def __init__(self, name: str, command: list[str], env: dict | None, log_dir: Path, echo: bool = True):
+        self.name, self.command, self.echo = name, command, echo
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = open(log_dir / f"{name}.log", "a", buffering=1)
         self.tail: collections.deque = collections.deque(maxlen=60)
-        self.proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                     preexec_fn=die_with_parent)
-        self.echo = echo
+        self.proc = self._popen(command, env)
         self._reader = threading.Thread(target=self._stream, daemon=True)
         self._reader.start()
+
+    def _popen(self, command: list[str], env: dict | None) -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
 
     def _stream(self) -> None:
         for line in self.proc.stdout:

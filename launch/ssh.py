@@ -31,7 +31,6 @@ stops the roles in order) and die with the launcher, taking their remote roles w
 """
 from __future__ import annotations
 
-import collections
 import io
 import shlex
 import shutil
@@ -39,7 +38,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -118,21 +116,20 @@ def load_hosts(path: str | Path) -> dict[str, Host]:
     return hosts
 
 
-class RemoteRoleProcess:
+class RemoteRoleProcess(RoleProcess):
     """A role on another host: the local ssh client that runs it, its output streamed back with a prefix.
 
-    Same interface as RoleProcess (poll, signal, wait_output, pid, tail)."""
+    A RoleProcess whose command is the ssh client; it differs in how it starts (its own session, a stdin
+    for Ctrl-C), how lines are read (the remote terminal's \\r) and how it is signalled."""
 
     def __init__(self, name: str, host: Host, argv: list[str], log_dir: Path, echo: bool = True):
-        self.name, self.host, self.echo = name, host, echo
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file = open(log_dir / f"{name}.log", "a", buffering=1)
-        self.tail: collections.deque = collections.deque(maxlen=60)
+        self.host = host
         self.prefix = f"{host.name}/{name} | "
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, preexec_fn=die_with_parent)
-        self._reader = threading.Thread(target=self._stream, daemon=True)
-        self._reader.start()
+        super().__init__(name, argv, None, log_dir, echo)
+
+    def _popen(self, command: list[str], env: dict | None) -> subprocess.Popen:
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True, preexec_fn=die_with_parent)
 
     def _stream(self) -> None:
         for line in self.proc.stdout:
@@ -148,16 +145,6 @@ class RemoteRoleProcess:
             self.tail.append(note)
             self.log_file.write(note)
         self.log_file.close()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def wait_output(self, timeout: float = 2.0) -> None:
-        self._reader.join(timeout)
 
     def signal(self, sig: int) -> None:
         """SIGINT/SIGTERM: Ctrl-C through the remote terminal (the role stops cleanly); SIGKILL: drop the
