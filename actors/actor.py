@@ -94,14 +94,7 @@ class ChunkedActor(Actor):
     def _handle_replay_messages(self, timeout_ms: int) -> None:
         if not self.replay.poll(timeout_ms):
             return
-        while True:
-            try:
-                _, msg = protocol.recv(self.replay, flags=zmq.NOBLOCK, kinds={Kind.CREDIT})
-            except zmq.Again:
-                return
-            except protocol.ProtocolError as e:
-                self.rt.rejects.reject(e, "replay")
-                continue
+        for _, msg in protocol.recv_ready(self.replay, self.rt.rejects, "replay", kinds={Kind.CREDIT}):
             try:
                 self._on_credit_message(msg.meta)
             except (KeyError, TypeError, ValueError) as e:

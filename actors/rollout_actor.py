@@ -122,14 +122,7 @@ class RolloutActor(Actor):
     def _handle_replies(self, timeout_ms: int = 0) -> None:
         if not self.replay.poll(timeout_ms):
             return
-        while True:
-            try:
-                _, msg = protocol.recv(self.replay, flags=zmq.NOBLOCK, kinds={Kind.ACK})
-            except zmq.Again:
-                return
-            except protocol.ProtocolError as e:
-                self.rt.rejects.reject(e, "replay")
-                continue
+        for _, msg in protocol.recv_ready(self.replay, self.rt.rejects, "replay", kinds={Kind.ACK}):
             meta = msg.meta
             if meta.get("refused"):
                 raise RuntimeError(f"the rollout store refused {self.name}: {meta['refused']}")

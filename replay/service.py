@@ -374,26 +374,13 @@ class OffPolicyReplayService(ReplayService):
         while not self.rt.should_stop():
             events = dict(poller.poll(100))
             if self.actors_sock in events:
-                for _ in range(64):  # drain a burst, then give the learner its turn
-                    try:
-                        route, msg = protocol.recv(self.actors_sock, route_frames=1, flags=zmq.NOBLOCK,
-                                                   kinds=ACTOR_KINDS)
-                    except zmq.Again:
-                        break
-                    except protocol.ProtocolError as e:
-                        self.rt.rejects.reject(e, "actor socket")
-                        continue
+                # Drain a burst (64), then give the learner its turn.
+                for route, msg in protocol.recv_ready(self.actors_sock, self.rt.rejects, "actor socket",
+                                                      route_frames=1, kinds=ACTOR_KINDS, limit=64):
                     self._on_actor_message(route, msg)
             if self.learner_sock in events:
-                while True:
-                    try:
-                        route, msg = protocol.recv(self.learner_sock, route_frames=1, flags=zmq.NOBLOCK,
-                                                   kinds=LEARNER_KINDS)
-                    except zmq.Again:
-                        break
-                    except protocol.ProtocolError as e:
-                        self.rt.rejects.reject(e, "learner socket")
-                        continue
+                for route, msg in protocol.recv_ready(self.learner_sock, self.rt.rejects, "learner socket",
+                                                      route_frames=1, kinds=LEARNER_KINDS):
                     if msg.kind == Kind.SAMPLE:
                         self._on_sample_request(route, msg)
             self._serve_samples()

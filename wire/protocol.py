@@ -457,6 +457,27 @@ def recv(socket: zmq.Socket, *, route_frames: int = 0, flags: int = 0, max_bytes
         raise
 
 
+def recv_ready(socket: zmq.Socket, rejects: "RejectCounter", peer: str, *, route_frames: int = 0,
+               kinds: Collection[str] | None = None, limit: int | None = None):
+    """Yields (routing frames, message) for every message already waiting on `socket`, without blocking.
+
+    Malformed messages are rejected through `rejects` (counted and logged as coming from `peer`) and
+    skipped. `limit` bounds how many are taken in one go, so one busy socket cannot starve the others.
+    """
+    taken = 0
+    while limit is None or taken < limit:
+        try:
+            route, msg = recv(socket, route_frames=route_frames, flags=zmq.NOBLOCK, kinds=kinds)
+        except zmq.Again:
+            return
+        except ProtocolError as error:
+            rejects.reject(error, peer)
+            continue
+        finally:
+            taken += 1
+        yield route, msg
+
+
 def describe_route(route: Sequence[bytes]) -> str:
     """A printable peer name for logs: the identity as text if it is text, else hex."""
     if not route:
