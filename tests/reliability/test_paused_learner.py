@@ -38,7 +38,10 @@ def test_a_paused_learner_holds_the_actors_with_flat_memory(system_factory, caps
     finally:
         os.kill(learner.pid, signal.SIGCONT)
 
-    assert steps_during_pause <= CREDITS * CHUNK, f"{steps_during_pause} env steps stored while the learner slept"
+    # Bound: the actor's credits, plus what the sample requests already in flight when the learner stopped may
+    # release (replay.prefetch updates at one update per env step: at most one more chunk); as in
+    # tests/platform/test_system.py.
+    assert steps_during_pause <= (CREDITS + 2) * CHUNK, f"{steps_during_pause} env steps stored while the learner slept"
     for role in pids:
         assert peak[role] - running[role] < 8, f"{role} grew from {running[role]:.0f} to {peak[role]:.0f} MiB"
     assert "1 actor(s) waiting for the learner" in console, console[-2000:]
