@@ -31,7 +31,7 @@ from core.roles import Actor
 from envs import make_vector_env
 from policies.build import build_policy
 from replay.buffer import Spec, flatten
-from wire import protocol
+from wire import protocol, shared_memory
 from wire.protocol import Kind
 
 
@@ -79,6 +79,27 @@ class ChunkedActor(Actor):
         self._last_register = 0.0
         self.skip_random_steps = False  # True once the first weights show the run is already training
         self._weights_rejected_logged = 0
+        self.slots = self._make_slots()  # shared-memory slots for large chunks, if this host allows
+        self.slots_confirmed = False  # the replay service has shown it can read them
+        self.registered_before = False
+
+    def _make_slots(self) -> shared_memory.SlotWriter | None:
+        """Slots for the chunks in flight (credits + 1), sized for one chunk's large arrays; None for small chunks."""
+        if not self.cfg.actor.shared_memory or not shared_memory.available():
+            return None
+        b, t = self.cfg.env.num_envs, self.cfg.actor.chunk_len
+        sizes = [b * (t + 1) * int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self.spec.obs.values()]
+        shape, dtype = self.spec.action
+        sizes += [b * t * int(np.prod(shape)) * np.dtype(dtype).itemsize, b * t * 4, b * t, b * t]
+        slot_bytes = shared_memory.slot_bytes_for(sizes)
+        if slot_bytes <= shared_memory.slot_bytes_for([]):
+            return None  # nothing in a chunk is large enough to be worth it (state observations)
+        name = shared_memory.segment_name(self.cfg.runner.run_id, self.name, os.getpid())
+        try:
+            return shared_memory.SlotWriter(name, int(self.cfg.actor.credits) + 1, slot_bytes)
+        except OSError as e:
+            self.log.warning(f"no shared memory for chunks ({e}): sending them through the socket")
+            return None
 
     # -- talking to the replay service -------------------------------------------------------------
     # Every send to the service is non-blocking: while it is down, ZeroMQ queues messages up to the socket's
@@ -86,8 +107,10 @@ class ChunkedActor(Actor):
     def _register(self) -> None:
         self._last_register = time.time()
         try:
-            protocol.send(self.replay, Kind.REGISTER, sender=self.name, flags=zmq.NOBLOCK,
-                          meta={"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device})
+            meta = {"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device}
+            if self.slots is not None:
+                meta["shm"] = {"segment": self.slots.name, "token": self.slots.token}
+            protocol.send(self.replay, Kind.REGISTER, sender=self.name, flags=zmq.NOBLOCK, meta=meta)
         except zmq.Again:
             pass  # the service is unreachable; _wait_for_credit tries again
 
@@ -114,6 +137,8 @@ class ChunkedActor(Actor):
             self._on_registered(meta)
         elif self.registered:
             self._on_acks(int(meta["last_seq"]), int(meta["durable_seq"]))
+            if "rejected_seq" in meta and self.slots is not None:
+                self.slots.release(int(meta["rejected_seq"]))  # the service will not read that slot again
             self.credits += int(meta.get("credits", 0))
 
     def _on_registered(self, meta: dict) -> None:
@@ -126,6 +151,13 @@ class ChunkedActor(Actor):
         self.seq = max(self.seq, stored)
         self.stored_seq, self.durable_seq = stored, min(int(meta["durable_seq"]), stored)
         self._release()
+        if self.slots is not None:
+            confirmed = meta.get("shm") is True
+            if confirmed != self.slots_confirmed or not self.registered_before:
+                self.log.info("chunks go through shared memory (/dev/shm)" if confirmed else
+                              f"chunks go through the socket: {meta.get('shm_problem', 'the service did not confirm')}")
+            self.slots_confirmed, self.registered_before = confirmed, True
+            self.slots.release_through(stored)
         resend = [(seq, entry) for seq, entry in self.unacked.items() if seq > stored]
         if resend:
             self.log.info(f"registered; resending {len(resend)} chunk(s) the replay service does not hold "
@@ -137,6 +169,8 @@ class ChunkedActor(Actor):
 
     def _on_acks(self, stored: int, durable: int) -> None:
         self.stored_seq = max(self.stored_seq, stored)
+        if self.slots is not None:
+            self.slots.release_through(self.stored_seq)
         self.durable_seq = max(self.durable_seq, min(durable, self.stored_seq))
         self._release()
 
@@ -155,10 +189,17 @@ class ChunkedActor(Actor):
 
     def _send_chunk(self, seq: int, arrays: dict, meta: dict) -> bool:
         """Send one chunk (it stays in the resend buffer); False if the service is unreachable."""
+        placed = None
+        if self.slots is not None and self.slots_confirmed:
+            arrays, placed = self.slots.place(arrays, seq)
+            if placed is not None:
+                meta = {**meta, "shm": placed}
         try:
             protocol.send(self.replay, Kind.CHUNK, arrays, sender=self.name, seq=seq, flags=zmq.NOBLOCK,
                           policy_version=meta["policy_version"], meta=meta)
         except zmq.Again:
+            if placed is not None:
+                self.slots.release(seq)
             # The queue towards the service is full: it is down. Stop producing (no credit) and register again
             # until it answers; the chunk is resent then.
             self.credits, self.registered = 0, False
@@ -193,7 +234,8 @@ class ChunkedActor(Actor):
                 self._weights_rejected_logged = self.weights.rejected
             self.rt.report(counters={"actor_env_steps": self.env_steps, "chunks_sent": self.seq,
                                      "chunks_resent": self.resent, "weights_rejected": self.weights.rejected,
-                                     "released_unsnapshotted": self.released_unsnapshotted},
+                                     "released_unsnapshotted": self.released_unsnapshotted,
+                                     "chunks_shared_memory": self.slots.placed if self.slots else 0},
                            scalars={"actor/policy_version": self.weights.version,
                                     "actor/resend_buffer_mb": self.unacked_bytes / 2**20,
                                     "actor/resend_buffer_chunks": len(self.unacked)})
@@ -271,6 +313,8 @@ class ChunkedActor(Actor):
         protocol.send(self.replay, Kind.BYE, sender=self.name, meta={"reason": self.rt.stop_reason},
                       flags=zmq.NOBLOCK)
         self.replay.close(linger=500)
+        if self.slots is not None:
+            self.slots.close()
         self.weights.close()
         self.env.close()
         self.rt.close()

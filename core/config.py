@@ -88,6 +88,10 @@ class ActorConfig:
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
     # and resent if the service restarts from its snapshot: a replay crash then loses no data.
     resend_buffer_mb: float = 256.0
+    # Same-host actors leave a chunk's large arrays (camera frames) in a shared-memory slot (/dev/shm) instead of
+    # sending them through the socket: one copy instead of three (wire/shared_memory.py). Used only once the replay
+    # service has shown it can read the actor's segment; otherwise, and for small chunks, ordinary frames.
+    shared_memory: bool = True
 
 
 @dataclass

@@ -37,6 +37,7 @@ from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
 from launch.placement import ProcessPlacement
 from launch.processes import RoleProcess, role_command
+from wire import shared_memory
 
 log = get_logger("launcher")
 
@@ -139,6 +140,7 @@ class Launcher:
                     return f"{name} exited"
                 continue
             tail = "".join(proc.tail).rstrip()
+            shared_memory.remove_segments(self.cfg.runner.run_id, name, proc.pid)  # a crashed actor's slots
             log.error(f"{name} (pid {proc.pid}) died with exit code {code}; its last output:\n{tail}")
             allowed = self._restarts_allowed(name)
             if self.restarts.get(name, 0) < allowed:
@@ -196,6 +198,7 @@ class Launcher:
         stop_started = time.time()
         self._shutdown(reason)
         self.after_stop()
+        shared_memory.remove_segments(cfg.runner.run_id)  # what processes killed on the way out left in /dev/shm
         shutdown_s = time.time() - stop_started
         log.info(f"every process stopped {shutdown_s:.1f} s after the stop ({reason})")
         for s, h in previous.items():

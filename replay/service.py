@@ -43,6 +43,7 @@ from replay.rate_limiter import RateLimiter
 from replay.snapshot import list_snapshots, load_latest_snapshot, save_snapshot, snapshot_meta
 from wire import protocol
 from wire.protocol import Kind
+from wire.shared_memory import SlotReader
 
 ACTOR_KINDS = {Kind.REGISTER, Kind.CHUNK, Kind.HEARTBEAT, Kind.BYE}
 LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
@@ -133,6 +134,8 @@ class OffPolicyReplayService(ReplayService):
         self.rejected_chunks = 0
         self.lost_chunks = 0
         self.snapshots = 0
+        self.shm = SlotReader()  # same-host actors' shared-memory segments (wire/shared_memory.py)
+        self.torn_chunks = 0
         self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
         # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
         # durable, so they may drop a chunk as soon as it is stored.
@@ -159,6 +162,7 @@ class OffPolicyReplayService(ReplayService):
         elif msg.kind == Kind.BYE:
             self.log.info(f"{msg.sender} left ({msg.meta.get('reason', 'bye')}) after {actor.chunks} chunks")
             self._disconnect(msg.sender)
+            self.shm.detach(msg.sender)
 
     def _refuse(self, route: list, sender: str, reason: str, why: str) -> None:
         self.rt.rejects.reject(protocol.ProtocolError(reason, f"registration refused: {why}"), sender)
@@ -193,12 +197,20 @@ class OffPolicyReplayService(ReplayService):
             state.chunks, state.lost = previous.chunks, previous.lost
         self.actors[msg.sender] = state
         self._forget_departed()
+        # A same-host actor offers its shared-memory segment: say whether we can read it (else it sends frames).
+        shm_reply = {}
+        if isinstance(msg.meta.get("shm"), dict):
+            problem = self.shm.attach(msg.sender, msg.meta["shm"].get("segment"), msg.meta["shm"].get("token"))
+            shm_reply = {"shm": problem is None, **({"shm_problem": problem} if problem else {})}
+        else:
+            self.shm.detach(msg.sender)
         verb = "rejoined" if previous else "joined"
         self.log.info(f"{msg.sender} {verb} (pid {msg.meta.get('pid')}, device {msg.meta.get('device')}); "
                       f"{sum(a.connected for a in self.actors.values())} actor(s) connected"
                       + (f"; its chunks continue after #{state.last_seq}" if previous else ""))
         protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route,
-                      meta={"credits": int(self.cfg.actor.credits), "registered": True, **self._acks(state)})
+                      meta={"credits": int(self.cfg.actor.credits), "registered": True, **self._acks(state),
+                            **shm_reply})
 
     def _acks(self, actor: ActorState) -> dict:
         """What every credit message tells an actor: the last chunk stored, and the last one a snapshot holds."""
@@ -214,6 +226,7 @@ class OffPolicyReplayService(ReplayService):
         departed = sorted((a.last_seen, n) for n, a in self.actors.items() if not a.connected)
         for _, name in departed[: max(0, len(departed) - self.cfg.replay.max_actors)]:
             del self.actors[name]
+            self.shm.detach(name)
 
     def _capacity_for(self, spec: Spec) -> int:
         cfg = self.cfg.replay
@@ -238,19 +251,29 @@ class OffPolicyReplayService(ReplayService):
                           meta={"credits": 1, **self._acks(actor)})
             return
         episodes = msg.meta.get("episodes", [])
-        problem = _episodes_problem(episodes) or _chunk_problem(msg.arrays)
+        shm = msg.meta.get("shm")
         try:
+            # Large arrays may wait in the actor's shared-memory slot rather than in frames: views on them.
+            arrays = msg.arrays if shm is None else self.shm.resolve(msg.sender, msg.seq, shm, msg.arrays)
+            problem = _episodes_problem(episodes) or _chunk_problem(arrays)
             if problem:
                 raise ChunkError(problem)
-            n = self.buffer.add_chunk(msg.arrays)
+            n = self.buffer.add_chunk(arrays)
+            del arrays  # no views on the slot may outlive this: the actor reuses it once we acknowledge
         # add_chunk checks everything before it writes anything; the other types are arrays of a kind its
         # checks did not expect (e.g. a missing entry).
-        except (ChunkError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        except (ChunkError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:  # ProtocolError too
             self.rejected_chunks += 1
             self.rt.rejects.reject(protocol.ProtocolError("bad_chunk", f"chunk #{msg.seq}: {e}"), msg.sender)
             protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
                           meta={"credits": 1, **self._acks(actor), "rejected_seq": msg.seq})
             return
+        if shm is not None and not self.shm.check(msg.sender, msg.seq, shm):
+            # The actor wrote into the slot while we copied (it breaks the protocol: slots are reused only after
+            # an acknowledgement). The rows are stored already; say so loudly rather than pretend.
+            self.torn_chunks += 1
+            self.log.error(f"{msg.sender}: chunk #{msg.seq}'s shared-memory slot changed while it was copied "
+                           f"({self.torn_chunks} torn chunk(s) in all)")
         if msg.seq > actor.last_seq + 1:
             gap = msg.seq - actor.last_seq - 1
             actor.lost += gap
@@ -414,7 +437,7 @@ class OffPolicyReplayService(ReplayService):
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
                       "duplicates": self.duplicates, "rejected_chunks": self.rejected_chunks,
-                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots},
+                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots, "torn_chunks": self.torn_chunks},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),
                      "replay/actors_waiting": sum(1 for a in connected.values() if a.owed_credits),

@@ -74,9 +74,12 @@ class System:
         return codes
 
     def close(self) -> None:
+        from wire import shared_memory
+
         for p in self.procs.values():
             p.signal(signal.SIGKILL)
         self.monitor.close({})
+        shared_memory.remove_segments(self.cfg.runner.run_id)  # as the launcher does: what killed actors left
 
 
 @pytest.fixture

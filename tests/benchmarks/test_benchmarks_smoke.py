@@ -71,3 +71,13 @@ def test_learner_throughput_benchmark_measures_both_sides():
     assert row["device"] == "cpu" and row["batch_size"] == 32
     for key in ("system_updates_per_s", "bare_updates_per_s", "efficiency", "cpu_efficiency"):
         assert positive(row[key]), (key, row)
+
+
+def test_transport_benchmark_reports_every_method():
+    result = run_script("benchmarks/transport.py", "--seconds", "0", "--chunks", "1", "--rounds", "1")
+    for key in ("GBps", "GBps_shm", "GBps_ipc", "GBps_tcp", "memcpy_GBps", "ratio_vs_memcpy", "ratio_vs_memcpy_frames",
+                "speedup_vs_pickle_lz4", "speedup_vs_torch_save", "speedup_vs_pickle_lz4_frames",
+                "speedup_vs_torch_save_frames", "raw_frames_GBps", "pickle_lz4_GBps", "torch_save_GBps"):
+        assert positive(result[key]), (key, result)
+    assert result["bytes_per_chunk"] == 256 * (2 * 128 * 128 * 3 + 7 * 4 + 4 * 4 + 4 + 1)
+    assert result["GBps"] == max(result["GBps_shm"], result["GBps_ipc"], result["GBps_tcp"])

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from wire import shared_memory
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,3 +32,7 @@ def test_frankasim_sac_cnn_runs_end_to_end_on_cpu(tmp_path):
     assert list((run_dir / "videos").glob("*.png")), "no eval frames rendered"
     log = (run_dir / "logs" / "replay.log").read_text()
     assert "bytes per transition" in log  # the buffer reports its memory per transition and capacity
+    if shared_memory.available():  # camera chunks went through the actor's shared-memory slots, none left behind
+        assert "chunks go through shared memory" in (run_dir / "logs" / "actor-0.log").read_text()
+        run_id = yaml.safe_load((run_dir / "config.yaml").read_text())["runner"]["run_id"]
+        assert not list(shared_memory.SEGMENT_DIR.glob(f"zarl-{run_id}-*"))
