@@ -71,6 +71,9 @@ class PolicyConfig:
     layer_norm: bool = True
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    # On-policy (PPO/GRPO) state observations: normalise by running mean and std (updated by the learner from each
+    # rollout, sent to the actors with the weights). Positions in metres differ by centimetres that matter.
+    normalize_obs: bool = False
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 

@@ -93,6 +93,13 @@ class OnPolicyAlgorithm:
     """
 
     def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
+        normalizer = self.model.obs_normalizer
+        if normalizer is not None:
+            # Statistics first, so that this rollout's values and the update see the same normalisation (the
+            # actors' log-probs used the previous statistics: the ratio starts a little off 1, as in Brax's PPO).
+            steps = rollout["steps"]
+            valid = steps.get("valid")
+            normalizer.update(steps["obs"][valid] if valid is not None else steps["obs"])
         data, metrics = self.prepare(rollout)
         return {**metrics, **self.update(data, progress)}
 

@@ -12,6 +12,11 @@ Action distributions:
 
 The critic is a separate MLP on the same features (for state observations the encoder has no
 parameters). GRPO builds the model without a critic.
+
+With ``policy.normalize_obs`` a Box observation is normalised by a running mean and variance
+(``ObsNormalizer``) before the encoder. The statistics are buffers of the model: the learner
+updates them from each rollout before it trains on it, and they travel to the actors inside the
+acting weights, so actors and learner always normalise alike.
 """
 from __future__ import annotations
 
@@ -39,6 +44,35 @@ def _orthogonal_init(net: nn.Sequential, output_gain: float) -> None:
         nn.init.zeros_(layer.bias)
 
 
+class ObsNormalizer(nn.Module):
+    """Running mean and variance of observations (parallel-merge formula); normalises and clips to +-clip."""
+
+    def __init__(self, shape: tuple, clip: float = 10.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Merge a batch [N, *shape] into the statistics."""
+        batch = obs.reshape(-1, *self.mean.shape).double()
+        n = batch.shape[0]
+        if n == 0:
+            return
+        batch_mean, batch_var = batch.mean(0), batch.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        scaled = (obs.double() - self.mean) / torch.sqrt(self.var + 1e-8)
+        return scaled.clamp(-self.clip, self.clip).float()
+
+
 class ActorCritic(nn.Module):
     """encoder -> actor MLP (action mean or logits), encoder -> critic MLP (state value)."""
 
@@ -50,6 +84,11 @@ class ActorCritic(nn.Module):
         if not self.discrete and not isinstance(action_space, gym.spaces.Box):
             raise TypeError(f"ActorCritic supports Box or Discrete actions, got {action_space}")
         out_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.obs_normalizer = None
+        if policy_cfg.get("normalize_obs", False):
+            if not isinstance(obs_space, gym.spaces.Box):
+                raise ValueError(f"policy.normalize_obs needs a Box observation space, got {obs_space}")
+            self.obs_normalizer = ObsNormalizer(tuple(obs_space.shape))
         self.encoder = build_encoder(policy_cfg.encoder, obs_space, seed=seed)
         hidden, act = list(policy_cfg.hidden), activation_class(policy_cfg.activation)
         self.actor = mlp(self.encoder.out_dim, hidden, out_dim, layer_norm=policy_cfg.layer_norm, activation=act)
@@ -63,6 +102,8 @@ class ActorCritic(nn.Module):
             _orthogonal_init(self.critic, output_gain=1.0)
 
     def features(self, obs: Any) -> torch.Tensor:
+        if self.obs_normalizer is not None:
+            obs = self.obs_normalizer(obs)
         return self.encoder(obs, self.encoder.precompute(obs))
 
     def distribution(self, features: torch.Tensor) -> Distribution:
