@@ -81,3 +81,13 @@ def test_transport_benchmark_reports_every_method():
         assert positive(result[key]), (key, result)
     assert result["bytes_per_chunk"] == 256 * (2 * 128 * 128 * 3 + 7 * 4 + 4 * 4 + 4 + 1)
     assert result["GBps"] == max(result["GBps_shm"], result["GBps_ipc"], result["GBps_tcp"])
+
+
+def test_multi_gpu_benchmark_writes_its_summary_without_gpus(tmp_path):
+    result = run_script("benchmarks/multi_gpu.py", "--config", "pendulum_sac_mlp", "--num-gpus", "0", "--seconds", "8",
+                        "--warmup-s", "3", "--out", str(tmp_path), *TINY_SAC, timeout=300)
+    assert result["num_gpus"] == 0 and set(result["results"]) == {"separate k=1", "collocated k=1"}
+    for row in result["results"].values():
+        assert positive(row["env_steps_per_s"]) and row["actors"] == 2, row
+    assert result["scaling_efficiency"] == {"separate k=1": 1.0, "collocated k=1": 1.0}
+    assert json.loads((tmp_path / "summary.json").read_text()) == result
