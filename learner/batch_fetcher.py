@@ -23,14 +23,17 @@ from wire.protocol import Kind
 REASK_AFTER_S = 5.0  # how long the learner waits for an answer before it assumes the replay service restarted
 
 
+# Batches are read-only views of the received ZeroMQ frames, and nothing writes to them: torch's warning about
+# wrapping a read-only array says nothing here. Filtered once for the process, not with catch_warnings around each
+# array: that context manager swaps the process-wide filter list, which is not safe beside the training thread.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
 def to_device(tree, device: torch.device):
     """numpy (nested dict) -> torch on device; host buffers are pinned first so the copy is asynchronous."""
     if isinstance(tree, dict):
         return {k: to_device(v, device) for k, v in tree.items()}
-    with warnings.catch_warnings():
-        # The arrays are read-only views of the received ZeroMQ frames; nothing writes to them.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        t = torch.from_numpy(np.ascontiguousarray(tree))
+    t = torch.from_numpy(np.ascontiguousarray(tree))
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
