@@ -91,3 +91,9 @@ def test_multi_gpu_benchmark_writes_its_summary_without_gpus(tmp_path):
         assert positive(row["env_steps_per_s"]) and row["actors"] == 2, row
     assert result["scaling_efficiency"] == {"separate k=1": 1.0, "collocated k=1": 1.0}
     assert json.loads((tmp_path / "summary.json").read_text()) == result
+
+
+def test_env_speed_benchmark_reports_physics_and_env_rates():
+    result = run_script("benchmarks/env_speed.py", "--seconds", "0.5")
+    for key in ("mj_step_per_s", "state_steps_per_s", "state_efficiency"):
+        assert positive(result[key]), (key, result)
