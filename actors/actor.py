@@ -57,7 +57,11 @@ class ChunkedActor(Actor):
         self.log = self.rt.log
         self.device = actor_device(cfg.actor, index)
         self.heartbeat_s, self.log_every_s = float(cfg.actor.heartbeat_s), float(cfg.runner.log_every_s)
-        self.env = make_vector_env(cfg.env)
+        # actor.pipeline_stages groups of envs take turns: while one group steps on the CPU, the policy computes
+        # the next actions of the other on the actor's device (see run()).
+        stages = int(cfg.actor.pipeline_stages)
+        self.envs = [make_vector_env(cfg.env, num_envs=cfg.env.num_envs // stages) for _ in range(stages)]
+        self.env = self.envs[0]
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
                                    self.device, seed=cfg.runner.seed + index)
@@ -263,19 +267,49 @@ class ChunkedActor(Actor):
                           f"({self.weights.updates:,} learner updates): no random warm-up")
 
     # -- the loop ----------------------------------------------------------------------------------
+    def _start_actions(self, env, obs):
+        """Begin choosing actions for one env group; returns a function that gives them (see Policy.start_act)."""
+        if (self.env_steps < self._random_steps and not self.skip_random_steps) or self.weights.version == 0:
+            action = np.stack([env.single_action_space.sample() for _ in range(env.num_envs)])
+            return lambda: action
+        return self.policy.start_act(obs)
+
+    def _send_full_chunk(self, chunk: ChunkBuilder, episodes: list) -> bool:
+        """Wait for credit and send one group's full chunk; False if the run is stopping."""
+        self._wait_for_credit()
+        if self.rt.should_stop():
+            return False
+        self.seq += 1
+        meta = {"policy_version": self.weights.version, "episodes": list(episodes)}
+        arrays = chunk.finish()
+        nbytes = sum(a.nbytes for a in protocol.flatten_arrays(arrays).values())
+        self.unacked[self.seq] = (arrays, meta, nbytes)
+        self.unacked_bytes += nbytes
+        self._send_chunk(self.seq, arrays, meta)
+        episodes.clear()
+        return True
+
     def run(self) -> int:
         cfg = self.cfg
         self._last_heartbeat = self._last_report = 0.0
         self._register()
-        self.log.info(f"{cfg.env.num_envs} x {cfg.env.id} on {self.device}; chunks of {cfg.actor.chunk_len} steps")
-        obs = self.env.reset(seed=cfg.runner.seed * 1000 + 100 * self.index)
-        chunk = ChunkBuilder(self.env.num_envs, cfg.actor.chunk_len, self.spec.action[0], self.spec.action[1])
-        chunk.start(obs)
-        episodes: list = []
-        random_steps = int(cfg.actor.random_steps)  # config lookups cost ~10 us: none inside the step loop
+        stages = len(self.envs)
+        self.log.info(f"{cfg.env.num_envs} x {cfg.env.id} on {self.device}; chunks of {cfg.actor.chunk_len} steps"
+                      + (f"; {stages} env groups take turns with inference" if stages > 1 else ""))
+        self._random_steps = int(cfg.actor.random_steps)  # config lookups cost ~10 us: none inside the step loop
         poll_every = float(cfg.actor.weights_poll_s)
         next_poll = 0.0
-        while not self.rt.should_stop():
+        # One entry per env group: its current observation, chunk in the making, finished episodes, and the
+        # actions being computed for it. Group g's envs are seeded as envs g*B/stages.. of one vector of B.
+        groups = []
+        for g, env in enumerate(self.envs):
+            obs = env.reset(seed=cfg.runner.seed * 1000 + 100 * self.index + g * env.num_envs)
+            chunk = ChunkBuilder(env.num_envs, cfg.actor.chunk_len, self.spec.action[0], self.spec.action[1])
+            chunk.start(obs)
+            groups.append({"env": env, "obs": obs, "chunk": chunk, "episodes": [],
+                           "actions": self._start_actions(env, obs)})
+        running = True
+        while running and not self.rt.should_stop():
             # Sockets are looked at every `actor.weights_poll_s` (10 ms), not every env step: a fast env
             # would otherwise spend a tenth of its time asking sockets that have nothing to say.
             now = time.monotonic()
@@ -286,29 +320,22 @@ class ChunkedActor(Actor):
                     self._on_new_weights(new)
                 self._handle_replay_messages(0)
                 self._housekeeping()
-            warming_up = self.env_steps < random_steps and not self.skip_random_steps
-            if warming_up or self.weights.version == 0:
-                action = np.stack([self.env.single_action_space.sample() for _ in range(self.env.num_envs)])
-            else:
-                action = self.policy.act(obs)
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            self.env_steps += self.env.num_envs
-            for b in np.flatnonzero(info["done"]):
-                episodes.append([float(info["episode_return"][b]), int(info["episode_length"][b]),
-                                 bool(info["episode_success"][b])])
-            if chunk.add(action, reward, terminated, truncated, obs, info["final_obs"]):
-                self._wait_for_credit()
-                if self.rt.should_stop():
-                    break
-                self.seq += 1
-                meta = {"policy_version": self.weights.version, "episodes": episodes}
-                arrays = chunk.finish()
-                nbytes = sum(a.nbytes for a in protocol.flatten_arrays(arrays).values())
-                self.unacked[self.seq] = (arrays, meta, nbytes)
-                self.unacked_bytes += nbytes
-                self._send_chunk(self.seq, arrays, meta)
-                episodes = []
-                chunk.start(obs)
+            for group in groups:
+                # This group's actions were started at the end of its last turn; with two groups, the other
+                # group's env steps ran meanwhile, so a GPU policy has usually finished them by now.
+                env, action = group["env"], group["actions"]()
+                obs, reward, terminated, truncated, info = env.step(action)
+                group["obs"] = obs
+                group["actions"] = self._start_actions(env, obs)
+                self.env_steps += env.num_envs
+                for b in np.flatnonzero(info["done"]):
+                    group["episodes"].append([float(info["episode_return"][b]), int(info["episode_length"][b]),
+                                              bool(info["episode_success"][b])])
+                if group["chunk"].add(action, reward, terminated, truncated, obs, info["final_obs"]):
+                    if not self._send_full_chunk(group["chunk"], group["episodes"]):
+                        running = False
+                        break
+                    group["chunk"].start(obs)
         self.log.info(f"stopping ({self.rt.stop_reason}) after {self.env_steps:,} env steps")
         protocol.send(self.replay, Kind.BYE, sender=self.name, meta={"reason": self.rt.stop_reason},
                       flags=zmq.NOBLOCK)
@@ -316,6 +343,7 @@ class ChunkedActor(Actor):
         if self.slots is not None:
             self.slots.close()
         self.weights.close()
-        self.env.close()
+        for env in self.envs:
+            env.close()
         self.rt.close()
         return 0

@@ -86,7 +86,9 @@ class ActorConfig:
     random_steps: int = 1_000  # uniform random actions per actor before the policy acts
     credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
     heartbeat_s: float = 1.0
-    pipeline_stages: int = 1  # 2 (two env groups alternating with inference) is planned, not implemented yet
+    # 2: the envs form two groups that take turns, one stepping on the CPU while the policy computes the other's
+    # actions on the GPU (the seed documents' pipeline_stage_num); env.num_envs must be even. 1 on a CPU-only actor.
+    pipeline_stages: int = 1
     weights_poll_s: float = 0.01  # how often the env loop looks at its sockets (weights, credits, heartbeats)
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
     # and resent if the service restarts from its snapshot: a replay crash then loses no data.
@@ -316,8 +318,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
     need(cfg.actor.credits >= 1, "actor.credits must be >= 1")
     need(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
-    need(cfg.actor.pipeline_stages == 1,
-         "actor.pipeline_stages=2 (env stepping overlapped with inference) is not implemented yet; use 1")
+    need(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2 (env groups taking turns "
+         f"with inference), not {cfg.actor.pipeline_stages}")
+    need(cfg.env.num_envs % cfg.actor.pipeline_stages == 0,
+         f"env.num_envs={cfg.env.num_envs} does not split into actor.pipeline_stages={cfg.actor.pipeline_stages} "
+         "equal env groups")
     need(not cfg.learner.compile, "learner.compile=true (torch.compile) is not implemented yet; use false")
     need(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
     need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")

@@ -7,7 +7,7 @@ a replay service may hold a ring buffer or an on-policy rollout store.
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -41,6 +41,12 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray: ...
+
+    def start_act(self, obs: Any) -> Callable[[], np.ndarray]:
+        """Begin choosing (sampled) actions; the returned function gives them. A policy on a GPU returns
+        before the GPU is done, so the caller can step other envs meanwhile. This default just acts."""
+        action = self.act(obs)
+        return lambda: action
 
     @abc.abstractmethod
     def load_weights(self, weights: Arrays) -> None: ...

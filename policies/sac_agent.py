@@ -60,6 +60,24 @@ class SACPolicy(Policy):
         action, _ = self.actor(features, deterministic=deterministic)
         return action.float().cpu().numpy()
 
+    @torch.no_grad()
+    def start_act(self, obs: Any):
+        """On a GPU: queue the forward pass and an asynchronous copy of the actions into pinned host memory, and
+        return at once; the returned function waits for that copy. Elsewhere: act now."""
+        if self.device.type != "cuda":
+            return super().start_act(obs)
+        obs_t = to_tensors(obs, self.device)
+        action, _ = self.actor(self.encoder(obs_t, self.encoder.precompute(obs_t)))
+        host = torch.empty(action.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(action.float(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def result() -> np.ndarray:
+            done.synchronize()
+            return host.numpy()
+        return result
+
     def load_weights(self, weights: dict) -> None:
         for prefix, module in (("encoder.", self.encoder), ("actor.", self.actor)):
             state = {k[len(prefix):]: torch.as_tensor(np.array(v)) for k, v in weights.items() if k.startswith(prefix)}

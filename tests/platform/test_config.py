@@ -33,3 +33,11 @@ def test_bad_value_and_bad_syntax_are_errors():
         load_config("pendulum_sac_mlp", ["actor.num_actors"])
     with pytest.raises(ConfigError, match="no config preset"):
         load_config("pendulum_sac_mpl")
+
+
+def test_pipeline_stages_must_split_the_envs():
+    assert load_config("pendulum_sac_mlp", ["actor.pipeline_stages=2", "env.num_envs=4"]).actor.pipeline_stages == 2
+    with pytest.raises(ConfigError, match="must be 1 or 2"):
+        load_config("pendulum_sac_mlp", ["actor.pipeline_stages=3", "env.num_envs=6"])
+    with pytest.raises(ConfigError, match="does not split into"):
+        load_config("pendulum_sac_mlp", ["actor.pipeline_stages=2", "env.num_envs=3"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import zmq
@@ -105,3 +106,22 @@ def test_memory_stays_bounded_while_the_learner_is_paused(system_factory):
         os.kill(learner.pid, signal.SIGCONT)
     system.wait_until(lambda: env_steps(system) > steps_paused + 2 * chunk, 60, "actors to resume")
     system.stop()
+
+
+def test_two_env_groups_take_turns_and_send_their_own_chunks(system_factory):
+    """actor.pipeline_stages=2: 4 envs in two groups of 2, each group's chunks (2 rows of 32 steps) stored whole."""
+    system = system_factory(overrides=["actor.pipeline_stages=2", "env.num_envs=4", "eval.enabled=false"])
+    system.start("replay", "replay")
+    system.start("learner", "learner")
+    system.start("actor-0", "actor", 0)
+    learner = lambda: system.report("learner").get("counters", {})  # noqa: E731
+    # Past the random warm-up and acting with trained weights: the policy's start_act path is the one running.
+    system.wait_until(lambda: learner().get("weights_version", 0) > 3 and env_steps(system) >= 2048, 90,
+                      "the learner publishing and the actor acting with its weights")
+    record = connected(system)["actor-0"]
+    assert record["lost"] == 0 and record["chunks"] == record["last_seq"]
+    assert env_steps(system) == record["chunks"] * 2 * 32  # every chunk is one group's: 2 envs x 32 steps
+    codes = system.stop()
+    assert codes == {"replay": 0, "learner": 0, "actor-0": 0}, codes
+    log = (Path(system.cfg.runner.run_dir) / "logs" / "actor-0.log").read_text()
+    assert "2 env groups take turns with inference" in log
