@@ -138,6 +138,8 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
     probe.close()
     sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
     agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q, seed=cfg.runner.seed).to(device)
+    if cfg.learner.compile:  # as the learner process does
+        agent.compile_networks()
     sac = SAC(agent, action_dim, sac_cfg, device, amp=cfg.learner.amp)
     batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
     for _ in range(3):

@@ -51,6 +51,8 @@ def measure(cfg, amp: str, seconds: float) -> dict:
     env.close()
     sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
     agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q).to(device)
+    if cfg.learner.compile:  # as the learner process does
+        agent.compile_networks()
     sac = SAC(agent, action_dim, sac_cfg, device, amp=amp)
     batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
     for _ in range(3):

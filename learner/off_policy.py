@@ -38,6 +38,9 @@ class OffPolicyLearner(Learner):
         self.sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
         action_dim = int(np.prod(act_space.shape))
         self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=cfg.runner.seed).to(self.device)
+        if cfg.learner.compile:
+            compiled = self.agent.compile_networks()
+            self.log.info(f"torch.compile: {', '.join(compiled)} (compiled during the first updates)")
         self.sac = SAC(self.agent, action_dim, self.sac_cfg, self.device, amp=cfg.learner.amp)
         self.updates = 0  # critic updates (= batches consumed)
         self.steps = 0  # learner steps (one actor update each)

@@ -41,3 +41,9 @@ def test_pipeline_stages_must_split_the_envs():
         load_config("pendulum_sac_mlp", ["actor.pipeline_stages=3", "env.num_envs=6"])
     with pytest.raises(ConfigError, match="does not split into"):
         load_config("pendulum_sac_mlp", ["actor.pipeline_stages=2", "env.num_envs=3"])
+
+
+def test_compile_is_for_sac_runs():
+    assert load_config("pendulum_sac_mlp", ["learner.compile=true"]).learner.compile
+    with pytest.raises(ConfigError, match="SAC runs only"):
+        load_config("cartpole_ppo_mlp", ["learner.compile=true"])
