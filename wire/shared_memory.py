@@ -92,6 +92,9 @@ class SlotWriter:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, self.size)
+            # Reserve the pages now: a full /dev/shm (Docker gives 64 MB by default) then fails here, with ENOSPC,
+            # instead of killing the process with SIGBUS at its first write into a page that cannot be had.
+            os.posix_fallocate(fd, 0, self.size)
             self._map = mmap.mmap(fd, self.size)
         except BaseException:
             os.unlink(self.path)

@@ -124,3 +124,14 @@ def test_leftover_segments_of_a_run_are_removed():
     assert not writers[1].path.exists()
     for w in writers:
         w.close()  # the paths are gone already: no error
+
+
+def test_a_segment_that_does_not_fit_fails_at_once_not_at_first_write(monkeypatch):
+    """A full /dev/shm must give an OSError at creation (the actor then sends frames), never a SIGBUS later."""
+    def no_space(fd, offset, length):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    name = f"zarl-test-{uuid.uuid4().hex[:8]}-full"
+    with pytest.raises(OSError, match="No space"):
+        SlotWriter(name, 2, 1 << 20)
+    assert not (shared_memory.SEGMENT_DIR / name).exists()  # nothing left behind
