@@ -14,9 +14,8 @@ import collections
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from learner.ppo import OnPolicyAlgorithm, flat_obs, learning_rate, make_optimizer, take
+from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, flat_obs, learning_rate, make_optimizer, take
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
@@ -89,35 +88,20 @@ class GRPO(OnPolicyAlgorithm):
         """`epochs` passes of shuffled minibatches of the clipped surrogate with group advantages."""
         cfg, model = self.cfg, self.model
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.set_learning_rate(lr)
         history = collections.defaultdict(list)
         n, device = len(data["advantage"]), data["advantage"].device
-        for _ in range(cfg.epochs if n else 0):  # every group uniform: nothing to learn from this rollout
-            for idx in torch.randperm(n, generator=self.generator).to(device).split(cfg.minibatch_size):
-                dist = model.distribution(model.features(take(data["obs"], idx)))
-                advantage = data["advantage"][idx]
-
-                log_ratio = dist.log_prob(data["action"][idx]) - data["log_prob"][idx]
-                ratio = log_ratio.exp()
-                clipped_ratio = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
-                policy_loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
-                entropy = dist.entropy().mean()
-                loss = policy_loss - cfg.entropy_coef * entropy
-
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.gradient_steps += 1
-
-                stats = {"train/actor/policy_loss": policy_loss,
-                         "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
-                         "train/actor/clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean(),
-                         "train/actor/clipped_ratio": clipped_ratio.mean(), "train/actor/grad_norm": grad_norm,
-                         "train/actor/entropy_loss": entropy}
-                for k, v in stats.items():
-                    history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
+        # No rows when every group was uniform: nothing to learn from this rollout.
+        for idx in self.minibatches(n, device, cfg.epochs if n else 0, cfg.minibatch_size):
+            dist = model.distribution(model.features(take(data["obs"], idx)))
+            policy_loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx],
+                                                   data["advantage"][idx], cfg.clip)
+            entropy = dist.entropy().mean()
+            loss = policy_loss - cfg.entropy_coef * entropy
+            stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm),
+                          "train/actor/entropy_loss": entropy})
+            for k, v in stats.items():
+                history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics

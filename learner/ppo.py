@@ -86,11 +86,45 @@ def values_of(model: ActorCritic, obs, batch: int) -> torch.Tensor:
                       for i in range(0, n, batch)])
 
 
+def clipped_surrogate(dist, action: torch.Tensor, behaviour_log_prob: torch.Tensor, advantage: torch.Tensor,
+                      clip: float) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped policy objective (a loss: minimise it), with its diagnostics.
+
+    The ratio is to the policy that acted: the log-probabilities the actors recorded.
+    """
+    log_ratio = dist.log_prob(action) - behaviour_log_prob
+    ratio = log_ratio.exp()
+    clipped_ratio = ratio.clamp(1 - clip, 1 + clip)
+    loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
+    return loss, {"train/actor/policy_loss": loss, "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
+                  "train/actor/clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
+                  "train/actor/clipped_ratio": clipped_ratio.mean()}
+
+
 class OnPolicyAlgorithm:
-    """What PPO and GRPO share around their updates: one call to train on a rollout, and saving/restoring.
+    """What PPO and GRPO share around their updates: one call to train on a rollout, the minibatch loop's
+    plumbing, and saving/restoring.
 
     Subclasses set model, optimizer, generator and gradient_steps, and define prepare() and update().
     """
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def minibatches(self, n: int, device: torch.device, epochs: int, size: int):
+        """`epochs` shuffled passes over n rows, as index tensors of `size` rows (the last may be smaller)."""
+        for _ in range(epochs):
+            yield from torch.randperm(n, generator=self.generator).to(device).split(size)
+
+    def gradient_step(self, loss: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+        """Backward, clip the gradient norm, step; returns the norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.optimizer.step()
+        self.gradient_steps += 1
+        return grad_norm
 
     def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
         normalizer = self.model.obs_normalizer
@@ -151,53 +185,39 @@ class PPO(OnPolicyAlgorithm):
         """`epochs` passes of shuffled minibatches of the clipped PPO objective; returns mean metrics."""
         cfg, model = self.cfg, self.model
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.set_learning_rate(lr)
         history = collections.defaultdict(list)
         n, device = len(data["advantage"]), data["advantage"].device
-        for _ in range(cfg.epochs):
-            for idx in torch.randperm(n, generator=self.generator).to(device).split(cfg.minibatch_size):
-                features = model.features(take(data["obs"], idx))
-                dist, value = model.distribution(features), model.value(features)
-                advantage = data["advantage"][idx]
-                if cfg.normalize_advantages and len(idx) > 1:
-                    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        for idx in self.minibatches(n, device, cfg.epochs, cfg.minibatch_size):
+            features = model.features(take(data["obs"], idx))
+            dist, value = model.distribution(features), model.value(features)
+            advantage = data["advantage"][idx]
+            if cfg.normalize_advantages and len(idx) > 1:
+                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
 
-                # Policy: the clipped surrogate; the ratio is to the policy that acted (the actors' log-probs).
-                log_ratio = dist.log_prob(data["action"][idx]) - data["log_prob"][idx]
-                ratio = log_ratio.exp()
-                clipped_ratio = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
-                policy_loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
+            policy_loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx], advantage, cfg.clip)
 
-                # Value: Huber loss; with value clipping, the worse of the free and the clipped prediction.
-                old_value, target = data["value"][idx], data["return"][idx]
-                value_loss_free = F.huber_loss(value, target, delta=cfg.huber_delta, reduction="none")
-                if cfg.value_clip > 0:
-                    value_clipped = old_value + (value - old_value).clamp(-cfg.value_clip, cfg.value_clip)
-                    value_loss_clipped = F.huber_loss(value_clipped, target, delta=cfg.huber_delta, reduction="none")
-                    value_loss = torch.max(value_loss_free, value_loss_clipped).mean()
-                else:
-                    value_loss_clipped, value_loss = value_loss_free, value_loss_free.mean()
+            # Value: Huber loss; with value clipping, the worse of the free and the clipped prediction.
+            old_value, target = data["value"][idx], data["return"][idx]
+            value_loss_free = F.huber_loss(value, target, delta=cfg.huber_delta, reduction="none")
+            if cfg.value_clip > 0:
+                value_clipped = old_value + (value - old_value).clamp(-cfg.value_clip, cfg.value_clip)
+                value_loss_clipped = F.huber_loss(value_clipped, target, delta=cfg.huber_delta, reduction="none")
+                value_loss = torch.max(value_loss_free, value_loss_clipped).mean()
+            else:
+                value_loss_clipped, value_loss = value_loss_free, value_loss_free.mean()
 
-                # Entropy bonus (the "entropy_loss" metric is the policy's entropy itself, as in the seeds).
-                entropy = dist.entropy().mean()
-                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            # Entropy bonus (the "entropy_loss" metric is the policy's entropy itself, as in the seeds).
+            entropy = dist.entropy().mean()
+            loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            grad_norm = self.gradient_step(loss, cfg.max_grad_norm)
 
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.gradient_steps += 1
-
-                stats = {"train/actor/policy_loss": policy_loss,
-                         "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
-                         "train/actor/clip_fraction": ((ratio - 1).abs() > cfg.clip).float().mean(),
-                         "train/actor/clipped_ratio": clipped_ratio.mean(), "train/actor/grad_norm": grad_norm,
-                         "train/actor/entropy_loss": entropy, "train/critic/value_loss": value_loss,
-                         "train/critic/value_clip_ratio": (value_loss_clipped > value_loss_free).float().mean(),
-                         "train/loss": loss}
-                for k, v in stats.items():
-                    history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
+            stats.update({"train/actor/grad_norm": grad_norm, "train/actor/entropy_loss": entropy,
+                          "train/critic/value_loss": value_loss,
+                          "train/critic/value_clip_ratio": (value_loss_clipped > value_loss_free).float().mean(),
+                          "train/loss": loss})
+            for k, v in stats.items():
+                history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
         metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
         metrics["train/actor/lr"] = lr
         return metrics
