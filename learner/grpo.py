@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, flat_obs, learning_rate, make_optimizer, take
+from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, flat_obs, learning_rate, take
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
@@ -58,10 +58,7 @@ class GRPO(OnPolicyAlgorithm):
     def __init__(self, model: ActorCritic, cfg: GRPOConfig, seed: int = 0):
         if cfg.score not in ("return", "success"):
             raise ValueError(f"grpo.score must be 'return' or 'success', not '{cfg.score}'")
-        self.model, self.cfg = model, cfg
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.gradient_steps = 0
+        super().__init__(model, cfg, seed)
 
     @torch.no_grad()
     def prepare(self, rollout: dict) -> tuple[dict, dict]:

@@ -105,8 +105,14 @@ class OnPolicyAlgorithm:
     """What PPO and GRPO share around their updates: one call to train on a rollout, the minibatch loop's
     plumbing, and saving/restoring.
 
-    Subclasses set model, optimizer, generator and gradient_steps, and define prepare() and update().
+    Subclasses define prepare() and update(); their configs have lr and weight_decay.
     """
+
+    def __init__(self, model: ActorCritic, cfg, seed: int = 0):
+        self.model, self.cfg = model, cfg
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.gradient_steps = 0
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -152,10 +158,7 @@ class PPO(OnPolicyAlgorithm):
     def __init__(self, model: ActorCritic, cfg: PPOConfig, seed: int = 0):
         if model.critic is None:
             raise ValueError("PPO needs an actor-critic built with a critic")
-        self.model, self.cfg = model, cfg
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.gradient_steps = 0
+        super().__init__(model, cfg, seed)
 
     @torch.no_grad()
     def prepare(self, rollout: dict) -> tuple[dict, dict]:
