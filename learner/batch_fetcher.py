@@ -44,7 +44,9 @@ class BatchFetcher:
                  sender: str = "learner"):
         self.address, self.batch_size, self.prefetch, self.device = address, batch_size, prefetch, device
         self.ctx, self.sender = ctx, sender
-        self.queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        # Holds at most `prefetch` batches (the fetcher stops receiving at that), with up to `prefetch` more requested.
+        self.queue: queue.Queue = queue.Queue()
+        self._room = threading.Event()  # set by get() when the learner has taken half of the queue
         self.env_steps = 0  # the replay service's count of stored env steps, from the newest batch
         self.rejected = 0
         self._stop = threading.Event()
@@ -60,9 +62,12 @@ class BatchFetcher:
         if self.error is not None:
             raise RuntimeError("batch fetcher thread failed") from self.error
         try:
-            return self.queue.get(timeout=timeout)
+            batch = self.queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        if self.queue.qsize() <= self.prefetch // 2:
+            self._room.set()
+        return batch
 
     def _run(self) -> None:
         try:
@@ -76,9 +81,17 @@ class BatchFetcher:
         in_flight, seq = 0, 0
         last_request = 0.0
         while not self._stop.is_set():
-            # Keep `prefetch` requests in flight at all times, so the next batches are already on their way
-            # while the learner drains the queue (the bounded queue stops this thread when the learner is
-            # behind: at most 2 x prefetch batches exist). Re-ask if nothing came back for a while (a
+            if self.queue.qsize() >= self.prefetch:
+                # The learner is behind: sleep until it has taken half the queue. One wake-up per prefetch/2
+                # batches rather than one per batch, because every wake-up of this thread is a GIL hand-off
+                # that the training thread waits for.
+                self._room.clear()
+                if self.queue.qsize() >= self.prefetch:
+                    self._room.wait(0.1)
+                last_request = time.time()  # replies waited in the socket meanwhile: they did come back
+                continue
+            # Keep `prefetch` requests in flight, so the next batches are already on their way while the learner
+            # drains the queue (at most 2 x prefetch batches exist). Re-ask if nothing came back for a while (a
             # restarted replay service forgets requests; extra ones are merely served later).
             if in_flight < self.prefetch or time.time() - last_request > REASK_AFTER_S:
                 if time.time() - last_request > REASK_AFTER_S:
@@ -98,13 +111,7 @@ class BatchFetcher:
             in_flight = max(0, in_flight - 1)
             last_request = time.time()
             self.env_steps = int(msg.meta.get("env_steps", self.env_steps))
-            batch = to_device(msg.arrays, self.device)
-            while not self._stop.is_set():
-                try:
-                    self.queue.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            self.queue.put(to_device(msg.arrays, self.device))
         sock.close(0)
 
     def stop(self) -> None:
