@@ -117,33 +117,14 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
     learner.off_policy.OffPolicyLearner), without the replay service, sockets or the batch fetcher.
     `counter` counts critic updates (one per batch).
     """
-    import numpy as np
     import torch
-    from omegaconf import OmegaConf
 
-    from benchmarks.sac_update_speed import random_batch
+    from benchmarks.sac_update_speed import build_update
     from core.config import load_config
-    from core.devices import learner_cpu_threads, resolve_device
-    from envs import make_vector_env
-    from learner.sac import SAC, SACConfig
-    from policies.sac_agent import SACAgent
 
     cfg = load_config(preset, list(overrides))
-    device = torch.device(resolve_device(cfg.learner.device))
     torch.manual_seed(cfg.runner.seed)
-    if device.type == "cpu":
-        torch.set_num_threads(learner_cpu_threads(cfg.learner.num_threads))
-    probe = make_vector_env(cfg.env, num_envs=1)
-    space, action_dim = probe.single_observation_space, int(np.prod(probe.single_action_space.shape))
-    probe.close()
-    sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
-    agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q, seed=cfg.runner.seed).to(device)
-    if cfg.learner.compile:  # as the learner process does
-        agent.compile_networks()
-    sac = SAC(agent, action_dim, sac_cfg, device, amp=cfg.learner.amp)
-    batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
-    for _ in range(3):
-        sac.update(batches)
+    sac, batches, _ = build_update(cfg, cfg.learner.amp, seed=cfg.runner.seed)
     _ready(ready)
     parent = os.getppid()
     while os.getppid() == parent:

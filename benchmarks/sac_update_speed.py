@@ -42,7 +42,9 @@ def random_batch(space, action_dim: int, batch_size: int, device: torch.device) 
             "terminated": torch.zeros(batch_size, dtype=torch.bool, device=device)}
 
 
-def measure(cfg, amp: str, seconds: float) -> dict:
+def build_update(cfg, amp: str, seed: int = 0) -> tuple[SAC, list[dict], torch.device]:
+    """The learner process's SAC update for `cfg` (agent, config, device, CPU threads, compile), with random
+    batches already on the device, warmed up; returns (sac, batches, device)."""
     device = torch.device(resolve_device(cfg.learner.device))
     if device.type == "cpu":
         torch.set_num_threads(learner_cpu_threads(cfg.learner.num_threads))
@@ -50,13 +52,19 @@ def measure(cfg, amp: str, seconds: float) -> dict:
     space, action_dim = env.single_observation_space, int(np.prod(env.single_action_space.shape))
     env.close()
     sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
-    agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q).to(device)
+    agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q, seed=seed).to(device)
     if cfg.learner.compile:  # as the learner process does
         agent.compile_networks()
     sac = SAC(agent, action_dim, sac_cfg, device, amp=amp)
     batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
     for _ in range(3):
         sac.update(batches)
+    return sac, batches, device
+
+
+def measure(cfg, amp: str, seconds: float) -> dict:
+    sac, batches, device = build_update(cfg, amp)
+    ratio = len(batches)
     if device.type == "cuda":
         torch.cuda.synchronize()
     steps, t0 = 0, time.perf_counter()
@@ -67,7 +75,7 @@ def measure(cfg, amp: str, seconds: float) -> dict:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {"amp": amp, "device": str(device), "learner_steps_per_s": steps / dt,
-            "critic_updates_per_s": steps * sac_cfg.critic_actor_ratio / dt}
+            "critic_updates_per_s": steps * ratio / dt}
 
 
 def main() -> None:
