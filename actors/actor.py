@@ -84,14 +84,13 @@ class ChunkedActor(Actor):
         self.skip_random_steps = False  # True once the first weights show the run is already training
         self._weights_rejected_logged = 0
         self.slots = self._make_slots()  # shared-memory slots for large chunks, if this host allows
-        self.slots_confirmed = False  # the replay service has shown it can read them
-        self.registered_before = False
+        self.slots_confirmed: bool | None = None  # whether the replay service can read them (None: not asked yet)
 
     def _make_slots(self) -> shared_memory.SlotWriter | None:
         """Slots for the chunks in flight (credits + 1), sized for one chunk's large arrays; None for small chunks."""
         if not self.cfg.actor.shared_memory or not shared_memory.available():
             return None
-        b, t = self.cfg.env.num_envs, self.cfg.actor.chunk_len
+        b, t = self.env.num_envs, self.cfg.actor.chunk_len  # a chunk holds one env group
         sizes = [b * (t + 1) * int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self.spec.obs.values()]
         shape, dtype = self.spec.action
         sizes += [b * t * int(np.prod(shape)) * np.dtype(dtype).itemsize, b * t * 4, b * t, b * t]
@@ -157,10 +156,10 @@ class ChunkedActor(Actor):
         self._release()
         if self.slots is not None:
             confirmed = meta.get("shm") is True
-            if confirmed != self.slots_confirmed or not self.registered_before:
+            if confirmed != self.slots_confirmed:
                 self.log.info("chunks go through shared memory (/dev/shm)" if confirmed else
                               f"chunks go through the socket: {meta.get('shm_problem', 'the service did not confirm')}")
-            self.slots_confirmed, self.registered_before = confirmed, True
+            self.slots_confirmed = confirmed
             self.slots.release_through(stored)
         resend = [(seq, entry) for seq, entry in self.unacked.items() if seq > stored]
         if resend:
