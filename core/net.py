@@ -9,6 +9,7 @@ Endpoints and their owners (the process that binds):
 """
 from __future__ import annotations
 
+import random
 import socket as pysocket
 from pathlib import Path
 
@@ -26,9 +27,35 @@ ENDPOINT_OWNERS = {
 }
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range of source ports for outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the launcher assigns them before starting roles)."""
-    with pysocket.socket() as s:
+    """A port that was free a moment ago (the launcher assigns them before starting roles).
+
+    Chosen at random outside the ephemeral range: every outgoing connection, ZeroMQ's reconnect attempts to
+    a peer that is gone among them, takes a source port from that range, so a port the kernel hands out
+    for bind(port 0) can be taken by a connection before the service binds it (seen in CI: "Address
+    already in use").
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(ephemeral.stop, 65536)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with pysocket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): try another
+            return port
+    with pysocket.socket() as s:  # every try taken: let the kernel choose, as before
         s.bind((host, 0))
         return s.getsockname()[1]
 

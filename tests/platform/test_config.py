@@ -47,3 +47,16 @@ def test_compile_is_for_sac_runs():
     assert load_config("pendulum_sac_mlp", ["learner.compile=true"]).learner.compile
     with pytest.raises(ConfigError, match="SAC runs only"):
         load_config("cartpole_ppo_mlp", ["learner.compile=true"])
+
+
+def test_assigned_ports_are_outside_the_range_outgoing_connections_use():
+    """Ports handed to services are chosen where no outgoing connection's source port can take them first."""
+    import socket
+
+    from core.net import _ephemeral_ports, free_tcp_port
+
+    ports = {free_tcp_port() for _ in range(50)}
+    assert len(ports) > 40 and not any(p in _ephemeral_ports() for p in ports)
+    for port in list(ports)[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # still free
