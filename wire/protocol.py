@@ -239,13 +239,14 @@ def _validate_header(header: Any, array_frame_bytes: Sequence[int],
     if len(entries) != len(array_frame_bytes):
         raise ProtocolError("frame_count", f"header lists {len(entries)} arrays but "
                             f"{len(array_frame_bytes)} array frames came")
-    specs = [_validate_array_entry(i, entry, frame_bytes)
+    specs = [_check_array_bytes(_parse_array_entry(i, entry), frame_bytes)
              for i, (entry, frame_bytes) in enumerate(zip(entries, array_frame_bytes))]
     unflatten_arrays((spec.name, None) for spec in specs)  # names must form a tree: no duplicates, no clashes
     return specs
 
 
-def _validate_array_entry(index: int, entry: Any, frame_bytes: int) -> _ArraySpec:
+def _parse_array_entry(index: int, entry: Any) -> _ArraySpec:
+    """Checks one array description {"name", "dtype", "shape"}: name, dtype allow-list, addressable shape."""
     if not isinstance(entry, dict) or entry.keys() != _ARRAY_FIELDS:
         raise ProtocolError("bad_header", f"arrays[{index}] must be a map with exactly the fields "
                             f"{sorted(_ARRAY_FIELDS)}, got {_short(entry, 200)}")
@@ -264,11 +265,14 @@ def _validate_array_entry(index: int, entry: Any, frame_bytes: int) -> _ArraySpe
     addressable = math.prod(d for d in shape if d) * dtype.itemsize
     if addressable > _MAX_ADDRESSABLE_BYTES:
         raise ProtocolError("bad_shape", f"array {name!r} has shape {_short(shape)}, too big to address")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes != frame_bytes:
-        raise ProtocolError("size_mismatch", f"array {name!r} ({dtype_name}{shape}) needs {nbytes} bytes, "
-                            f"its frame has {frame_bytes}")
-    return _ArraySpec(name, dtype, tuple(shape), nbytes)
+    return _ArraySpec(name, dtype, tuple(shape), math.prod(shape) * dtype.itemsize)
+
+
+def _check_array_bytes(spec: _ArraySpec, frame_bytes: int) -> _ArraySpec:
+    if spec.nbytes != frame_bytes:
+        raise ProtocolError("size_mismatch", f"array {spec.name!r} ({spec.dtype.name}{list(spec.shape)}) needs "
+                            f"{spec.nbytes} bytes, its frame has {frame_bytes}")
+    return spec
 
 
 # --------------------------------------------------------------------------------------------

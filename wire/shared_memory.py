@@ -39,7 +39,6 @@ sender when the receiver exits.)
 """
 from __future__ import annotations
 
-import math
 import mmap
 import os
 import re
@@ -49,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wire.protocol import (ALLOWED_DTYPES, MAX_RANK, ZERO_COPY_MIN_BYTES, ProtocolError, _WIRE_DTYPES,
-                           flatten_arrays, unflatten_arrays)
+from wire.protocol import (ALLOWED_DTYPES, ZERO_COPY_MIN_BYTES, ProtocolError, _parse_array_entry, flatten_arrays,
+                           unflatten_arrays)
 
 SEGMENT_DIR = Path("/dev/shm")
 SEGMENT_NAME = re.compile(r"^zarl-[A-Za-z0-9_.-]{1,160}$")
@@ -240,23 +239,17 @@ class SlotReader:
     def _view(self, segment: _Segment, base: int, entry: object) -> tuple[str, np.ndarray]:
         if not isinstance(entry, dict) or entry.keys() != {"name", "dtype", "shape", "offset"}:
             raise ProtocolError("bad_meta", f"shared-memory array entry {entry!r:.120}")
-        name, dtype_name, shape, offset = entry["name"], entry["dtype"], entry["shape"], entry["offset"]
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("bad_name", f"shared-memory array name {name!r:.80}")
-        if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DTYPES:
-            raise ProtocolError("bad_dtype", f"shared-memory array {name!r} has dtype {dtype_name!r:.40}")
-        if (not isinstance(shape, list) or len(shape) > MAX_RANK
-                or not all(type(d) is int and d >= 0 for d in shape)):
-            raise ProtocolError("bad_shape", f"shared-memory array {name!r} has shape {shape!r:.80}")
-        dtype = _WIRE_DTYPES[dtype_name]
-        nbytes = math.prod(shape) * dtype.itemsize
-        if type(offset) is not int or offset < STAMP.size or offset % ALIGN or offset + nbytes > segment.slot_bytes:
-            raise ProtocolError("size_mismatch", f"shared-memory array {name!r} ({nbytes} bytes at offset "
+        # The same checks as an array frame's description (name, dtype allow-list, shape), then the slot's bounds.
+        spec = _parse_array_entry(0, {k: entry[k] for k in ("name", "dtype", "shape")})
+        offset = entry["offset"]
+        if (type(offset) is not int or offset < STAMP.size or offset % ALIGN
+                or offset + spec.nbytes > segment.slot_bytes):
+            raise ProtocolError("size_mismatch", f"shared-memory array {spec.name!r} ({spec.nbytes} bytes at offset "
                                                  f"{offset!r:.20}) does not lie inside a {segment.slot_bytes}-byte slot")
-        array = segment.buffer[base + offset: base + offset + nbytes].view(dtype).reshape(shape)
-        if dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
-            raise ProtocolError("bad_value", f"bool array {name!r} holds bytes other than 0 and 1")
-        return name, array  # read-only: the mapping is
+        array = segment.buffer[base + offset: base + offset + spec.nbytes].view(spec.dtype).reshape(spec.shape)
+        if spec.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
+            raise ProtocolError("bad_value", f"bool array {spec.name!r} holds bytes other than 0 and 1")
+        return spec.name, array  # read-only: the mapping is
 
     def check(self, sender: str, seq: int, shm: dict) -> bool:
         """After the arrays were copied out: True if the slot still holds chunk `seq` (nothing was torn)."""
