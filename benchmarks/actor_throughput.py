@@ -30,7 +30,6 @@ config of both sides, e.g. ``env.num_envs=4``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (LoopWorkers, RunningSystem, alternate, bare_actor_loop,  # noqa: E402
-                                bare_learner_loop, cpu_seconds, describe_machine, machine_info)
+                                bare_learner_loop, cpu_seconds, describe_machine, machine_info, paired_figures,
+                                side_medians)
+from benchmarks.report import add_output_args, emit  # noqa: E402
 
 GOAL = 0.9
 
@@ -118,34 +119,19 @@ def measure_point(preset: str, num_actors: int, chunk_len: int, bench: ActorBenc
     return summarize(preset, num_actors, chunk_len, pairs)
 
 
-def steps_per_cpu_second(side: dict) -> float:
-    return side["env_steps_per_s"] / max(side["actor_cpu"], 1e-9)
-
-
 def summarize(preset: str, num_actors: int, chunk_len: int, pairs: list[tuple[dict, dict]]) -> dict:
-    """Medians over the rounds; each ratio is taken within a round (system and bare of the same round)."""
-    median = statistics.median
-    systems, bares = [s for s, _ in pairs], [b for _, b in pairs]
-    ratios = [s["env_steps_per_s"] / b["env_steps_per_s"] for s, b in pairs]
-    cpu_ratios = [steps_per_cpu_second(s) / steps_per_cpu_second(b) for s, b in pairs]
+    """Medians over the rounds; each ratio is taken within a round (system and bare of the same round).
+
+    Env steps per CPU-second of the actor processes say what the system costs per step, whatever share of
+    the cores the scheduler gave each side.
+    """
     return {
         "config": preset, "num_actors": num_actors, "chunk_len": chunk_len,
-        "system_env_steps_per_s": round(median(s["env_steps_per_s"] for s in systems), 1),
-        "bare_env_steps_per_s": round(median(b["env_steps_per_s"] for b in bares), 1),
-        "efficiency": round(median(ratios), 3),
-        "efficiency_rounds": [round(r, 3) for r in ratios],
-        # Env steps per CPU-second of the actor processes: what the system costs per step, whatever
-        # share of the cores the scheduler gave each side.
-        "system_env_steps_per_cpu_s": round(median(steps_per_cpu_second(s) for s in systems), 1),
-        "bare_env_steps_per_cpu_s": round(median(steps_per_cpu_second(b) for b in bares), 1),
-        "cpu_efficiency": round(median(cpu_ratios), 3),
-        "system_actor_cpu": round(median(s["actor_cpu"] for s in systems), 2),
-        "bare_actor_cpu": round(median(b["actor_cpu"] for b in bares), 2),
-        "system_learner_updates_per_s": round(median(s["updates_per_s"] for s in systems), 1),
-        "bare_learner_updates_per_s": round(median(b["updates_per_s"] for b in bares), 1),
-        "system_learner_cpu": round(median(s["learner_cpu"] for s in systems), 2),
-        "bare_learner_cpu": round(median(b["learner_cpu"] for b in bares), 2),
-        "system_replay_cpu": round(median(s["replay_cpu"] for s in systems), 2),
+        **paired_figures(pairs, "env_steps_per_s", "actor_cpu", "env_steps", 1),
+        **side_medians(pairs, "actor_cpu", 2),
+        **side_medians(pairs, "updates_per_s", 1, name="learner_updates_per_s"),
+        **side_medians(pairs, "learner_cpu", 2),
+        "system_replay_cpu": round(statistics.median(s["replay_cpu"] for s, _ in pairs), 2),
     }
 
 
@@ -189,17 +175,11 @@ def main() -> None:
     parser.add_argument("--chunk-lens", nargs="+", type=int, default=defaults.chunk_lens, help="actor.chunk_len values")
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per side and round")
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help="system/bare pairs per point")
-    parser.add_argument("--out", help="also write the JSON result to this file")
-    parser.add_argument("--json", action="store_true", help="print one JSON line of results last")
+    add_output_args(parser)
     args, overrides = parser.parse_known_args()
     bench = ActorBenchConfig(configs=args.configs, actors=args.actors, chunk_lens=args.chunk_lens,
                              seconds=args.seconds, rounds=args.rounds, overrides=overrides)
-    result = run(bench)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(result))
+    emit(run(bench), args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ are reported.
                     this process; rates come from the counters the roles report themselves.
     LoopWorkers     plain processes running a bare loop (`bare_actor_loop`, `bare_learner_loop`),
                     each adding to a shared counter.
-    alternate       runs the measurement rounds.
+    alternate       runs the measurement rounds; `paired_figures` and `side_medians` summarise them.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -377,3 +378,28 @@ def alternate(rounds: int, measure_a: Callable[[], dict], measure_b: Callable[[]
             a = measure_a()
         pairs.append((a, b))
     return pairs
+
+
+def paired_figures(pairs: list[tuple[dict, dict]], rate: str, cpu: str, name: str, digits: int) -> dict:
+    """Medians over the rounds of one rate (`rate`, e.g. "updates_per_s"), per side and per CPU-second of
+    `cpu`, and of the system/bare ratios, each ratio taken within a round (the two sides of one round)."""
+    median = statistics.median
+
+    def per_cpu(side: dict) -> float:
+        return side[rate] / max(side[cpu], 1e-9)
+
+    ratios = [system[rate] / bare[rate] for system, bare in pairs]
+    return {f"system_{name}_per_s": round(median(s[rate] for s, _ in pairs), digits),
+            f"bare_{name}_per_s": round(median(b[rate] for _, b in pairs), digits),
+            "efficiency": round(median(ratios), 3),
+            "efficiency_rounds": [round(r, 3) for r in ratios],
+            f"system_{name}_per_cpu_s": round(median(per_cpu(s) for s, _ in pairs), digits),
+            f"bare_{name}_per_cpu_s": round(median(per_cpu(b) for _, b in pairs), digits),
+            "cpu_efficiency": round(median(per_cpu(s) / per_cpu(b) for s, b in pairs), 3)}
+
+
+def side_medians(pairs: list[tuple[dict, dict]], key: str, digits: int, name: str | None = None) -> dict:
+    """{"system_<name>": median, "bare_<name>": median} of one figure over the rounds (name defaults to key)."""
+    name = name or key
+    return {f"system_{name}": round(statistics.median(s[key] for s, _ in pairs), digits),
+            f"bare_{name}": round(statistics.median(b[key] for _, b in pairs), digits)}

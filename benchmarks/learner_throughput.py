@@ -28,7 +28,6 @@ Prints a table, then (with ``--json``) one JSON line last: ``efficiency`` ({conf
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (LoopWorkers, RunningSystem, alternate, bare_learner_loop,  # noqa: E402
-                                describe_machine, machine_info)
+                                describe_machine, machine_info, paired_figures, side_medians)
+from benchmarks.report import add_output_args, emit  # noqa: E402
 
 GOAL = 0.9
 
@@ -98,34 +98,21 @@ def measure_config(preset: str, bench: LearnerBenchConfig) -> dict:
     return summarize(preset, cfg, pairs)
 
 
-def updates_per_cpu_second(side: dict) -> float:
-    return side["updates_per_s"] / max(side["learner_cpu"], 1e-9)
-
-
 def summarize(preset: str, cfg, pairs: list[tuple[dict, dict]]) -> dict:
-    """Medians over the rounds; each ratio is taken within a round (system and bare of the same round)."""
+    """Medians over the rounds; each ratio is taken within a round (system and bare of the same round).
+
+    Updates per CPU-second of the learner process (all its threads) say what the system costs per update,
+    whatever share of the cores the scheduler gave each side. Waiting for data does not show there (a
+    waiting learner uses no CPU): that is what `efficiency` catches.
+    """
     from core.devices import resolve_device
 
-    median = statistics.median
-    systems, bares = [s for s, _ in pairs], [b for _, b in pairs]
-    ratios = [s["updates_per_s"] / b["updates_per_s"] for s, b in pairs]
-    cpu_ratios = [updates_per_cpu_second(s) / updates_per_cpu_second(b) for s, b in pairs]
     return {
         "config": preset, "device": resolve_device(cfg.learner.device), "batch_size": int(cfg.sac.batch_size),
         "critic_actor_ratio": int(cfg.sac.critic_actor_ratio), "prefetch": int(cfg.replay.prefetch),
-        "system_updates_per_s": round(median(s["updates_per_s"] for s in systems), 2),
-        "bare_updates_per_s": round(median(b["updates_per_s"] for b in bares), 2),
-        "efficiency": round(median(ratios), 3),
-        "efficiency_rounds": [round(r, 3) for r in ratios],
-        # Updates per CPU-second of the learner process (all its threads): what the system costs per update,
-        # whatever share of the cores the scheduler gave each side. Waiting for data does not show here
-        # (a waiting learner uses no CPU): that is what `efficiency` catches.
-        "system_updates_per_cpu_s": round(median(updates_per_cpu_second(s) for s in systems), 2),
-        "bare_updates_per_cpu_s": round(median(updates_per_cpu_second(b) for b in bares), 2),
-        "cpu_efficiency": round(median(cpu_ratios), 3),
-        "system_learner_cpu": round(median(s["learner_cpu"] for s in systems), 2),
-        "bare_learner_cpu": round(median(b["learner_cpu"] for b in bares), 2),
-        "system_replay_cpu": round(median(s["replay_cpu"] for s in systems), 2),
+        **paired_figures(pairs, "updates_per_s", "learner_cpu", "updates", 2),
+        **side_medians(pairs, "learner_cpu", 2),
+        "system_replay_cpu": round(statistics.median(s["replay_cpu"] for s, _ in pairs), 2),
     }
 
 
@@ -159,16 +146,10 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=defaults.configs, help="config presets")
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measured seconds per side and round")
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help="system/bare pairs per config")
-    parser.add_argument("--out", help="also write the JSON result to this file")
-    parser.add_argument("--json", action="store_true", help="print one JSON line of results last")
+    add_output_args(parser)
     args, overrides = parser.parse_known_args()
     bench = LearnerBenchConfig(configs=args.configs, seconds=args.seconds, rounds=args.rounds, overrides=overrides)
-    result = run(bench)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(result))
+    emit(run(bench), args)
 
 
 if __name__ == "__main__":

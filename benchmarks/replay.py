@@ -37,7 +37,6 @@ best of its rounds. Prints a table, then (with ``--json``) one JSON line last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.harness import describe_machine, machine_info  # noqa: E402
+from benchmarks.report import add_output_args, emit  # noqa: E402
 from replay.buffer import ReplayBuffer, Spec, flatten  # noqa: E402
 
 CAMERA = (128, 128, 3)
@@ -243,17 +243,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--vision-mb", type=float, default=defaults.vision_mb, help="memory of the vision buffer")
     parser.add_argument("--state-capacity", type=int, default=defaults.state_capacity)
-    parser.add_argument("--out", help="also write the JSON result to this file")
-    parser.add_argument("--json", action="store_true", help="print one JSON line of results last")
+    add_output_args(parser)
     args = parser.parse_args()
     bench = ReplayBenchConfig(seconds=args.seconds, rounds=args.rounds, chunk_len=args.chunk_len, envs=args.envs,
                               batch=args.batch, vision_mb=args.vision_mb, state_capacity=args.state_capacity)
-    result = run(bench)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(result))
+    emit(run(bench), args)
 
 
 if __name__ == "__main__":
