@@ -63,10 +63,17 @@ class SAC:
         # alpha = softplus(raw): always positive, and gradients do not vanish near zero as with exp.
         self.raw_alpha = torch.tensor(_inverse_softplus(cfg.init_temperature), device=device, requires_grad=True)
         trainable_encoder = [p for p in agent.encoder.parameters() if p.requires_grad]
-        self.critic_opt = torch.optim.Adam(list(agent.critic.parameters()) + trainable_encoder, lr=cfg.critic_lr)
-        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr)
-        self.alpha_opt = torch.optim.Adam([self.raw_alpha], lr=cfg.temperature_lr)
-        self.skipped_updates = 0  # updates dropped because a loss or gradient was not finite
+        # Fused Adam: one kernel per step, and it can skip a step on the device itself (see _step).
+        self.critic_opt = torch.optim.Adam(list(agent.critic.parameters()) + trainable_encoder, lr=cfg.critic_lr,
+                                           fused=True)
+        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr, fused=True)
+        self.alpha_opt = torch.optim.Adam([self.raw_alpha], lr=cfg.temperature_lr, fused=True)
+        # Updates dropped because a loss or gradient was not finite, counted on the device (no host sync).
+        self._skipped = torch.zeros((), device=device)
+
+    @property
+    def skipped_updates(self) -> int:
+        return int(self._skipped.item())
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -121,11 +128,10 @@ class SAC:
 
         self._polyak(agent.critic, agent.target_critic)
         self._polyak(agent.encoder, agent.target_encoder)
+        metrics["train/skipped_updates"] = self._skipped
         # One device-to-host transfer for all metrics, instead of a GPU sync per number.
         values = torch.stack([v.float().reshape(()) for v in metrics.values()]).tolist()
-        out = dict(zip(metrics.keys(), values))
-        out["train/skipped_updates"] = float(self.skipped_updates)
-        return out
+        return dict(zip(metrics.keys(), values))
 
     def _autocast(self):
         """bf16 autocast on the GPU when configured; losses and optimiser state stay fp32."""
@@ -135,18 +141,20 @@ class SAC:
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
         """Backward and step, unless the gradient is NaN/Inf: then skip, count and keep the weights.
 
-        A NaN/Inf loss always yields a non-finite gradient norm, so one check (one host sync) covers both.
+        A NaN/Inf loss always yields a non-finite gradient norm, so one check covers both. The check stays on
+        the device: fused Adam skips its whole step (moments and step count included) when the optimiser's
+        ``found_inf`` tensor is non-zero, the mechanism torch's GradScaler uses. Asking the host instead
+        (``if not torch.isfinite(norm)``) would stall the CPU on the GPU six times per learner step.
         """
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if not torch.isfinite(norm):
-            self.skipped_updates += 1
-            optimizer.zero_grad(set_to_none=True)
-            return norm.detach()
+        found_inf = (~torch.isfinite(norm)).float()
+        optimizer.found_inf = found_inf
         optimizer.step()
+        self._skipped += found_inf
         return norm.detach()
 
     @torch.no_grad()
@@ -174,7 +182,10 @@ class SAC:
         self.agent.load_state_dict(state["agent"])
         with torch.no_grad():
             self.raw_alpha.copy_(state["raw_alpha"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
-        self.skipped_updates = int(state["skipped_updates"])
+        for name in ("critic_opt", "actor_opt", "alpha_opt"):
+            # A saved group's settings replace the optimiser's own, and checkpoints written before the
+            # optimisers were fused say fused=False: keep them fused, or the step would refuse found_inf.
+            saved = state[name]
+            groups = [{**g, "fused": True, "foreach": None} for g in saved["param_groups"]]
+            getattr(self, name).load_state_dict({**saved, "param_groups": groups})
+        self._skipped.fill_(int(state["skipped_updates"]))

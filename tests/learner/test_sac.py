@@ -56,3 +56,25 @@ def test_acting_policy_loads_the_learners_weights():
     obs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     expected, _ = agent.actor(agent.encoder(torch.from_numpy(obs)), deterministic=True)
     np.testing.assert_allclose(policy.act(obs, deterministic=True), expected.detach().numpy(), atol=1e-6)
+
+
+def test_state_saved_by_unfused_optimisers_resumes_and_still_skips_nan_steps():
+    """Checkpoints written before the optimisers were fused say fused=False; loading one keeps them fused."""
+    _, _, agent, sac = make()
+    sac.update([batch()])
+    state = sac.state_dict()
+    for name in ("critic_opt", "actor_opt", "alpha_opt"):
+        for group in state[name]["param_groups"]:
+            group["fused"] = False
+        for param_state in state[name]["state"].values():
+            param_state["step"] = param_state["step"].cpu()  # as unfused Adam kept it
+    _, _, _, resumed = make()
+    resumed.load_state_dict(state)
+    assert all(g["fused"] for g in resumed.critic_opt.param_groups)
+    resumed.update([batch()])
+    before = {k: v.clone() for k, v in resumed.agent.state_dict().items() if k.startswith("critic.")}
+    resumed.update([batch(reward=float("nan"))])
+    assert resumed.skipped_updates >= 1
+    assert all(torch.equal(v, resumed.agent.state_dict()[k]) for k, v in before.items())
+    step = next(iter(resumed.critic_opt.state.values()))["step"]
+    assert float(step) == 2  # the skipped step did not count

@@ -17,7 +17,7 @@ def test_frankasim_sac_cnn_runs_end_to_end_on_cpu(tmp_path):
     run_dir = tmp_path / "cnn"
     cmd = [sys.executable, str(REPO / "launch" / "run_async.py"), "frankasim_sac_cnn", f"runner.run_dir={run_dir}",
            "runner.max_env_steps=320", "actor.num_actors=1", "env.num_envs=2", "actor.device=cpu",
-           "learner.device=cpu", "actor.random_steps=64", "replay.min_size=128", "replay.capacity_gb=0.1",
+           "learner.device=cpu", "learner.compile=false", "actor.random_steps=64", "replay.min_size=128", "replay.capacity_gb=0.1",
            "replay.rate_limit.updates_per_step=0.02", "sac.batch_size=8", "sac.critic_actor_ratio=2",
            "learner.publish_every=1", "eval.every_updates=1000000", "eval.episodes=1", "eval.num_envs=1",
            "eval.video=true", "env.max_episode_steps=20", "logging.wandb=disabled", "logging.console_every_s=10"]
