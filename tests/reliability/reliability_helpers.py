@@ -86,18 +86,19 @@ class HandActor:
 OBS_SPACE = gym.spaces.Box(-8.0, 8.0, (3,), np.float32)
 
 
-def make_sac(seed: int = 0) -> SAC:
+def make_sac(seed: int = 0, device: str = "cpu") -> SAC:
     policy = OmegaConf.structured(PolicyConfig(hidden=[16, 16], activation="relu", layer_norm=False))
-    agent = SACAgent(OBS_SPACE, 1, policy, num_q=2, seed=seed)
-    return SAC(agent, 1, SACConfig(batch_size=8), torch.device("cpu"))
+    agent = SACAgent(OBS_SPACE, 1, policy, num_q=2, seed=seed).to(device)
+    return SAC(agent, 1, SACConfig(batch_size=8), torch.device(device))
 
 
-def batch(seed: int, reward: float | None = None) -> dict:
+def batch(seed: int, reward: float | None = None, device: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(8, generator=g) if reward is None else torch.full((8,), reward)
-    return {"obs": torch.randn(8, 3, generator=g), "next_obs": torch.randn(8, 3, generator=g),
-            "action": torch.rand(8, 1, generator=g) * 2 - 1, "reward": rewards,
-            "terminated": torch.zeros(8, dtype=bool)}
+    tensors = {"obs": torch.randn(8, 3, generator=g), "next_obs": torch.randn(8, 3, generator=g),
+               "action": torch.rand(8, 1, generator=g) * 2 - 1, "reward": rewards,
+               "terminated": torch.zeros(8, dtype=bool)}
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 # -- fuzzing: random frames and mutations of valid messages ----------------------------------------------

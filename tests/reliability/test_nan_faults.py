@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from reliability_helpers import batch, make_sac
+
+# The skip happens on the device (fused Adam's found_inf), so it is checked on every device there is.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def snapshot(sac) -> dict[str, torch.Tensor]:
@@ -18,11 +22,12 @@ def all_finite(sac) -> bool:
     return all(torch.isfinite(v).all() for v in snapshot(sac).values())
 
 
-def test_nan_rewards_skip_the_critic_update_and_never_reach_the_weights():
-    sac = make_sac()
-    sac.update([batch(0)])
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_rewards_skip_the_critic_update_and_never_reach_the_weights(device):
+    sac = make_sac(device=device)
+    sac.update([batch(0, device=device)])
     before = snapshot(sac)
-    metrics = sac.update([batch(1, reward=float("nan"))])
+    metrics = sac.update([batch(1, reward=float("nan"), device=device)])
 
     assert sac.skipped_updates == 1 and metrics["train/skipped_updates"] == 1
     assert not math.isfinite(metrics["train/critic/grad_norm"])
@@ -33,15 +38,16 @@ def test_nan_rewards_skip_the_critic_update_and_never_reach_the_weights():
     assert all_finite(sac)
     assert all(torch.isfinite(v).all() for v in sac.agent.acting_weights().values())
     critic_weight = next(k for k in after if k.startswith("critic."))
-    sac.update([batch(2)])  # the next clean batch trains as usual
+    sac.update([batch(2, device=device)])  # the next clean batch trains as usual
     assert sac.skipped_updates == 1
     assert not torch.equal(after[critic_weight], snapshot(sac)[critic_weight])
 
 
-def test_infinite_observations_skip_every_update_of_the_step():
-    sac = make_sac()
+@pytest.mark.parametrize("device", DEVICES)
+def test_infinite_observations_skip_every_update_of_the_step(device):
+    sac = make_sac(device=device)
     before = snapshot(sac)
-    poisoned = batch(0)
+    poisoned = batch(0, device=device)
     poisoned["obs"][0, 0] = float("inf")
     sac.update([poisoned])
     assert sac.skipped_updates == 3  # critic, actor and temperature losses are all NaN
@@ -53,8 +59,9 @@ def test_infinite_observations_skip_every_update_of_the_step():
     assert all_finite(sac)
 
 
-def test_an_infinite_gradient_with_a_finite_loss_is_skipped():
-    sac = make_sac()
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_infinite_gradient_with_a_finite_loss_is_skipped(device):
+    sac = make_sac(device=device)
     weight = next(sac.agent.actor.parameters())
     before = weight.detach().clone()
     # sqrt at 0: the loss is 0, its gradient is infinite.
