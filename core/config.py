@@ -118,6 +118,9 @@ class ReplayConfig:
     rollout_timeout_s: float = 60.0  # on-policy: after the first actor's rollout, how long to wait for the others
     snapshot_every_s: float = 300.0  # buffer snapshot to <run_dir>/replay/ this often; 0 = only on exit
     snapshot_on_exit: bool = True  # (an exit snapshot cut short by the shutdown timeout leaves the previous one)
+    # Periodic snapshots are written by a forked child from a copy-on-write view of the buffer, while the service
+    # keeps serving (replay/snapshot.py); false writes them in the service's loop, which stops it meanwhile.
+    background_snapshots: bool = True
     keep_snapshots: int = 2
     # Bounds against misbehaving peers: registered actors, queued sample requests, batch size per request.
     max_actors: int = 256

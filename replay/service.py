@@ -40,7 +40,8 @@ from core.role_runtime import RoleRuntime
 from core.roles import ReplayService
 from replay.buffer import ChunkError, ReplayBuffer, Spec
 from replay.rate_limiter import RateLimiter
-from replay.snapshot import list_snapshots, load_latest_snapshot, save_snapshot, snapshot_meta
+from replay.snapshot import (BackgroundSnapshot, SnapshotDone, list_snapshots, load_latest_snapshot, save_snapshot,
+                             snapshot_meta)
 from wire import protocol
 from wire.protocol import Kind
 from wire.shared_memory import SlotReader
@@ -134,9 +135,12 @@ class OffPolicyReplayService(ReplayService):
         self.rejected_chunks = 0
         self.lost_chunks = 0
         self.snapshots = 0
+        self.snapshot_failures = 0
         self.shm = SlotReader()  # same-host actors' shared-memory segments (wire/shared_memory.py)
         self.torn_chunks = 0
         self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
+        self.snapshot_writer = BackgroundSnapshot(self.snapshot_dir, cfg.replay.keep_snapshots, cfg.runner.run_id,
+                                                  self.log)
         # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
         # durable, so they may drop a chunk as soon as it is stored.
         self.periodic_snapshots = cfg.replay.snapshot_every_s > 0
@@ -340,17 +344,39 @@ class OffPolicyReplayService(ReplayService):
                 "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
                            for n, a in self.actors.items()}}
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, background: bool = False) -> None:
+        """Write a snapshot: in a forked child when `background` (finished in _finish_snapshot), else here."""
         if self.buffer is None:
             return
+        state = self._service_state()
+        if background and self.snapshot_writer.start(self.buffer, state):
+            return
         t0 = time.time()
-        path = save_snapshot(self.snapshot_dir, self.buffer, self._service_state(),
-                             keep=self.cfg.replay.keep_snapshots, run_id=self.cfg.runner.run_id)
-        for actor in self.actors.values():
-            actor.durable_seq = actor.last_seq
+        save_snapshot(self.snapshot_dir, self.buffer, state, keep=self.cfg.replay.keep_snapshots,
+                      run_id=self.cfg.runner.run_id)
+        self._snapshot_written(SnapshotDone(ok=True, seconds=time.time() - t0, service=state,
+                                            transitions=len(self.buffer)), "")
+
+    def _finish_snapshot(self, done: SnapshotDone | None) -> None:
+        """Take note of a background snapshot that ended (the child logs its own errors)."""
+        if done is None:
+            return
+        if done.ok:
+            self._snapshot_written(done, " in the background")
+        else:
+            self.snapshot_failures += 1
+            self.log.error(f"background snapshot failed after {done.seconds:.2f} s: actors keep their chunks "
+                           "until a later snapshot holds them")
+
+    def _snapshot_written(self, done: SnapshotDone, how: str) -> None:
+        # Actors may now drop the chunks the snapshot holds: those up to each one's last_seq when it was taken.
+        for name, saved in done.service["actors"].items():
+            if name in self.actors:
+                self.actors[name].durable_seq = max(self.actors[name].durable_seq, int(saved["last_seq"]))
         self.snapshots += 1
-        self.log.info(f"snapshot written: {path.name} ({len(self.buffer):,} transitions, "
-                      f"{self.limiter.inserted:,} env steps, {time.time() - t0:.2f} s)")
+        newest = list_snapshots(self.snapshot_dir)
+        self.log.info(f"snapshot written{how}: {newest[0].name if newest else '?'} ({done.transitions:,} "
+                      f"transitions, {done.service['limiter'].get('inserted', 0):,} env steps, {done.seconds:.2f} s)")
 
     def _should_restore(self) -> bool:
         """Restore when resuming, or when this process replaces a replay service of the same launch."""
@@ -408,8 +434,10 @@ class OffPolicyReplayService(ReplayService):
                         self._on_sample_request(route, msg)
             self._serve_samples()
             now = time.time()
-            if self.periodic_snapshots and now - last_snapshot >= self.cfg.replay.snapshot_every_s:
-                self._snapshot()
+            self._finish_snapshot(self.snapshot_writer.poll())
+            if (self.periodic_snapshots and not self.snapshot_writer.running
+                    and now - last_snapshot >= self.cfg.replay.snapshot_every_s):
+                self._snapshot(background=self.cfg.replay.background_snapshots)
                 last_snapshot = now = time.time()
             if now - last_report >= self.cfg.runner.log_every_s:
                 self._drop_silent_actors()
@@ -422,6 +450,9 @@ class OffPolicyReplayService(ReplayService):
                               f"(debt {self.limiter.debt():.0f} updates)")
                 last_wait_log = now
         self.log.info(f"stopping ({self.rt.stop_reason}); stored {self.limiter.inserted:,} env steps")
+        if self.snapshot_writer.running and self.cfg.replay.snapshot_on_exit:
+            self.snapshot_writer.stop()  # it is older than the exit snapshot: stop it rather than wait for it
+        self._finish_snapshot(self.snapshot_writer.wait(5))
         if self.cfg.replay.snapshot_on_exit:
             self._snapshot()
         self._report()
@@ -437,7 +468,8 @@ class OffPolicyReplayService(ReplayService):
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
                       "duplicates": self.duplicates, "rejected_chunks": self.rejected_chunks,
-                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots, "torn_chunks": self.torn_chunks},
+                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots,
+                      "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),
                      "replay/actors_waiting": sum(1 for a in connected.values() if a.owed_credits),

@@ -8,11 +8,20 @@ the last chunk sequence number stored (so that exactly-once delivery holds acros
 Compact: only the part of each ring that was ever written is saved (a buffer a tenth full writes a tenth
 of its size), and arrays keep their dtype, so camera images stay uint8. Loading memory-maps the files and
 copies them straight into the preallocated buffer: no second copy of the buffer in memory.
+
+In the background: `BackgroundSnapshot` writes a snapshot from a forked child process, as Redis does.
+fork() hands the child a copy-on-write view of the buffer frozen at that instant, so the snapshot is
+consistent while the service goes on storing chunks and serving batches; memory grows only by the pages
+the service overwrites while the child writes. Writing the whole buffer in the service's own loop had
+stopped it for seconds (1.2 GB took 4.7 s).
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +155,106 @@ def load_latest_snapshot(directory: str | os.PathLike, make_buffer, log: logging
         except SnapshotMismatch as e:
             log.error(f"replay snapshot skipped: {e}")
     return None
+
+
+@dataclass
+class SnapshotDone:
+    """A background snapshot that ended: written (ok) or not, with what the service state held at the fork."""
+
+    ok: bool
+    seconds: float
+    service: dict
+    transitions: int
+
+
+class BackgroundSnapshot:
+    """At most one snapshot at a time, written by a forked child process (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int, run_id: str, log: logging.Logger):
+        self.directory, self.keep, self.run_id, self.log = Path(directory), keep, run_id, log
+        self.pid: int | None = None
+        self.started = 0.0
+        self.service: dict = {}
+        self.transitions = 0
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, buffer: ReplayBuffer, service: dict) -> bool:
+        """Fork a child that writes the buffer and `service` as a snapshot; False when fork() is refused."""
+        if self.running:
+            raise RuntimeError("a background snapshot is already being written")
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:  # e.g. the kernel would not commit the memory a copy-on-write child might need
+            self.log.warning(f"cannot fork a snapshot writer ({e}): writing the snapshot in the service instead")
+            return False
+        if pid == 0:
+            self._child(buffer, service, parent)  # never returns
+        self.pid, self.started, self.service, self.transitions = pid, time.time(), service, len(buffer)
+        return True
+
+    def _child(self, buffer: ReplayBuffer, service: dict, parent: int) -> None:
+        code = 1
+        try:
+            _die_with_parent(parent)
+            # Ctrl-C reaches the whole process group; the parent decides when the child stops.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            save_snapshot(self.directory, buffer, service, keep=self.keep, run_id=self.run_id)
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - report anything, then leave without running the parent's code
+            self.log.error(f"background snapshot failed: {type(e).__name__}: {e}")
+        finally:
+            os._exit(code)  # no atexit handlers, no ZeroMQ context teardown: those belong to the parent
+
+    def poll(self) -> SnapshotDone | None:
+        """The finished snapshot, once the child has exited; None while it runs (or when none was started)."""
+        if self.pid is None:
+            return None
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        return self._finished(status)
+
+    def wait(self, timeout: float) -> SnapshotDone | None:
+        """Wait up to `timeout` s for the running child; past that, stop it. None when none was running or it
+        was stopped."""
+        deadline = time.time() + timeout
+        while self.pid is not None:
+            done = self.poll()
+            if done is not None:
+                return done
+            if time.time() >= deadline:
+                self.log.warning(f"background snapshot still running after {timeout:.0f} s")
+                self.stop()
+                return None
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> None:
+        """Kill the running child, if any, and forget its snapshot (the next write removes its temporary files)."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.log.info("background snapshot stopped unfinished")
+            self.pid, self.service = None, {}
+
+    def _finished(self, status: int) -> SnapshotDone:
+        done = SnapshotDone(ok=os.waitstatus_to_exitcode(status) == 0, seconds=time.time() - self.started,
+                            service=self.service, transitions=self.transitions)
+        self.pid, self.service = None, {}
+        return done
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the child gets SIGKILL when the service dies (a kill -9 of the service leaves no writer behind)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

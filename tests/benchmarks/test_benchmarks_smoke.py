@@ -97,3 +97,13 @@ def test_env_speed_benchmark_reports_physics_and_env_rates():
     result = run_script("benchmarks/env_speed.py", "--seconds", "0.5")
     for key in ("mj_step_per_s", "state_steps_per_s", "state_efficiency"):
         assert positive(result[key]), (key, result)
+
+
+def test_snapshot_stall_benchmark_compares_inline_and_background_snapshots(tmp_path):
+    result = run_script("benchmarks/snapshot_stall.py", "--mb", "20", "--dir", str(tmp_path))
+    assert set(result["results"]) == {"inline", "background"}
+    for figures in result["results"].values():
+        for key in ("snapshot_s", "longest_gap_s", "idle_batches_per_s", "serving_ratio"):
+            assert positive(figures[key]), (key, figures)
+    assert positive(result["stall_ratio"])
+    assert len(list((tmp_path / "background").glob("snapshot-*"))) == 1  # the child's snapshot is complete

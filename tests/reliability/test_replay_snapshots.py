@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import numpy as np
 import pytest
 
 from replay.buffer import ReplayBuffer, Spec
-from replay.snapshot import list_snapshots, load_latest_snapshot, save_snapshot
+from replay.snapshot import BackgroundSnapshot, list_snapshots, load_latest_snapshot, save_snapshot
 
 SPEC = Spec(obs={"front": ((8, 8, 3), "uint8"), "state": ((3,), "float32")}, action=((2,), "float32"))
 CHUNK = 4
@@ -105,3 +107,55 @@ def test_with_no_usable_snapshot_the_service_starts_empty(tmp_path):
     assert load_latest_snapshot(tmp_path, lambda spec: ReplayBuffer(spec, 100, CHUNK), log) is None
     assert "capacity" in messages[0] and "snapshot skipped" in messages[0]
     assert load_latest_snapshot(tmp_path / "nothing-here", lambda spec: None, log) is None
+
+
+def wait_done(writer: BackgroundSnapshot, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = writer.poll()
+        if done is not None:
+            return done
+        time.sleep(0.01)
+    raise AssertionError("the background snapshot did not finish")
+
+
+def test_a_background_snapshot_holds_the_buffer_as_it_was_at_the_fork(tmp_path):
+    buffer = filled_buffer(10)
+    expected = {name: array.copy() for name, array in buffer.state_arrays().items()}
+    log, _ = recorder()
+    writer = BackgroundSnapshot(tmp_path, keep=2, run_id="run-1", log=log)
+    assert writer.start(buffer, SERVICE) and writer.running
+    rng = np.random.default_rng(5)
+    for _ in range(40):  # the service goes on storing (and wrapping the ring) while the child writes
+        buffer.add_chunk(chunk(rng))
+    done = wait_done(writer)
+    assert done.ok and done.service == SERVICE and done.transitions == 80 and not writer.running
+
+    restored, snapshot = load_latest_snapshot(tmp_path, lambda spec: ReplayBuffer(spec, 200, CHUNK), log)
+    assert snapshot.service == SERVICE and len(restored) == 80
+    for name, array in restored.state_arrays().items():
+        np.testing.assert_array_equal(array, expected[name], err_msg=name)
+
+
+def test_a_background_snapshot_that_cannot_write_reports_failure(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the snapshot directory should be")
+    log, _ = recorder()
+    writer = BackgroundSnapshot(blocker, keep=2, run_id="", log=log)
+    assert writer.start(filled_buffer(3), SERVICE)
+    done = wait_done(writer)
+    assert not done.ok and not writer.running
+
+
+def test_a_stopped_background_snapshot_leaves_no_writer_and_no_partial_snapshot(tmp_path):
+    log, messages = recorder()
+    writer = BackgroundSnapshot(tmp_path, keep=2, run_id="", log=log)
+    assert writer.start(filled_buffer(40, capacity=5_000), SERVICE)
+    pid = writer.pid
+    writer.stop()
+    assert not writer.running and writer.poll() is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left
+    save_snapshot(tmp_path, filled_buffer(2), SERVICE)  # the next write clears a killed writer's temporaries
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert load_latest_snapshot(tmp_path, lambda spec: ReplayBuffer(spec, 200, CHUNK), log) is not None
