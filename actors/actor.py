@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from actors.chunk import ChunkBuilder
 from actors.weights import WeightsSubscriber
+from core import seeding
 from core.devices import actor_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
@@ -64,11 +65,10 @@ class ChunkedActor(Actor):
         self.env = self.envs[0]
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
-                                   self.device, seed=cfg.runner.seed + index)
+                                   self.device, seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
         self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
         self.replay.connect(endpoint(cfg, "replay_actors", bind=False))
-        self.rng = np.random.default_rng(cfg.runner.seed * 1000 + index)
         self.credits = 0
         self.seq = 0  # sequence number of the last chunk sent
         # Sent chunks no snapshot holds yet, oldest first: seq -> (arrays, meta, bytes).
@@ -299,10 +299,11 @@ class ChunkedActor(Actor):
         poll_every = float(cfg.actor.weights_poll_s)
         next_poll = 0.0
         # One entry per env group: its current observation, chunk in the making, finished episodes, and the
-        # actions being computed for it. Group g's envs are seeded as envs g*B/stages.. of one vector of B.
+        # actions being computed for it. Each env of each group has a reset stream of its own.
         groups = []
         for g, env in enumerate(self.envs):
-            obs = env.reset(seed=cfg.runner.seed * 1000 + 100 * self.index + g * env.num_envs)
+            obs = env.reset(seed=seeding.seeds(cfg.runner.seed, "actor_envs", self.index, g, count=env.num_envs))
+            env.single_action_space.seed(seeding.seed_of(cfg.runner.seed, "actor_random_actions", self.index, g))
             chunk = ChunkBuilder(env.num_envs, cfg.actor.chunk_len, self.spec.action[0], self.spec.action[1])
             chunk.start(obs)
             groups.append({"env": env, "obs": obs, "chunk": chunk, "episodes": [],

@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from actors.weights import WeightsSubscriber
+from core import seeding
 from core.devices import actor_device
 from core.net import endpoint
 from core.role_runtime import RoleRuntime
@@ -20,7 +21,7 @@ from envs import make_vector_env
 from policies.build import build_policy
 
 
-def run_episodes(env, policy, episodes: int, seed: int, deterministic: bool = True,
+def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
                  record_key: str | None = None) -> tuple[dict, list]:
     """Run exactly ceil(episodes / num_envs) episodes in each env; returns metrics and env 0's first-episode frames."""
     per_env = -(-episodes // env.num_envs)
@@ -53,15 +54,17 @@ class Evaluator:
         self.env = make_vector_env(env_cfg, num_envs=cfg.eval.num_envs)
         device = actor_device(cfg.actor, 0)  # the evaluator shares actor 0's device
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space, device,
-                                   seed=cfg.runner.seed)
+                                   seed=seeding.seed_of(cfg.runner.seed, "evaluator_policy"))
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
         self.next_eval = 0
+        # Every evaluation starts from the same states, so that evaluations of successive weights compare.
+        self.env_seeds = seeding.seeds(cfg.runner.seed, "evaluator_envs", count=self.env.num_envs)
 
     def evaluate(self, final: bool = False) -> None:
         t0 = time.time()
         record = "front" if self.cfg.eval.video else None
         metrics, frames = run_episodes(self.env, self.policy, self.cfg.eval.episodes,
-                                       seed=self.cfg.runner.seed + 10_000, record_key=record)
+                                       seed=self.env_seeds, record_key=record)
         metrics["eval/wall_s"] = time.time() - t0
         video = None
         if frames:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from actors.actor import observation_spec
 from actors.weights import WeightsSubscriber
+from core import seeding
 from core.devices import actor_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
@@ -86,7 +87,7 @@ class RolloutActor(Actor):
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.discrete = self.env.discrete
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
-                                   self.device, seed=cfg.runner.seed * 1000 + index)
+                                   self.device, seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
         self.grpo = cfg.algo == "grpo"
         if self.grpo:
             group = int(cfg.grpo.group_size)
@@ -235,8 +236,8 @@ class RolloutActor(Actor):
         masked out and not counted, so a GRPO run's env steps compare with PPO's.
         """
         group = int(self.cfg.grpo.group_size)
-        seeds = np.random.SeedSequence([int(self.cfg.runner.seed), self.index, version]).generate_state(
-            self.env.num_envs // group)
+        seeds = seeding.seeds(self.cfg.runner.seed, "group_resets", self.index, version,
+                              count=self.env.num_envs // group)
         obs = reset_groups(self.env, seeds, group)
         b = self.env.num_envs
         steps = self._allocate(obs, zeros=True)
@@ -271,7 +272,7 @@ class RolloutActor(Actor):
         shape = (f"one episode per env, groups of {cfg.grpo.group_size}" if self.grpo
                  else f"rollouts of {self.rollout_len} steps")
         self.log.info(f"{self.env.num_envs} x {cfg.env.id} on {self.device}; {shape}")
-        obs = self.env.reset(seed=cfg.runner.seed * 1000 + 100 * self.index)
+        obs = self.env.reset(seed=seeding.seeds(cfg.runner.seed, "actor_envs", self.index, 0, count=self.env.num_envs))
         version = 0
         try:
             while True:

@@ -8,7 +8,7 @@ statistics computed once, and ``chunk_step`` for C actions per env at a time.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -59,10 +59,20 @@ class SyncVectorEnv(Env):
         self._success_once = np.zeros(self.num_envs, bool)
         self.reports_success = False  # becomes True once an env's info carries a success flag
 
-    def reset(self, seed: int | None = None) -> Any:
+    def reset(self, seed: int | Sequence[int] | None = None) -> Any:
+        """Reset every env. `seed`: one seed per env, or one int from which each env's seed is derived
+        (through a SeedSequence, not seed + i, so two vectors' seeds never overlap), or None."""
+        if seed is None:
+            env_seeds: list = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            env_seeds = [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(self.num_envs, np.uint32)]
+        else:
+            env_seeds = [int(s) for s in seed]
+            if len(env_seeds) != self.num_envs:
+                raise ValueError(f"reset got {len(env_seeds)} seeds for {self.num_envs} envs")
         obs = []
-        for i, env in enumerate(self.envs):
-            o, _ = env.reset(seed=None if seed is None else seed + i)
+        for env, env_seed in zip(self.envs, env_seeds):
+            o, _ = env.reset(seed=env_seed)
             obs.append(o)
         self._returns[:] = 0
         self._lengths[:] = 0

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from core.atomic_dir import CorruptError
+from core import seeding
 from core.devices import prepare_learner_device
 from core.net import endpoint
 from core.role_runtime import RoleRuntime
@@ -32,12 +33,13 @@ class OffPolicyLearner(Learner):
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
+        self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
-        self.device = prepare_learner_device(cfg.learner, cfg.runner.seed)
+        self.device = prepare_learner_device(cfg.learner, self.seed)
         obs_space, act_space = env_spaces(cfg.env)
         self.sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
         action_dim = int(np.prod(act_space.shape))
-        self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=cfg.runner.seed).to(self.device)
+        self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=self.seed).to(self.device)
         if cfg.learner.compile:
             compiled = self.agent.compile_networks()
             self.log.info(f"torch.compile: {', '.join(compiled)} (compiled during the first updates)")

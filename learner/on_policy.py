@@ -15,6 +15,7 @@ import torch
 import zmq
 from omegaconf import DictConfig, OmegaConf
 
+from core import seeding
 from core.devices import prepare_learner_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
@@ -42,17 +43,18 @@ class OnPolicyLearner(Learner):
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
+        self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
-        self.device = prepare_learner_device(cfg.learner, cfg.runner.seed)
+        self.device = prepare_learner_device(cfg.learner, self.seed)
         obs_space, action_space = env_spaces(cfg.env)
         if cfg.algo == "ppo":
-            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=True, seed=cfg.runner.seed)
+            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=True, seed=self.seed)
             self.algorithm = PPO(model.to(self.device), PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True)),
-                                 seed=cfg.runner.seed)
+                                 seed=self.seed)
         elif cfg.algo == "grpo":
-            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=False, seed=cfg.runner.seed)
+            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=False, seed=self.seed)
             self.algorithm = GRPO(model.to(self.device), GRPOConfig(**OmegaConf.to_container(cfg.grpo, resolve=True)),
-                                  seed=cfg.runner.seed)
+                                  seed=self.seed)
         else:
             raise ValueError(f"the on-policy learner runs algo ppo or grpo, not '{cfg.algo}'")
         self.model = model

@@ -34,6 +34,7 @@ import psutil
 import zmq
 from omegaconf import DictConfig
 
+from core import seeding
 from core.atomic_dir import CorruptError
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
@@ -129,7 +130,7 @@ class OffPolicyReplayService(ReplayService):
         self.limiter = RateLimiter(rl.updates_per_step, cfg.replay.min_size, rl.slack_steps)
         self.actors: dict[str, ActorState] = {}
         self.pending_samples: collections.deque = collections.deque()
-        self.rng = np.random.default_rng(cfg.runner.seed + 12345)
+        self.rng = seeding.generator(cfg.runner.seed, "replay_sample")
         self.episodes: collections.deque = collections.deque(maxlen=1000)  # until the next report
         self.duplicates = 0
         self.rejected_chunks = 0
