@@ -135,15 +135,19 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
                               and "no random warm-up" in launch.log("actor-0"), 60, "a replacement for actor-0")
 
         # kill -9 the replay service: the new one restores the newest snapshot; the actors resend the rest.
-        steps = launch.latest()["env_steps"]
         snapshot_steps = newest_snapshot_env_steps(run_dir)  # at least this much the new service must restore
-        rows_before = len(launch.rows())
-        old = launch.kill9("replay")
-        replay_s = launch.wait(lambda: launch.replaced("replay", old) and launch.latest().get("env_steps", 0) > steps,
-                               90, "the new replay service to get past the old one's env steps")
-        # Restored, not started empty: no row since the kill shows fewer env steps than that snapshot held.
         assert snapshot_steps > 0
-        assert min(row["env_steps"] for row in launch.rows()[rows_before:]) >= snapshot_steps
+        old = launch.kill9("replay")
+        killed = time.time()
+        rows_at_kill = len(launch.rows())
+        launch.wait(lambda: len(launch.rows()) >= rows_at_kill + 2, 30, "two rows of the monitor after the kill")
+        # The dead service's last count: every report it sent is in by now, and its replacement is still starting.
+        steps = max(row["env_steps"] for row in launch.rows())
+        launch.wait(lambda: launch.replaced("replay", old) and launch.latest().get("env_steps", 0) > steps, 90,
+                    "the new replay service to get past the old one's env steps")
+        replay_s = time.time() - killed
+        # Restored, not started empty: no row since the kill shows fewer env steps than that snapshot held.
+        assert min(row["env_steps"] for row in launch.rows()[rows_at_kill:]) >= snapshot_steps
 
         # kill -9 the learner: the new one resumes from the newest checkpoint and trains on.
         updates = launch.latest()["updates"]
