@@ -33,6 +33,16 @@ class Env(abc.ABC):
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]: ...
 
     @abc.abstractmethod
+    def chunk_step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        """Run C actions per env: ``actions[B, C, A]``, action c of row b applied at env b's c-th step.
+
+        Returns (obs, rewards[B, C], terminations[B, C], truncations[B, C], infos): obs after the last of
+        the C steps, and infos as a list of C dicts, one per step, each what ``step`` returns as its infos.
+        An env that finishes inside the chunk resets at once and goes on with the chunk's next action;
+        the final observation of its episode is in that step's ``infos[c]["final_obs"]``.
+        """
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 
@@ -79,12 +89,3 @@ class Learner(abc.ABC):
     def weights(self) -> dict[str, np.ndarray]:
         """The weights actors need, as host arrays."""
 
-
-class Saveable(abc.ABC):
-    """Anything whose state survives a restart."""
-
-    @abc.abstractmethod
-    def state_dict(self) -> dict: ...
-
-    @abc.abstractmethod
-    def load_state_dict(self, state: dict) -> None: ...

@@ -210,7 +210,8 @@ class PPO(OnPolicyAlgorithm):
             else:
                 value_loss_clipped, value_loss = value_loss_free, value_loss_free.mean()
 
-            # Entropy bonus (the "entropy_loss" metric is the policy's entropy itself, as in the seeds).
+            # Entropy bonus. The "entropy_loss" metric is the policy's entropy itself, not the loss term: RLinf's
+            # PPO examples log train/entropy_loss as the policy entropy, and the name is kept for comparison.
             entropy = dist.entropy().mean()
             loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
             grad_norm = self.gradient_step(loss, cfg.max_grad_norm)

@@ -5,6 +5,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from actors.chunk import ChunkBuilder
+from core.roles import Env
 from envs import make_vector_env
 from replay.buffer import ReplayBuffer, Spec
 
@@ -26,15 +27,22 @@ def test_actions_are_rescaled_and_final_observations_kept():
 
 
 def test_chunk_step_matches_step_by_step():
-    a, b = pendulum(2), pendulum(2)
+    """The Env contract's chunk_step(actions[B, C, A]): the same as C calls of step, across an auto-reset."""
+    a, b = pendulum(2), pendulum(2)  # episodes of 5 steps: each env resets inside the chunk of 7
+    assert isinstance(a, Env)
     a.reset(seed=3), b.reset(seed=3)
     actions = np.random.default_rng(0).uniform(-1, 1, (2, 7, 1)).astype(np.float32)
     obs, rewards, term, trunc, infos = a.chunk_step(actions)
+    assert rewards.shape == term.shape == trunc.shape == (2, 7) and len(infos) == 7
     for c in range(7):
-        obs_b, r, *_ = b.step(actions[:, c])
+        obs_b, r, term_b, trunc_b, info_b = b.step(actions[:, c])
         np.testing.assert_allclose(rewards[:, c], r)
+        np.testing.assert_array_equal(term[:, c], term_b)
+        np.testing.assert_array_equal(trunc[:, c], trunc_b)
+        np.testing.assert_array_equal(infos[c]["done"], info_b["done"])
+        np.testing.assert_allclose(infos[c]["final_obs"], info_b["final_obs"])
     np.testing.assert_allclose(obs, obs_b)
-    assert rewards.shape == (2, 7) and len(infos) == 7
+    assert trunc[:, 4].all() and not trunc[:, [0, 1, 2, 3, 5, 6]].any()  # step 5 ended both episodes
 
 
 def test_chunks_fill_the_buffer_with_correct_next_observations():

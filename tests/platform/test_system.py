@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import zmq
@@ -120,8 +119,7 @@ def test_two_env_groups_take_turns_and_send_their_own_chunks(system_factory):
                       "the learner publishing and the actor acting with its weights")
     record = connected(system)["actor-0"]
     assert record["lost"] == 0 and record["chunks"] == record["last_seq"]
-    assert env_steps(system) == record["chunks"] * 2 * 32  # every chunk is one group's: 2 envs x 32 steps
+    # Every chunk is one group's, 2 envs x 32 steps (one stage would send chunks of all 4 envs).
+    assert env_steps(system) == record["chunks"] * 2 * 32
     codes = system.stop()
     assert codes == {"replay": 0, "learner": 0, "actor-0": 0}, codes
-    log = (Path(system.cfg.runner.run_dir) / "logs" / "actor-0.log").read_text()
-    assert "2 env groups take turns with inference" in log

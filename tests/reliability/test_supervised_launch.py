@@ -4,7 +4,6 @@ the replay service and the learner in turn (each is replaced and the run goes on
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -37,10 +36,15 @@ class Launch:
         path = self.run_dir / "logs" / f"{name}.log"
         return path.read_text() if path.exists() else ""
 
-    def latest(self) -> dict:
+    def rows(self) -> list[dict]:
+        """metrics.jsonl: the monitor's rows, of this launch and of any before it in the same run directory."""
         path = self.run_dir / "metrics.jsonl"
         lines = path.read_text().splitlines() if path.exists() else []
-        return json.loads(lines[-1]) if lines else {}
+        return [json.loads(line) for line in lines]
+
+    def latest(self) -> dict:
+        rows = self.rows()
+        return rows[-1] if rows else {}
 
     def role_pid(self, role: str, index: int = 0) -> int | None:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
@@ -89,18 +93,34 @@ class Launch:
                          and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
-def updates_since_resume(learner_log: str) -> int:
-    """The newest learner's own update count, from the checkpoints it wrote after it resumed (0 if none)."""
-    if "resumed from" not in learner_log:
-        return 0
-    found = re.findall(r"checkpoint written: .* \(([\d,]+) updates", learner_log.rsplit("resumed from", 1)[1])
-    return int(found[-1].replace(",", "")) if found else 0
+def updates_checkpointed_since(run_dir: Path, since: float) -> int:
+    """The highest update count of the checkpoints begun after time `since` (0 if none). A checkpoint's directory
+    is named by the time its writing began: after the old learner's SIGKILL, only its replacement writes them."""
+    from core.atomic_dir import CorruptError
+    from learner.checkpoint import checkpoint_meta, list_checkpoints
+
+    best = 0
+    for path in list_checkpoints(run_dir / "checkpoints"):
+        if int(path.name.split("-")[1]) <= since * 1e9:
+            continue
+        try:
+            best = max(best, int(checkpoint_meta(path)["updates"]))
+        except (OSError, CorruptError):  # pruned (only the newest are kept) between the listing and the read
+            continue
+    return best
 
 
 def newest_checkpoint_updates(run_dir: Path) -> int:
     from learner.checkpoint import checkpoint_meta, list_checkpoints
 
     return checkpoint_meta(list_checkpoints(run_dir / "checkpoints")[0])["updates"]
+
+
+def newest_snapshot_env_steps(run_dir: Path) -> int:
+    """The env steps the newest replay snapshot holds: what a restarted or resumed replay service restores."""
+    from replay.snapshot import list_snapshots, snapshot_meta
+
+    return int(snapshot_meta(list_snapshots(run_dir / "replay")[0])["service"]["limiter"]["inserted"])
 
 
 def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_path, figures):
@@ -115,22 +135,31 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
                               and "no random warm-up" in launch.log("actor-0"), 60, "a replacement for actor-0")
 
         # kill -9 the replay service: the new one restores the newest snapshot; the actors resend the rest.
-        steps = launch.latest()["env_steps"]
+        snapshot_steps = newest_snapshot_env_steps(run_dir)  # at least this much the new service must restore
+        assert snapshot_steps > 0
         old = launch.kill9("replay")
-        replay_s = launch.wait(lambda: launch.replaced("replay", old) and "restored snapshot-" in launch.log("replay")
-                               and launch.latest().get("env_steps", 0) > steps, 90,
-                               "the new replay service to get past the old one's env steps")
+        killed = time.time()
+        rows_at_kill = len(launch.rows())
+        launch.wait(lambda: len(launch.rows()) >= rows_at_kill + 2, 30, "two rows of the monitor after the kill")
+        # The dead service's last count: every report it sent is in by now, and its replacement is still starting.
+        steps = max(row["env_steps"] for row in launch.rows())
+        launch.wait(lambda: launch.replaced("replay", old) and launch.latest().get("env_steps", 0) > steps, 90,
+                    "the new replay service to get past the old one's env steps")
+        replay_s = time.time() - killed
+        # Restored, not started empty: no row since the kill shows fewer env steps than that snapshot held.
+        assert min(row["env_steps"] for row in launch.rows()[rows_at_kill:]) >= snapshot_steps
 
         # kill -9 the learner: the new one resumes from the newest checkpoint and trains on.
         updates = launch.latest()["updates"]
         old = launch.kill9("learner")
+        killed = time.time() + 0.1  # a checkpoint begun later than this is the new learner's
         learner_s = launch.wait(lambda: launch.replaced("learner", old)
-                                and updates_since_resume(launch.log("learner")) > updates, 90,
+                                and updates_checkpointed_since(run_dir, killed) > updates, 90,
                                 "the new learner to get past the old one's updates")
 
         # Ctrl-C: a final checkpoint, every process gone within 10 s, no orphans.
-        # From the new learner's own log: the monitor may still show the dead learner's last report.
-        updates_before_stop = updates_since_resume(launch.log("learner"))
+        # From the new learner's own checkpoints: the monitor may still show the dead learner's last report.
+        updates_before_stop = updates_checkpointed_since(run_dir, killed)
         launcher_s, alive = launch.stop(signal.SIGINT)
     finally:
         if launch.proc.poll() is None:
@@ -147,11 +176,11 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
 
     # Resume in the same run directory: learner updates and env steps continue from where they stopped;
     # then SIGTERM, which stops the run as Ctrl-C does.
-    resumes, restores = launch.log("learner").count("resumed from"), launch.log("replay").count("restored snapshot-")
+    rows_before = len(launch.rows())
+    snapshot_steps = newest_snapshot_env_steps(run_dir)
     resumed = Launch(run_dir, ["runner.resume=true"])
     try:
-        resumed.wait(lambda: resumed.log("learner").count("resumed from") > resumes
-                     and resumed.latest().get("updates", 0) > final_updates + 100
+        resumed.wait(lambda: resumed.latest().get("updates", 0) > final_updates + 100
                      and resumed.latest().get("env_steps", 0) > summary["env_steps"] + 100, 120,
                      "the resumed run to train past the checkpoint")
         sigterm_s, alive = resumed.stop(signal.SIGTERM)
@@ -159,9 +188,13 @@ def test_crashes_are_survived_ctrl_c_is_clean_and_a_resumed_run_continues(tmp_pa
         if resumed.proc.poll() is None:
             resumed.proc.kill()
     assert resumed.proc.returncode == 130 and not alive and sigterm_s < 10, (resumed.proc.returncode, alive, sigterm_s)
-    resumed_from = int(re.findall(r"resumed from .*: ([\d,]+) updates", resumed.log("learner"))[-1].replace(",", ""))
-    assert resumed_from == final_updates
-    assert resumed.log("replay").count("restored snapshot-") > restores
+    # The resumed roles' first reports (the monitor's first rows with a count): the learner continued from the
+    # final checkpoint and the replay service from the newest snapshot; fresh ones would have started from 0.
+    rows = resumed.rows()[rows_before:]
+    first_updates = next(row["updates"] for row in rows if row["updates"] > 0)
+    first_env_steps = next(row["env_steps"] for row in rows if row["env_steps"] > 0)
+    assert first_updates >= final_updates, (first_updates, final_updates)
+    assert first_env_steps >= snapshot_steps, (first_env_steps, snapshot_steps)
     after = json.loads((run_dir / "summary.json").read_text())
     assert after["stop_reason"] == "SIGTERM received"
     assert after["learner_updates"] > final_updates + 100 and after["env_steps"] > summary["env_steps"] + 100
