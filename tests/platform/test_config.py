@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import ConfigError, available_presets, load_config
+from core.config import ConfigError, available_presets
+from launch.run_config import load_config
 
 
 def test_every_preset_loads():
