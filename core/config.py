@@ -165,7 +165,7 @@ class LaunchConfig:
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
     restart_services: int = 2  # how often a crashed replay service or learner is restarted, in pipelines whose
-    # services resume from their snapshot / checkpoint (the builder's restart_services: SAC)
+    # services resume from their snapshot / checkpoint (the builder's services_resume: SAC)
     restart_backoff_s: float = 1.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     hosts_file: Optional[str] = None  # ssh: YAML describing how to reach each host (see docs/launch.md)

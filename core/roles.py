@@ -98,7 +98,8 @@ class Builder(abc.ABC):
     """
 
     config_sections: Mapping[str, type] = {}  # section name -> dataclass, added to the run's config
-    restart_services: bool = False  # a crashed replay service or learner resumes from its snapshot/checkpoint
+    services_resume: bool = False  # a crashed replay service or learner resumes from its snapshot/checkpoint,
+    # so the launcher restarts it (launch.restart_services times)
     synchronous: bool = False  # on-policy lock step (started with launch/run_sync.py), else run_async.py
 
     def validate(self, cfg: Any) -> None:

@@ -8,7 +8,7 @@ how a process is started and watched. What happens, in order:
   5. summary.json is written; the exit code is non-zero if a role failed.
 A crashed actor is restarted (launch.restart_actors times, with back-off); it
 rejoins with the newest weights and continues its chunk sequence. In a pipeline whose
-services resume (its builder's restart_services: SAC) a crashed replay service or learner
+services resume (its builder's services_resume: SAC) a crashed replay service or learner
 is restarted launch.restart_services times: it resumes from its newest snapshot / checkpoint of this launch
 (runner.run_id). After that a crash ends the run with its traceback shown.
 Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeout_s
@@ -150,7 +150,7 @@ class Launcher:
         if name.startswith("actor-"):
             return self.cfg.launch.restart_actors
         # Replay and learner resume from their snapshot / checkpoint, in pipelines whose services do (SAC).
-        if name in ("replay", "learner") and self.pipeline.restart_services:
+        if name in ("replay", "learner") and self.pipeline.services_resume:
             return self.cfg.launch.restart_services
         return 0
 

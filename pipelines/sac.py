@@ -11,7 +11,7 @@ from policies.config import PolicyConfig
 
 class SACBuilder(Builder):
     config_sections = {"sac": SACConfig, "policy": PolicyConfig}
-    restart_services = True  # the buffer resumes from its snapshot, the learner from its checkpoint
+    services_resume = True  # the buffer resumes from its snapshot, the learner from its checkpoint
 
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from policies.sac_agent import SACPolicy
