@@ -17,20 +17,20 @@ from __future__ import annotations
 import collections
 import os
 import time
+from typing import Callable
 
 import numpy as np
 import zmq
-from omegaconf import DictConfig
 
 from actors.chunk import ChunkBuilder
 from actors.weights import WeightsSubscriber
 from core import seeding
+from core.config import RunConfig
 from core.devices import actor_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
-from core.roles import Actor
+from core.roles import Actor, Policy
 from envs import make_vector_env
-from policies.build import build_policy
 from replay.buffer import Spec, flatten
 from wire import protocol, shared_memory
 from wire.protocol import Kind
@@ -51,7 +51,7 @@ def observation_spec(obs_space, action_space) -> Spec:
 
 
 class ChunkedActor(Actor):
-    def __init__(self, cfg: DictConfig, index: int):
+    def __init__(self, cfg: RunConfig, index: int, make_policy: Callable[..., Policy]):
         self.cfg, self.index = cfg, index
         self.name = f"actor-{index}"
         self.rt = RoleRuntime(cfg, "actor", self.name)
@@ -64,8 +64,8 @@ class ChunkedActor(Actor):
         self.envs = [make_vector_env(cfg.env, num_envs=cfg.env.num_envs // stages) for _ in range(stages)]
         self.env = self.envs[0]
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
-        self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
-                                   self.device, seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
+        self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, self.device,
+                                  seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
         self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
         self.replay.connect(endpoint(cfg, "replay_actors", bind=False))

@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zmq
-from omegaconf import DictConfig
 
 from actors.actor import observation_spec
 from actors.weights import WeightsSubscriber
 from core import seeding
+from core.config import RunConfig
 from core.devices import actor_device
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
-from core.roles import Actor
+from core.roles import Actor, Policy
 from envs import make_vector_env
 from envs.vector import SyncVectorEnv
-from policies.build import build_policy
 from replay.rollout_store import split_rollout, tree_map
 from wire import protocol
 from wire.protocol import Kind
@@ -77,7 +76,10 @@ class StoppedError(Exception):
 
 
 class RolloutActor(Actor):
-    def __init__(self, cfg: DictConfig, index: int):
+    def __init__(self, cfg: RunConfig, index: int, make_policy: Callable[..., Policy], rollout_len: int = 0,
+                 group_size: int = 0):
+        """The rollout's shape: `rollout_len` steps of every env (PPO), or with `group_size` > 0 one episode per env,
+        the envs in groups of `group_size` that start from one state (GRPO)."""
         self.cfg, self.index = cfg, index
         self.name = f"actor-{index}"
         self.rt = RoleRuntime(cfg, "actor", self.name)
@@ -86,11 +88,11 @@ class RolloutActor(Actor):
         self.env = make_vector_env(cfg.env)
         self.spec = observation_spec(self.env.single_observation_space, self.env.single_action_space)
         self.discrete = self.env.discrete
-        self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
-                                   self.device, seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
-        self.grpo = cfg.algo == "grpo"
-        if self.grpo:
-            group = int(cfg.grpo.group_size)
+        self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, self.device,
+                                  seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
+        self.group_size = int(group_size)
+        if self.group_size:
+            group = self.group_size
             if group < 2 or self.env.num_envs % group:
                 raise ValueError(f"GRPO needs env.num_envs ({self.env.num_envs}) to be a multiple of "
                                  f"grpo.group_size ({group}), and a group of at least 2")
@@ -99,7 +101,7 @@ class RolloutActor(Actor):
                 raise ValueError(f"GRPO runs whole episodes: {cfg.env.id} has no time limit, set env.max_episode_steps")
             self.rollout_len = int(limit)
         else:
-            self.rollout_len = int(cfg.ppo.rollout_len)
+            self.rollout_len = int(rollout_len)
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
         self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
         self.replay.connect(endpoint(cfg, "replay_actors", bind=False))
@@ -235,7 +237,7 @@ class RolloutActor(Actor):
         (the vector env steps all envs together) until the longest episode ends; those steps are
         masked out and not counted, so a GRPO run's env steps compare with PPO's.
         """
-        group = int(self.cfg.grpo.group_size)
+        group = self.group_size
         seeds = seeding.seeds(self.cfg.runner.seed, "group_resets", self.index, version,
                               count=self.env.num_envs // group)
         obs = reset_groups(self.env, seeds, group)
@@ -269,7 +271,7 @@ class RolloutActor(Actor):
     def run(self) -> int:
         cfg = self.cfg
         self._register()
-        shape = (f"one episode per env, groups of {cfg.grpo.group_size}" if self.grpo
+        shape = (f"one episode per env, groups of {self.group_size}" if self.group_size
                  else f"rollouts of {self.rollout_len} steps")
         self.log.info(f"{self.env.num_envs} x {cfg.env.id} on {self.device}; {shape}")
         obs = self.env.reset(seed=seeding.seeds(cfg.runner.seed, "actor_envs", self.index, 0, count=self.env.num_envs))
@@ -278,7 +280,7 @@ class RolloutActor(Actor):
             while True:
                 self.policy.load_weights(self._wait_for_weights(newer_than=version))
                 version = self.weights.version
-                if self.grpo:
+                if self.group_size:
                     rollout, env_steps, episodes = self.collect_group_episodes(version)
                 else:
                     rollout, obs, episodes = self.collect_steps(obs)

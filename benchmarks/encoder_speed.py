@@ -17,7 +17,8 @@ import gymnasium
 import numpy as np
 import torch
 
-from policies.vision_encoder import VisionEncoder, VisionEncoderConfig
+from policies.config import EncoderConfig
+from policies.vision_encoder import VisionEncoder
 
 
 def _time(fn, device: torch.device, repeats: int) -> float:
@@ -63,8 +64,8 @@ def main() -> None:
     obs = {k: v.to(device) for k, v in obs.items()}
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext())
 
-    frozen = VisionEncoder(obs_space, VisionEncoderConfig(channels_last=args.channels_last)).to(device)
-    trainable = VisionEncoder(obs_space, VisionEncoderConfig(trainable=True, channels_last=args.channels_last)).to(device)
+    frozen = VisionEncoder(obs_space, EncoderConfig(channels_last=args.channels_last)).to(device)
+    trainable = VisionEncoder(obs_space, EncoderConfig(trainable=True, channels_last=args.channels_last)).to(device)
     if args.compile:
         # Module.compile() compiles in place, so parameter names stay as they are. Fixed
         # shapes (dynamic=False): the frozen backbone sees 2x the batch (both cameras).

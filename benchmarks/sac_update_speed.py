@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from core.config import load_config  # noqa: E402
 from core.devices import learner_cpu_threads, resolve_device  # noqa: E402
 from envs import make_vector_env  # noqa: E402
-from learner.sac import SAC, SACConfig  # noqa: E402
+from launch.run_config import load_config  # noqa: E402
+from learner.sac import SAC  # noqa: E402
 from policies.sac_agent import SACAgent  # noqa: E402
 
 
@@ -51,8 +51,8 @@ def build_update(cfg, amp: str, seed: int = 0) -> tuple[SAC, list[dict], torch.d
     env = make_vector_env(cfg.env, num_envs=1)
     space, action_dim = env.single_observation_space, int(np.prod(env.single_action_space.shape))
     env.close()
-    sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
-    agent = SACAgent(space, action_dim, cfg.policy, sac_cfg.num_q, seed=seed).to(device)
+    sac_cfg, policy_cfg = OmegaConf.to_object(cfg.sac), OmegaConf.to_object(cfg.policy)
+    agent = SACAgent(space, action_dim, policy_cfg, sac_cfg.num_q, seed=seed).to(device)
     if cfg.learner.compile:  # as the learner process does
         agent.compile_networks()
     sac = SAC(agent, action_dim, sac_cfg, device, amp=amp)

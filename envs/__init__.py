@@ -16,8 +16,8 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
 
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> SyncVectorEnv:
     """B copies of `env_cfg.id`, each made by gymnasium.make with `env_cfg.kwargs`."""
-    kwargs = dict(env_cfg.get("kwargs", {}) or {})
-    if env_cfg.get("max_episode_steps"):
+    kwargs = dict(env_cfg.kwargs or {})
+    if env_cfg.max_episode_steps:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     if env_cfg.id not in gym.registry:
         raise ValueError(f"unknown environment id '{env_cfg.id}'; registered ids include "

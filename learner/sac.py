@@ -5,49 +5,24 @@ and one temperature update, then Polyak averaging of the targets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
+from core import tree
+from learner.configs import SACConfig
 from policies.sac_agent import SACAgent
-
-
-@dataclass
-class SACConfig:
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005  # Polyak averaging rate of the target networks
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
-    num_q: int = 2  # Q heads in the ensemble
-    num_min_q: int = 2  # target = min over a random subset of this many heads
-    critic_actor_ratio: int = 1  # critic updates (each on its own batch) per actor update
-    actor_q: str = "mean"  # how the actor loss combines the heads: "mean" | "min"
-    init_temperature: float = 1.0
-    target_entropy: Optional[float] = None  # None = -action_dim
-    backup_entropy: bool = True  # subtract alpha*log pi in the critic target
-    max_grad_norm: float = 0.0  # 0 = no clipping
-    augment_pad: int = 4  # DrQ random shift (images only)
 
 
 def concat_batches(observations: list):
     """Observations of several batches (tensors or dicts of tensors) -> one batch."""
-    if isinstance(observations[0], dict):
-        return {k: torch.cat([o[k] for o in observations]) for k in observations[0]}
-    return torch.cat(observations)
+    return tree.map(lambda *parts: torch.cat(parts), *observations)
 
 
 def split_batches(precomputed, parts: int) -> list:
     """Inverse of concat_batches for what an encoder's precompute returned (None stays None)."""
     if precomputed is None:
         return [None] * parts
-    if isinstance(precomputed, dict):
-        chunks = {k: v.chunk(parts) for k, v in precomputed.items()}
-        return [{k: c[i] for k, c in chunks.items()} for i in range(parts)]
-    return list(precomputed.chunk(parts))
+    return [tree.map(lambda v: v.chunk(parts)[i], precomputed) for i in range(parts)]
 
 
 def _inverse_softplus(x: float) -> float:

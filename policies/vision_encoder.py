@@ -18,7 +18,6 @@ on the same images.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterator
 
 import gymnasium
@@ -26,23 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from policies.config import EncoderConfig
 from policies.resnet10 import IMAGENET_MEAN, IMAGENET_STD, ResNet10, load_resnet10_weights
 
 PRETRAINED_CHOICES = ("none", "file", "efficientnet_lite0")
-
-
-@dataclass
-class VisionEncoderConfig:
-    cameras: tuple[str, ...] = ("front", "wrist")  # observation keys of the camera images
-    weights: str | None = None        # local pretrained ResNet-10 file (.safetensors/.pt/.bin)
-    pretrained: str = "none"          # "none" (random init) | "file" (load `weights`) | "efficientnet_lite0"
-    trainable: bool = False           # False: backbone frozen (no gradient, eval mode)
-    num_spatial_kernels: int = 8
-    image_feature_dim: int = 256
-    proprio_key: str = "state"        # observation key of the proprioceptive vector
-    proprio_dim: int = 64             # 0: no proprioception branch
-    dropout: float = 0.1
-    channels_last: bool = False       # NHWC memory layout for the backbone (faster convolutions on GPUs)
 
 
 def _lecun_normal_(tensor: Tensor, fan_in: int) -> None:
@@ -129,7 +115,7 @@ class VisionEncoder(nn.Module):
     backbone gets one network per camera, as in SERL.
     """
 
-    def __init__(self, obs_space: gymnasium.spaces.Dict, cfg: VisionEncoderConfig, seed: int = 0):
+    def __init__(self, obs_space: gymnasium.spaces.Dict, cfg: EncoderConfig, seed: int = 0):
         super().__init__()
         if not isinstance(obs_space, gymnasium.spaces.Dict):
             raise TypeError(f"VisionEncoder needs a gymnasium.spaces.Dict observation space, got {obs_space}")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 
 import zmq
-from omegaconf import DictConfig
 
+from core.config import RunConfig
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import ReplayService
@@ -35,7 +35,7 @@ LOG_EVERY = 100
 
 
 class RolloutService(ReplayService):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "replay", "replay")
         self.log = self.rt.log

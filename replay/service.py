@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import zmq
-from omegaconf import DictConfig
 
 from core import seeding
 from core.atomic_dir import CorruptError
+from core.config import RunConfig
 from core.net import endpoint, make_socket
 from core.role_runtime import RoleRuntime
 from core.roles import ReplayService
@@ -111,7 +111,7 @@ def _chunk_problem(arrays: dict) -> str | None:
 
 
 class OffPolicyReplayService(ReplayService):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "replay", "replay")
         self.log = self.rt.log
@@ -314,7 +314,7 @@ class OffPolicyReplayService(ReplayService):
 
     # -- learner -----------------------------------------------------------------------------------
     def _on_sample_request(self, route: list, msg: protocol.Message) -> None:
-        size = msg.meta.get("batch_size", int(self.cfg.sac.batch_size))
+        size = msg.meta.get("batch_size")  # the learner's batch size: every request names it
         if type(size) is not int or not 1 <= size <= self.cfg.replay.max_batch_size:
             self.rt.rejects.reject(protocol.ProtocolError(
                 "bad_meta", f"batch_size {protocol._short(size)} is not an int in [1, replay.max_batch_size="
@@ -478,10 +478,3 @@ class OffPolicyReplayService(ReplayService):
             episodes=episodes,
             actors={name: {"chunks": a.chunks, "last_seq": a.last_seq, "lost": a.lost, "waiting": bool(a.owed_credits)}
                     for name, a in connected.items()})
-
-
-def main(run_dir: str) -> int:
-    from core.config import read_run_config
-
-    cfg = read_run_config(run_dir)
-    return OffPolicyReplayService(cfg).serve()

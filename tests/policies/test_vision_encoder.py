@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from policies.resnet10 import ResNet10, save_resnet10_weights
-from policies.vision_encoder import SpatialLearnedEmbeddings, VisionEncoder, VisionEncoderConfig
+from policies.config import EncoderConfig
+from policies.vision_encoder import SpatialLearnedEmbeddings, VisionEncoder
 
 SIZE = 64  # 64x64 cameras -> 2x2 feature maps; small enough for fast CPU tests
 
@@ -30,13 +31,13 @@ def _obs(batch: int = 3, size: int = SIZE, seed: int = 0) -> dict[str, torch.Ten
 
 
 def test_output_shape_and_out_dim():
-    encoder = VisionEncoder(_obs_space(), VisionEncoderConfig())
+    encoder = VisionEncoder(_obs_space(), EncoderConfig())
     assert encoder.out_dim == 2 * 256 + 64
     assert encoder(_obs(batch=3)).shape == (3, encoder.out_dim)
 
 
 def test_head_sizes_for_128x128_cameras():
-    encoder = VisionEncoder(_obs_space(128), VisionEncoderConfig())
+    encoder = VisionEncoder(_obs_space(128), EncoderConfig())
     head = encoder.image_heads["front"]
     assert head.pool.kernel.shape == (4, 4, 512, 8)
     assert sum(p.numel() for p in head.parameters()) == 1_114_880
@@ -44,7 +45,7 @@ def test_head_sizes_for_128x128_cameras():
 
 
 def test_frozen_backbone_gets_no_gradient_and_the_head_does():
-    encoder = VisionEncoder(_obs_space(), VisionEncoderConfig(trainable=False))
+    encoder = VisionEncoder(_obs_space(), EncoderConfig(trainable=False))
     assert all(not p.requires_grad for p in encoder.backbone_params())
     encoder.train()
     assert not encoder.backbone.training  # frozen backbone stays in eval mode
@@ -55,7 +56,7 @@ def test_frozen_backbone_gets_no_gradient_and_the_head_does():
 
 
 def test_precomputed_features_give_the_same_output():
-    encoder = VisionEncoder(_obs_space(), VisionEncoderConfig()).eval()  # eval: no dropout
+    encoder = VisionEncoder(_obs_space(), EncoderConfig()).eval()  # eval: no dropout
     obs = _obs()
     precomputed = encoder.precompute(obs)
     assert set(precomputed) == {"front", "wrist"}
@@ -64,7 +65,7 @@ def test_precomputed_features_give_the_same_output():
 
 
 def test_trainable_backbone_trains():
-    encoder = VisionEncoder(_obs_space(), VisionEncoderConfig(trainable=True))
+    encoder = VisionEncoder(_obs_space(), EncoderConfig(trainable=True))
     assert encoder.precompute(_obs()) is None
     assert all(p.requires_grad for p in encoder.backbone_params())
     encoder(_obs()).square().sum().backward()
@@ -78,7 +79,7 @@ def test_pretrained_file_is_loaded_and_seed_fixes_the_rest(tmp_path):
     torch.manual_seed(5)
     reference = ResNet10()
     save_resnet10_weights(reference, tmp_path / "r10.safetensors")
-    cfg = VisionEncoderConfig(pretrained="file", weights=str(tmp_path / "r10.safetensors"))
+    cfg = EncoderConfig(pretrained="file", weights=str(tmp_path / "r10.safetensors"))
     a, b = VisionEncoder(_obs_space(), cfg, seed=1), VisionEncoder(_obs_space(), cfg, seed=1)
     for name, tensor in reference.state_dict().items():
         assert torch.equal(a.backbone.state_dict()[name], tensor)
@@ -90,19 +91,19 @@ def test_pretrained_file_is_loaded_and_seed_fixes_the_rest(tmp_path):
 
 def test_channels_last_gives_the_same_features():
     obs = _obs(batch=2)
-    plain = VisionEncoder(_obs_space(), VisionEncoderConfig()).eval()
-    fast = VisionEncoder(_obs_space(), VisionEncoderConfig(channels_last=True)).eval()
+    plain = VisionEncoder(_obs_space(), EncoderConfig()).eval()
+    fast = VisionEncoder(_obs_space(), EncoderConfig(channels_last=True)).eval()
     torch.testing.assert_close(fast(obs), plain(obs), rtol=1e-4, atol=1e-4)
 
 
 def test_bad_configuration_and_inputs_are_named():
     with pytest.raises(ValueError, match="needs VisionEncoderConfig.weights"):
-        VisionEncoder(_obs_space(), VisionEncoderConfig(pretrained="file"))
+        VisionEncoder(_obs_space(), EncoderConfig(pretrained="file"))
     with pytest.raises(ValueError, match="pretrained='none' would ignore it"):
-        VisionEncoder(_obs_space(), VisionEncoderConfig(weights="r10.safetensors"))
+        VisionEncoder(_obs_space(), EncoderConfig(weights="r10.safetensors"))
     with pytest.raises(KeyError, match="'top'"):
-        VisionEncoder(_obs_space(), VisionEncoderConfig(cameras=("top",)))
-    encoder = VisionEncoder(_obs_space(), VisionEncoderConfig())
+        VisionEncoder(_obs_space(), EncoderConfig(cameras=("top",)))
+    encoder = VisionEncoder(_obs_space(), EncoderConfig())
     obs = _obs()
     obs["front"] = obs["front"].float()
     with pytest.raises(ValueError, match="'front'.*uint8"):
@@ -110,7 +111,7 @@ def test_bad_configuration_and_inputs_are_named():
 
 
 def test_images_only_encoder():
-    cfg = dataclasses.replace(VisionEncoderConfig(), cameras=("wrist",), proprio_dim=0)
+    cfg = dataclasses.replace(EncoderConfig(), cameras=("wrist",), proprio_dim=0)
     encoder = VisionEncoder(_obs_space(), cfg)
     assert encoder.out_dim == 256
     assert encoder({"wrist": _obs()["wrist"]}).shape == (3, 256)

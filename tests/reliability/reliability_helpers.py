@@ -14,7 +14,7 @@ import torch
 import zmq
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from policies.config import PolicyConfig
 from core.net import endpoint
 from learner.sac import SAC, SACConfig
 from policies.sac_agent import SACAgent
