@@ -58,7 +58,7 @@ class ActorConfig:
     credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
     heartbeat_s: float = 1.0
     # 2: the envs form two groups that take turns, one stepping on the CPU while the policy computes the other's
-    # actions on the GPU (the seed documents' pipeline_stage_num); env.num_envs must be even. 1 on a CPU-only actor.
+    # actions on the GPU (what RLinf's examples call pipeline_stage_num); env.num_envs must be even. 1 on a CPU-only actor.
     pipeline_stages: int = 1
     weights_poll_s: float = 0.01  # how often the env loop looks at its sockets (weights, credits, heartbeats)
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
