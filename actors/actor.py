@@ -21,28 +21,17 @@ import numpy as np
 from omegaconf import DictConfig
 
 from actors.chunk import ChunkBuilder
-from actors.replay_writer import ReplayWriter
-from actors.weights import WeightsSubscriber
+from actors.process import ActorProcess
 from core import seeding, tree
-from core.devices import actor_device
-from core.net import endpoint
-from core.role_runtime import RoleRuntime
-from core.roles import Actor
 from envs import make_vector_env
 from policies.build import build_policy
 from wire import protocol, shared_memory
 from wire.schema import ChunkSchema, Spec
-from wire.session import ClientSession
 
 
-class ChunkedActor(Actor):
+class ChunkedActor(ActorProcess):
     def __init__(self, cfg: DictConfig, index: int):
-        self.cfg, self.index = cfg, index
-        self.name = f"actor-{index}"
-        self.rt = RoleRuntime(cfg, "actor", self.name)
-        self.log = self.rt.log
-        self.device = actor_device(cfg.actor, index)
-        self.heartbeat_s, self.log_every_s = float(cfg.actor.heartbeat_s), float(cfg.runner.log_every_s)
+        super().__init__(cfg, index)
         # actor.pipeline_stages groups of envs take turns: while one group steps on the CPU, the policy computes
         # the next actions of the other on the actor's device (see run()).
         stages = int(cfg.actor.pipeline_stages)
@@ -52,16 +41,8 @@ class ChunkedActor(Actor):
         self.schema = ChunkSchema(self.spec, int(cfg.actor.chunk_len), self.env.num_envs)  # a chunk holds one group
         self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space,
                                    self.device, seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
-        self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
-        session = ClientSession(self.name, {"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device},
-                                resend_buffer_bytes=cfg.actor.resend_buffer_mb * 2**20, heartbeat_s=self.heartbeat_s,
-                                slots=self._make_slots())
-        self.writer = ReplayWriter(self.rt.ctx, endpoint(cfg, "replay_actors", bind=False), session, self.log,
-                                   self.rt.rejects, should_stop=self.rt.should_stop, idle=self._report)
-        self.env_steps = 0
+        self.connect(self.spec, slots=self._make_slots())
         self.skip_random_steps = False  # True once the first weights show the run is already training
-        self._weights_rejected_logged = 0
-        self._last_report = 0.0
 
     def _make_slots(self) -> shared_memory.SlotWriter | None:
         """Slots for the chunks in flight (credits + 1), sized for one chunk's large arrays; None for small chunks."""
@@ -76,24 +57,6 @@ class ChunkedActor(Actor):
         except OSError as e:
             self.log.warning(f"no shared memory for chunks ({e}): sending them through the socket")
             return None
-
-    def _report(self) -> None:
-        now = time.time()
-        if now - self._last_report < self.log_every_s:
-            return
-        self._last_report = now
-        if self.weights.rejected > self._weights_rejected_logged:
-            self.log.warning(f"rejected {self.weights.rejected - self._weights_rejected_logged} malformed "
-                             f"weights message(s) ({self.weights.rejected} in all)")
-            self._weights_rejected_logged = self.weights.rejected
-        session = self.writer.session
-        self.rt.report(counters={"actor_env_steps": self.env_steps, "chunks_sent": session.seq,
-                                 "chunks_resent": session.resent, "weights_rejected": self.weights.rejected,
-                                 "released_unsnapshotted": session.released_unsnapshotted,
-                                 "chunks_shared_memory": session.slots.placed if session.slots else 0},
-                       scalars={"actor/policy_version": self.weights.version,
-                                "actor/resend_buffer_mb": session.resend_buffer_nbytes / 2**20,
-                                "actor/resend_buffer_chunks": len(session.resend_buffer)})
 
     def _on_new_weights(self, weights: dict) -> None:
         """Act with new weights, unless they hold NaN/Inf or do not fit the policy: then keep the old ones."""
@@ -153,7 +116,7 @@ class ChunkedActor(Actor):
                 if new is not None:
                     self._on_new_weights(new)
                 self.writer.poll()
-                self._report()
+                self.report()
             for group in groups:
                 # This group's actions were started at the end of its last turn; with two groups, the other
                 # group's env steps ran meanwhile, so a GPU policy has usually finished them by now.
@@ -171,10 +134,6 @@ class ChunkedActor(Actor):
                         break
                     group["chunk"].start(obs)
                     group["episodes"] = []
-        self.log.info(f"stopping ({self.rt.stop_reason}) after {self.env_steps:,} env steps")
-        self.writer.close(self.rt.stop_reason)
-        self.weights.close()
         for env in self.envs:
             env.close()
-        self.rt.close()
-        return 0
+        return self.close(f"{self.env_steps:,} env steps")

@@ -73,11 +73,12 @@ class ReplayWriter:
         if self.sock.poll(timeout_ms):
             for _, msg in protocol.recv_ready(self.sock, self.rejects, "replay", kinds={Kind.CREDIT}):
                 handled.append(msg.meta)
-                self._on_reply(msg)
+                self.handle(msg)
         self.send(self.session.poll(time.monotonic()))
         return handled
 
-    def _on_reply(self, msg: protocol.Message) -> None:
+    def handle(self, msg: protocol.Message) -> None:
+        """Take one CREDIT message (poll does this for every reply) and send what follows from it."""
         session, meta = self.session, msg.meta
         confirmed, registered = session.slots_confirmed, session.registered
         try:

@@ -17,26 +17,18 @@ clipped to [-1, 1] for the environment; see policies/actor_critic.py.
 """
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from actors.replay_writer import ReplayWriter
-from actors.weights import WeightsSubscriber
+from actors.process import ActorProcess
 from core import seeding, tree
-from core.devices import actor_device
-from core.net import endpoint
-from core.role_runtime import RoleRuntime
-from core.roles import Actor
 from envs import make_vector_env
 from envs.vector import SyncVectorEnv
 from policies.build import build_policy
 from replay.rollout_store import split_rollout
 from wire.schema import Spec
-from wire.session import ClientSession
 
 
 def _row(obs: Any, b: int) -> Any:
@@ -70,13 +62,9 @@ class StoppedError(Exception):
     """The run is stopping: abandon the rollout in progress."""
 
 
-class RolloutActor(Actor):
+class RolloutActor(ActorProcess):
     def __init__(self, cfg: DictConfig, index: int):
-        self.cfg, self.index = cfg, index
-        self.name = f"actor-{index}"
-        self.rt = RoleRuntime(cfg, "actor", self.name)
-        self.log = self.rt.log
-        self.device = actor_device(cfg.actor, index)
+        super().__init__(cfg, index)
         self.env = make_vector_env(cfg.env)
         self.spec = Spec.from_spaces(self.env.single_observation_space, self.env.single_action_space)
         self.discrete = self.env.discrete
@@ -94,32 +82,18 @@ class RolloutActor(Actor):
             self.rollout_len = int(limit)
         else:
             self.rollout_len = int(cfg.ppo.rollout_len)
-        self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
-        # No shared memory: a rollout part is sent once per policy version, its copy through the socket is cheap.
-        session = ClientSession(self.name, {"spec": self.spec.to_meta(), "pid": os.getpid(), "device": self.device},
-                                resend_buffer_bytes=cfg.actor.resend_buffer_mb * 2**20,
-                                heartbeat_s=float(cfg.actor.heartbeat_s))
-        self.writer = ReplayWriter(self.rt.ctx, endpoint(cfg, "replay_actors", bind=False), session, self.log,
-                                   self.rt.rejects, should_stop=self.rt.should_stop, idle=self._report)
-        self.env_steps = 0
+        self.connect(self.spec)  # no shared memory: a part goes once per policy version, through the socket
         self.rollouts = 0
-        self._last_report = 0.0
 
     def _tick(self) -> None:
         """Between env steps: stop check, replies, heartbeats, progress reports."""
         if self.rt.should_stop():
             raise StoppedError
         self.writer.poll()
-        self._report()
+        self.report()
 
-    def _report(self) -> None:
-        now = time.time()
-        if now - self._last_report >= self.cfg.runner.log_every_s:
-            self.rt.report(counters={"actor_env_steps": self.env_steps, "actor_rollouts": self.rollouts,
-                                     "chunks_sent": self.writer.session.seq,
-                                     "chunks_resent": self.writer.session.resent},
-                           scalars={"actor/policy_version": self.weights.version})
-            self._last_report = now
+    def counters(self) -> dict:
+        return {"actor_rollouts": self.rollouts}
 
     def _wait_for_weights(self, newer_than: int) -> dict:
         """Block (heartbeating) until weights of a version above `newer_than` arrive."""
@@ -240,11 +214,7 @@ class RolloutActor(Actor):
                 self.rollouts += 1
         except StoppedError:
             pass
-        stale = self.writer.session.outcomes["stale"]
-        self.log.info(f"stopping ({self.rt.stop_reason}) after {self.rollouts} rollouts, {self.env_steps:,} env steps"
-                      f"{f', {stale} stale part(s)' if stale else ''}")
-        self.writer.close(self.rt.stop_reason)
-        self.weights.close()
         self.env.close()
-        self.rt.close()
-        return 0
+        stale = self.writer.session.outcomes["stale"]
+        return self.close(f"{self.rollouts} rollouts, {self.env_steps:,} env steps"
+                          f"{f', {stale} stale part(s)' if stale else ''}")

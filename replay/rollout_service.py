@@ -1,8 +1,8 @@
 """The replay role of an on-policy run: a versioned rollout store behind the same two sockets.
 
-One thread, one poll loop, two ROUTER sockets (the endpoints of the off-policy service):
-  actors  -> register / chunk / heartbeat / bye;  <- credit (the session of wire/session.py, with the outcome
-                                                    of each part: accepted, stale or duplicate)
+The process, its sockets and its poll loop are replay/role.py's, the session with each actor
+wire/session.py's (each part's reply says its outcome: accepted, stale or duplicate):
+  actors  -> register / chunk / heartbeat / bye;  <- credit
   learner -> sample (policy_version = the version it wants);  <- batch (that version's whole rollout)
 
 The round trip of one version v:
@@ -18,34 +18,24 @@ from __future__ import annotations
 
 import time
 
-import zmq
 from omegaconf import DictConfig
 
-from core.net import endpoint, make_socket
-from core.role_runtime import RoleRuntime
-from core.roles import ReplayService
-from replay.actor_port import ActorPort
+from replay.role import ReplayRole
 from replay.rollout_store import RolloutError, RolloutStore
 from wire import protocol
 from wire.protocol import Kind
 from wire.schema import Spec
-from wire.session import ActorSession, Reply, ServiceSession
+from wire.session import ActorSession, Reply
 
-LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
 LOG_FIRST = 10  # stale chunks and short versions are logged one by one; after that, one in LOG_EVERY
 LOG_EVERY = 100
 
 
-class RolloutService(ReplayService):
+class RolloutService(ReplayRole):
+    what = "rollout store"
+
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.rt = RoleRuntime(cfg, "replay", "replay")
-        self.log = self.rt.log
-        self.sessions = ServiceSession(credits=cfg.actor.credits, max_actors=cfg.replay.max_actors,
-                                       heartbeat_timeout_s=cfg.replay.heartbeat_timeout_s, snapshots=False)
-        self.actors = ActorPort(self.rt, cfg, self.sessions, self, policy_version=lambda: self.store.version)
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, curve="server")
-        self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
+        super().__init__(cfg, snapshots=False, policy_version=lambda: self.store.version)
         self.store = RolloutStore(timeout_s=cfg.replay.rollout_timeout_s)
         self.spec: Spec | None = None
         self.request: tuple[list, int, int] | None = None  # the learner's pending (route, seq, version)
@@ -83,9 +73,7 @@ class RolloutService(ReplayService):
         return replies
 
     # -- learner -----------------------------------------------------------------------------------
-    def _on_learner_message(self, route: list, msg: protocol.Message) -> None:
-        if msg.kind != Kind.SAMPLE:
-            return
+    def on_sample(self, route: list, msg: protocol.Message) -> None:
         trained = self.store.env_steps
         try:
             self.store.request(msg.policy_version)
@@ -96,9 +84,10 @@ class RolloutService(ReplayService):
             return
         self.request = (route, msg.seq, msg.policy_version)
         if self.store.env_steps != trained:
-            self._report()  # at once: the monitor's stop condition reads env_steps from this report
+            self.report()  # at once: the monitor's stop condition reads env_steps from this report
 
-    def _serve_rollout(self) -> None:
+    def tick(self) -> None:
+        """Hand the learner the rollout it asked for, once the store has it."""
         if self.request is None:
             return
         route, seq, version = self.request
@@ -122,35 +111,11 @@ class RolloutService(ReplayService):
                       policy_version=taken.version, meta=meta)
         self.episodes.extend(taken.episodes)
 
-    # -- loop --------------------------------------------------------------------------------------
-    def serve(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.actors.sock, zmq.POLLIN)
-        poller.register(self.learner_sock, zmq.POLLIN)
-        self.log.info(f"rollout store listening for actors on {self.actors.address}")
-        last_report = 0.0
-        while not self.rt.should_stop():
-            events = dict(poller.poll(100))
-            if self.actors.sock in events:
-                self.actors.drain()
-            if self.learner_sock in events:
-                for route, msg in protocol.recv_ready(self.learner_sock, self.rt.rejects, "learner socket",
-                                                      route_frames=1, kinds=LEARNER_KINDS, limit=64):
-                    self._on_learner_message(route, msg)
-            self._serve_rollout()
-            if time.time() - last_report >= self.cfg.runner.log_every_s:
-                self.actors.drop_silent()
-                self._report()
-                last_report = time.time()
+    def finish(self) -> None:
         self.log.info(f"stopping ({self.rt.stop_reason}); handed out {self.store.versions_served} rollouts, "
                       f"{self.store.env_steps_served:,} env steps; dropped {self.store.stale_chunks} stale chunk(s)")
-        self._report()
-        self.actors.close()
-        self.learner_sock.close(0)
-        self.rt.close()
-        return 0
 
-    def _report(self) -> None:
+    def report(self) -> None:
         episodes, self.episodes = self.episodes, []
         store = self.store
         self.rt.report(

@@ -1,8 +1,8 @@
-"""The replay service process: ingests actors' chunks, serves batches to the learner.
+"""The off-policy replay service: ingests actors' chunks into the ring buffer, serves batches to the learner.
 
-One thread, one poll loop, two ROUTER sockets:
-  actors  -> register / chunk / heartbeat / bye;  <- credit (+ the last accepted sequence number)
-  learner -> sample;                               <- batch
+The process, its two sockets and its poll loop are replay/role.py's; the session with each actor is
+wire/session.py's. This is what the buffer adds: chunks checked and stored, sample requests (each says
+its batch_size) served when the rate limiter agrees, snapshots.
 Flow control is by credits: an actor may only send a chunk it holds a credit
 for. Credits come back when a chunk is stored and the rate limiter allows
 more data, so with a paused learner the actors stop instead of filling RAM.
@@ -29,26 +29,20 @@ import time
 from pathlib import Path
 
 import psutil
-import zmq
 from omegaconf import DictConfig
 
 from core import seeding
 from core.atomic_dir import CorruptError
-from core.net import endpoint, make_socket
-from core.role_runtime import RoleRuntime
-from core.roles import ReplayService
-from replay.actor_port import ActorPort
 from replay.buffer import ReplayBuffer
 from replay.rate_limiter import RateLimiter
+from replay.role import ReplayRole
 from replay.snapshot import (BackgroundSnapshot, SnapshotDone, list_snapshots, load_latest_snapshot, save_snapshot,
                              snapshot_meta)
 from wire import protocol
 from wire.protocol import Kind
 from wire.schema import ChunkError, Spec
-from wire.session import ActorSession, Reply, ServiceSession
+from wire.session import ActorSession, Reply
 from wire.shared_memory import SlotReader
-
-LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
 
 
 def _spec_problem(spec: Spec, capacity: int, capacity_gb: float, chunk_len: int) -> str | None:
@@ -80,23 +74,14 @@ def _episodes_problem(episodes) -> str | None:
     return None
 
 
-class OffPolicyReplayService(ReplayService):
+class OffPolicyReplayService(ReplayRole):
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.rt = RoleRuntime(cfg, "replay", "replay")
-        self.log = self.rt.log
         rl = cfg.replay.rate_limit
         self.limiter = RateLimiter(rl.updates_per_step, cfg.replay.min_size, rl.slack_steps)
         # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
         # durable, so they may drop a chunk as soon as it is stored.
         self.periodic_snapshots = cfg.replay.snapshot_every_s > 0
-        self.sessions = ServiceSession(credits=cfg.actor.credits, max_actors=cfg.replay.max_actors,
-                                       heartbeat_timeout_s=cfg.replay.heartbeat_timeout_s,
-                                       snapshots=self.periodic_snapshots, can_grant=self.limiter.can_insert)
-        self.actors = ActorPort(self.rt, cfg, self.sessions, self)
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
-        self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
-        self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
+        super().__init__(cfg, snapshots=self.periodic_snapshots, can_grant=self.limiter.can_insert)
         self.buffer: ReplayBuffer | None = None
         self.spec: Spec | None = None
         self.pending_samples: collections.deque = collections.deque()
@@ -109,6 +94,7 @@ class OffPolicyReplayService(ReplayService):
         self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
         self.snapshot_writer = BackgroundSnapshot(self.snapshot_dir, cfg.replay.keep_snapshots, cfg.runner.run_id,
                                                   self.log)
+        self.last_snapshot, self.last_wait_log = time.time(), 0.0
         if self._should_restore():
             self._restore()
 
@@ -180,7 +166,7 @@ class OffPolicyReplayService(ReplayService):
         return replies
 
     # -- learner -----------------------------------------------------------------------------------
-    def _on_sample_request(self, route: list, msg: protocol.Message) -> None:
+    def on_sample(self, route: list, msg: protocol.Message) -> None:
         size = msg.meta.get("batch_size")  # the learner says how many transitions it trains on
         if type(size) is not int or not 1 <= size <= self.cfg.replay.max_batch_size:
             self.rt.rejects.reject(protocol.ProtocolError(
@@ -270,52 +256,30 @@ class OffPolicyReplayService(ReplayService):
                       f"{self.limiter.inserted:,} env steps, {len(self.sessions.actors)} actor sequence(s), "
                       f"{time.time() - t0:.2f} s")
 
-    # -- loop --------------------------------------------------------------------------------------
-    def serve(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.actors.sock, zmq.POLLIN)
-        poller.register(self.learner_sock, zmq.POLLIN)
-        self.log.info(f"replay service listening for actors on {self.actors.address}")
-        last_report = last_wait_log = 0.0
-        last_snapshot = time.time()
-        while not self.rt.should_stop():
-            events = dict(poller.poll(100))
-            if self.actors.sock in events:
-                self.actors.drain()
-            if self.learner_sock in events:
-                for route, msg in protocol.recv_ready(self.learner_sock, self.rt.rejects, "learner socket",
-                                                      route_frames=1, kinds=LEARNER_KINDS):
-                    if msg.kind == Kind.SAMPLE:
-                        self._on_sample_request(route, msg)
-            self._serve_samples()
-            now = time.time()
-            self._finish_snapshot(self.snapshot_writer.poll())
-            if (self.periodic_snapshots and not self.snapshot_writer.running
-                    and now - last_snapshot >= self.cfg.replay.snapshot_every_s):
-                self._snapshot(background=self.cfg.replay.background_snapshots)
-                last_snapshot = now = time.time()
-            if now - last_report >= self.cfg.runner.log_every_s:
-                self.actors.drop_silent()
-                self._report()
-                last_report = now
-            waiting = [n for n, a in self.sessions.connected().items() if a.waiting_since and now - a.waiting_since > 30]
-            if waiting and now - last_wait_log > 60:
-                self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
-                              f"(debt {self.limiter.debt():.0f} updates)")
-                last_wait_log = now
+    # -- the loop's turns (replay/role.py) -------------------------------------------------------------
+    def tick(self) -> None:
+        self._serve_samples()
+        now = time.time()
+        self._finish_snapshot(self.snapshot_writer.poll())
+        if (self.periodic_snapshots and not self.snapshot_writer.running
+                and now - self.last_snapshot >= self.cfg.replay.snapshot_every_s):
+            self._snapshot(background=self.cfg.replay.background_snapshots)
+            self.last_snapshot = now = time.time()
+        waiting = [n for n, a in self.sessions.connected().items() if a.waiting_since and now - a.waiting_since > 30]
+        if waiting and now - self.last_wait_log > 60:
+            self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
+                          f"(debt {self.limiter.debt():.0f} updates)")
+            self.last_wait_log = now
+
+    def finish(self) -> None:
         self.log.info(f"stopping ({self.rt.stop_reason}); stored {self.limiter.inserted:,} env steps")
         if self.snapshot_writer.running and self.cfg.replay.snapshot_on_exit:
             self.snapshot_writer.stop()  # it is older than the exit snapshot: stop it rather than wait for it
         self._finish_snapshot(self.snapshot_writer.wait(5))
         if self.cfg.replay.snapshot_on_exit:
             self._snapshot()
-        self._report()
-        self.actors.close()
-        self.learner_sock.close(0)
-        self.rt.close()
-        return 0
 
-    def _report(self) -> None:
+    def report(self) -> None:
         episodes = list(self.episodes)
         self.episodes.clear()
         connected = self.sessions.connected()
