@@ -66,6 +66,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from core import tree  # noqa: E402
 from wire import protocol, shared_memory  # noqa: E402
 from wire.session import ClientSession, ServiceSession  # noqa: E402
 
@@ -144,7 +145,8 @@ class SessionSender:
         slots = None
         if method == "wire_shm":
             sizes = [array.nbytes for array in protocol.flatten_arrays(chunk).values()]
-            slots = shared_memory.SlotWriter(f"zarl-bench-{os.getpid()}", SHM_SLOTS, shared_memory.slot_bytes_for(sizes))
+            slot_bytes = shared_memory.slot_bytes_for(sizes)
+            slots = shared_memory.SlotWriter(f"zarl-bench-{os.getpid()}", SHM_SLOTS, slot_bytes)
         self.session = ClientSession("bench", {}, resend_buffer_bytes=0, heartbeat_s=float("inf"), slots=slots)
         self.sock, self.replies = sock, replies
         self._send(self.session.register(0.0))
@@ -216,7 +218,7 @@ def send_chunk(method: str, sock: zmq.Socket, chunk: dict, wire: SessionSender |
     elif method == "torch_save":
         import torch
         buffer = io.BytesIO()
-        torch.save(_to_torch(chunk, torch), buffer)
+        torch.save(tree.map(torch.from_numpy, chunk), buffer)
         sock.send(buffer.getbuffer(), copy=False)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -251,11 +253,6 @@ def import_decoder(method: str) -> None:
         import lz4.frame  # noqa: F401
     elif method == "torch_save":
         import torch  # noqa: F401
-
-
-def _to_torch(tree: dict, torch) -> dict:
-    return {key: _to_torch(value, torch) if isinstance(value, dict) else torch.from_numpy(value)
-            for key, value in tree.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class HandActor:
         """Send the session's messages and return the meta of the service's answer (which the session takes)."""
         assert self.writer.send(messages), "the socket to the replay service is full"
         if not self.sock.poll(int(timeout_s * 1000)):
-            raise AssertionError(f"no answer from the replay service to {[m.kind for m in messages]} within {timeout_s} s")
+            kinds = [m.kind for m in messages]
+            raise AssertionError(f"no answer from the replay service to {kinds} within {timeout_s} s")
         _, msg = protocol.recv(self.sock, kinds={Kind.CREDIT})
         self.writer.handle(msg)
         return msg.meta
