@@ -1,16 +1,15 @@
-"""The actor process: steps a vector of envs with the newest policy and pushes chunks to replay.
+"""The off-policy actor process: steps a vector of envs with the newest policy and pushes chunks to replay.
 
-Its loop never blocks on the learner: new weights are picked up when they have
-arrived (a non-blocking drain of the weights subscription). It blocks only
-when it holds no credit from the replay service, which is the back-pressure
-that keeps memory bounded when the learner falls behind.
+This is the env loop; the session with the replay service (registration, credits, the resend buffer,
+shared-memory slots, heartbeats) is the replay writer's (actors/replay_writer.py, wire/session.py).
+Its loop never blocks on the learner: new weights are picked up when they have arrived (a non-blocking
+drain of the weights subscription). It blocks only in `writer.add`, when it holds no credit from the
+replay service: the back-pressure that keeps memory bounded when the learner falls behind.
 
-Nothing is lost when the replay service restarts. Every chunk carries (actor name, sequence number).
-The actor keeps each chunk it sent until the service says a snapshot holds it ("durable_seq" in every
-credit message), up to actor.resend_buffer_mb; after re-registering it resends the chunks the service
-does not have, and the service stores each sequence number once. A replacement actor (the launcher
-restarts a crashed one) continues its predecessor's sequence, and acts with the newest weights at once
-when it joins a run that is already training.
+Nothing is lost when the replay service restarts: the writer keeps each chunk until a snapshot holds it
+and resends what a restarted service lacks; the service stores each sequence number once. A replacement
+actor (the launcher restarts a crashed one) continues its predecessor's sequence, and acts with the
+newest weights at once when it joins a run that is already training.
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
     wait for weights newer than the last rollout's -> collect a rollout with them -> send it to
     the rollout store in parts, each tagged with the version -> wait again
 
+The parts go through the same replay writer as the off-policy actor's chunks (actors/replay_writer.py):
+one credit per part in flight, each returned as the store files the part.
+
 Two shapes of rollout (layout in replay/rollout_store.py):
 
 * PPO: ``ppo.rollout_len`` steps of every env. Episodes run on across rollouts; where one ends

@@ -119,12 +119,12 @@ class RolloutService(ReplayRole):
         episodes, self.episodes = self.episodes, []
         store = self.store
         self.rt.report(
+            # duplicates: resent sequence numbers (the session's) and parts the store already held
             counters={"env_steps": store.env_steps, "env_steps_served": store.env_steps_served,
                       "rollouts_served": store.versions_served,
                       "stale_chunks": store.stale_chunks, "stale_env_steps": store.stale_env_steps,
-                      "duplicate_chunks": store.duplicate_chunks + self.sessions.duplicates,
-                      "rejected_chunks": self.sessions.rejected_chunks, "lost_chunks": self.sessions.lost_chunks,
-                      "rollout_timeouts": store.timeouts},
+                      **self.sessions.counters(), "rollout_timeouts": store.timeouts,
+                      "duplicates": self.sessions.duplicates + store.duplicate_chunks},
             scalars={"replay/actors": len(self.sessions.connected()), "replay/policy_version": store.version,
                      "replay/rollouts_pending": len(store.missing()) if not store.closed else 0},
             episodes=episodes)

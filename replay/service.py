@@ -283,11 +283,9 @@ class OffPolicyReplayService(ReplayRole):
         episodes = list(self.episodes)
         self.episodes.clear()
         connected = self.sessions.connected()
-        sessions = self.sessions
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
-                      "duplicates": sessions.duplicates, "rejected_chunks": sessions.rejected_chunks,
-                      "lost_chunks": sessions.lost_chunks, "snapshots": self.snapshots,
+                      **self.sessions.counters(), "snapshots": self.snapshots,
                       "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),

@@ -372,11 +372,14 @@ class ServiceSession:
         return replies
 
     # -- snapshots ---------------------------------------------------------------------------------
+    def counters(self) -> dict:
+        """The session's counters, as the replay role reports them."""
+        return {"duplicates": self.duplicates, "lost_chunks": self.lost_chunks, "rejected_chunks": self.rejected_chunks}
+
     def state(self) -> dict:
-        """What a snapshot keeps: counters and, per actor, the last chunk filed."""
-        return {"duplicates": self.duplicates, "lost_chunks": self.lost_chunks, "rejected_chunks": self.rejected_chunks,
-                "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
-                           for n, a in self.actors.items()}}
+        """What a snapshot keeps: the counters and, per actor, the last chunk filed."""
+        return {**self.counters(), "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
+                                              for n, a in self.actors.items()}}
 
     def load_state(self, state: dict, now: float) -> None:
         """Restore from a snapshot's state: every actor departed, durable through its snapshotted last chunk."""
