@@ -18,9 +18,9 @@ from core import seeding
 from core.config import EnvConfig, RunConfig
 from core.devices import actor_device
 from core.net import endpoint
-from core.role_runtime import RoleRuntime
 from core.roles import Policy
 from envs import make_vector_env
+from wire.runtime import RoleRuntime
 
 
 def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,

@@ -38,11 +38,5 @@ class WeightsSubscriber:
                 self.final = bool(msg.meta.get("final", False))
         return None if newest is None else newest.arrays
 
-    @property
-    def version(self) -> int:
-        """Old name of policy_version, still read by actors/actor.py and actors/rollout_actor.py (their session
-        rewrite is in flight); remove once they read policy_version."""
-        return self.policy_version
-
     def close(self) -> None:
         self.sock.close(0)

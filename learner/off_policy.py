@@ -15,20 +15,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.atomic_dir import CorruptError
 from core import seeding
+from core.atomic_dir import CorruptError
 from core.config import RunConfig
 from core.devices import prepare_learner_device
 from core.net import endpoint
-from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import env_spaces
 from learner.batch_fetcher import BatchFetcher
-from learner.checkpoint import checkpoint_meta, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    checkpoint_meta,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from learner.configs import SACConfig
 from learner.sac import SAC
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
+from wire.runtime import RoleRuntime
 
 
 class OffPolicyLearner(Learner):

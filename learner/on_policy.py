@@ -20,7 +20,6 @@ from core import seeding, tree
 from core.config import RunConfig
 from core.devices import prepare_learner_device
 from core.net import endpoint, make_socket
-from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import env_spaces
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -28,6 +27,7 @@ from learner.ppo import OnPolicyAlgorithm
 from learner.weights_publisher import WeightsPublisher
 from wire import protocol
 from wire.protocol import Kind
+from wire.runtime import RoleRuntime
 
 REPUBLISH_WHILE_WAITING_S = 1.0
 

@@ -47,8 +47,8 @@ class CountingLearner(Learner):
         import torch
 
         from core.net import endpoint
-        from core.role_runtime import RoleRuntime
         from learner.batch_fetcher import BatchFetcher
+        from wire.runtime import RoleRuntime
 
         self.cfg, self.rt = cfg, RoleRuntime(cfg, "learner", "learner")
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False),
