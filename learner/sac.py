@@ -5,10 +5,9 @@ and one temperature update, then Polyak averaging of the targets.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
