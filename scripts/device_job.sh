@@ -43,6 +43,14 @@ fi
 say "pipeline overrides: ${OVR:-(preset as shipped)}"
 echo "$OVR" > "$JOB/overrides"
 
+# 1b. THROUGHPUT=1: the learner process fed by the replay service against its bare step (not run yet on an H200)
+if [ "${THROUGHPUT:-0}" = 1 ]; then
+    say "learner_throughput start"
+    timeout 480 $PY benchmarks/learner_throughput.py --configs frankasim_sac_cnn --seconds 8 --rounds 2 --json \
+        --out "$JOB/learner_throughput_h200.json" > "$JOB/throughput.log" 2>&1
+    say "learner_throughput exit $?"
+fi
+
 # 2. whole runs
 for SEED in ${SEEDS:-0 1}; do
     W=$(( $(left) - 75 ))  # the final eval, snapshot and shutdown after max_wall_s, and the copy back

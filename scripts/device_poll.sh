@@ -25,7 +25,8 @@ EOF
 done
 if [ -n "${OUT:-}" ]; then
     cp "$JOB/status" "$OUT/status.txt"
-    (cd "$JOB" && tar czf "$OUT/bench.tgz" sac_update_speed_h200.json bench.log gpu_bench.csv overrides 2>/dev/null)
+    (cd "$JOB" && tar czf "$OUT/bench.tgz" sac_update_speed_h200.json bench.log gpu_bench.csv overrides \
+        learner_throughput_h200.json throughput.log 2>/dev/null)
     for d in "$JOB"/runs/s*; do
         [ -d "$d" ] || continue
         s=$(basename "$d")
