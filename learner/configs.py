@@ -24,6 +24,13 @@ class SACConfig:
     backup_entropy: bool = True  # subtract alpha*log pi in the critic target
     max_grad_norm: float = 0.0  # 0 = no clipping
     augment_pad: int = 4  # DrQ random shift (images only)
+    # GPU speed switches; both keep the update's math, and neither does anything on a CPU.
+    # cuda_graph: capture the whole learner step (every critic update, the actor and temperature updates, the
+    # target averaging) once as a CUDA graph and replay it each step, so the host launches one graph instead
+    # of thousands of kernels. The first 3 steps run eagerly (compiling, if learner.compile), the 4th captures.
+    cuda_graph: bool = False
+    # tf32_matmul: matrix products in TF32, as PyTorch already runs the convolutions (cudnn.allow_tf32).
+    tf32_matmul: bool = False
 
 
 @dataclass

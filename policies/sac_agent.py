@@ -35,12 +35,13 @@ class SACAgent(nn.Module):
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
 
-    def compile_networks(self) -> list[str]:
+    def compile_networks(self, mode: str | None = None) -> list[str]:
         """torch.compile every network an update runs, in place and for fixed shapes; returns their names.
 
         In place (``Module.compile``), so parameter names, checkpoints and published weights stay as they
         are. The encoders' parts are compiled one by one (the frozen backbone runs in ``precompute``, not in
-        ``forward``); parts without parameters (the state encoder) are left alone.
+        ``forward``); parts without parameters (the state encoder) are left alone. ``mode``: torch.compile's
+        (None = its default; benchmarks/sac_update_speed.py also measures "reduce-overhead").
         """
         targets = {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
         for prefix, encoder in (("encoder", self.encoder), ("target_encoder", self.target_encoder)):
@@ -50,7 +51,7 @@ class SACAgent(nn.Module):
                     if any(True for _ in module.parameters()):
                         targets[".".join(x for x in (prefix, name, key) if x)] = module
         for module in targets.values():
-            module.compile(dynamic=False)  # dynamic shapes recompiled badly on torch 2.11 + H100
+            module.compile(dynamic=False, mode=mode)  # dynamic shapes recompiled badly on torch 2.11 + H100
         return list(targets)
 
     def acting_weights(self) -> dict[str, torch.Tensor]:
