@@ -170,7 +170,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_channels = cfg.head_channels
-        bn = dict(eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+        bn = {"eps": cfg.bn_eps, "momentum": cfg.bn_momentum}
         self._conv_stem = SamePadConv2d(cfg.in_channels, cfg.stem_channels, 3, 2)
         self._bn0 = nn.BatchNorm2d(cfg.stem_channels, **bn)
         self._blocks = nn.ModuleList()

@@ -45,7 +45,12 @@ from policies.efficientnet_lite import (
     efficientnet_lite0_weights_path,
     load_efficientnet_lite0_weights,
 )
-from policies.resnet10 import IMAGENET_MEAN, IMAGENET_STD, ResNet10, load_resnet10_weights
+from policies.resnet10 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNet10,
+    load_resnet10_weights,
+)
 
 PRETRAINED_CHOICES = ("none", "file", "efficientnet_lite0")
 

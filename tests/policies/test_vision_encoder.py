@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from policies.config import EncoderConfig
 from policies.efficientnet_lite import EfficientNetLite, efficientnet_lite0_weights_path
 from policies.resnet10 import ResNet10, save_resnet10_weights
-from policies.config import EncoderConfig
 from policies.vision_encoder import SpatialLearnedEmbeddings, VisionEncoder
 
 SIZE = 64  # 64x64 cameras -> 2x2 feature maps; small enough for fast CPU tests
