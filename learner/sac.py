@@ -6,6 +6,7 @@ and one temperature update, then Polyak averaging of the targets.
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
