@@ -436,14 +436,7 @@ class ServiceSession:
         return Reply(actor.route, {"credits": 1, **self.acks(actor), "outcome": "duplicate"})
 
     def rejected(self, actor: ActorSession, seq: int, reason: str = "") -> Reply:
-        """A chunk (of a number within the window) the store refused: its number is used up, so that
-        refusals in a row never make the next number jump past the window."""
         self.rejected_chunks += 1
-        if seq > actor.last_seq:
-            gap = seq - actor.last_seq - 1
-            actor.lost += gap
-            self.lost_chunks += gap
-            actor.last_seq = seq
         return Reply(actor.route, {"credits": 1, **self.acks(actor), "rejected_seq": seq,
                                    **({"reason": reason} if reason else {})})
 
