@@ -164,7 +164,11 @@ class NetworkConfig:
     RULES: ClassVar[dict] = {"transport": R.OneOf(("auto", "tcp", "ipc"))}
 
     host: str = "127.0.0.1"  # address the services bind to / connect to
-    transport: str = "tcp"  # "tcp" | "ipc"
+    # "auto": ipc:// sockets in an owner-only (0700) directory when every role runs on this machine (launch.mode
+    # local or tmux, without security.curve), else TCP, authenticated with CurveZMQ unless
+    # security.plain_tcp=true. The launcher writes the resolved choice into the run's config.yaml.
+    transport: str = "auto"  # "auto" | "tcp" | "ipc"
+    ipc_dir: str = ""  # filled by the launcher with ipc: the owner-only directory of the sockets
     ports: dict = field(default_factory=dict)  # filled by the launcher: role endpoint -> port
     # Filled by the launcher when roles run on several hosts (from launch.placement): endpoint owner
     # (replay, learner, launcher) -> the address the other hosts connect to. Empty: everything on this host.
@@ -217,7 +221,10 @@ class LaunchConfig:
 class SecurityConfig:
     """CurveZMQ on every socket of the run: peers authenticate with key pairs and all traffic is encrypted."""
 
-    curve: bool = False
+    curve: bool = False  # the launcher turns it on for TCP unless plain_tcp (see network.transport)
+    # TCP without authentication: any local process (any user of the machine) can then send the run's services
+    # well-formed messages. Only when asked for, with a warning.
+    plain_tcp: bool = False
     keys_dir: str = ""  # "" = <run_dir>/keys, made by the launcher for this run (python -m launch.keys DIR makes one)
     client: str = "client"  # the key pair roles' client sockets use: <keys_dir>/clients/<client>.key_secret
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -31,7 +32,7 @@ from omegaconf import DictConfig
 from core import security
 from core.config import ConfigError, save_config
 from core.log import get_logger
-from core.net import assign_ports
+from core.net import secure_transport
 from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
@@ -79,7 +80,8 @@ def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
         cfg.runner.run_dir = str(Path("runs") / f"{cfg.name}-{stamp}")
     run_dir = make_run_dir(cfg.runner.run_dir)
     cfg.runner.run_dir = str(run_dir)
-    assign_ports(cfg)
+    secure_transport(cfg, log)  # ipc in an owner-only directory, or TCP with CurveZMQ (unless plain_tcp)
+    ensure_run_keys(cfg)
     cfg.runner.run_id = uuid.uuid4().hex[:12]  # new for every launch, resumed or not (see RunnerConfig.run_id)
     save_config(cfg, run_dir / "config.yaml")
     return cfg
@@ -220,6 +222,8 @@ class Launcher:
         self._shutdown(reason)
         self.after_stop()
         shared_memory.remove_segments(cfg.runner.run_id)  # what processes killed on the way out left in /dev/shm
+        if cfg.network.transport == "ipc" and not Path(cfg.network.ipc_dir).is_relative_to(self.run_dir):
+            shutil.rmtree(cfg.network.ipc_dir, ignore_errors=True)  # a /tmp/zarl-* made for a long run_dir
         shutdown_s = time.time() - stop_started
         log.info(f"every process stopped {shutdown_s:.1f} s after the stop ({reason})")
         for s, h in previous.items():
