@@ -169,6 +169,9 @@ class NetworkConfig:
     # security.plain_tcp=true. The launcher writes the resolved choice into the run's config.yaml.
     transport: str = "auto"  # "auto" | "tcp" | "ipc"
     ipc_dir: str = ""  # filled by the launcher with ipc: the owner-only directory of the sockets
+    # Filled by the ssh launcher: endpoints that stay on one host in a run over several (replay_learner when the
+    # replay service and the learner share a host): ipc:// in <run_dir>/sockets there, not TCP with Curve.
+    ipc_endpoints: list = field(default_factory=list)
     ports: dict = field(default_factory=dict)  # filled by the launcher: role endpoint -> port
     # Filled by the launcher when roles run on several hosts (from launch.placement): endpoint owner
     # (replay, learner, launcher) -> the address the other hosts connect to. Empty: everything on this host.

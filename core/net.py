@@ -110,9 +110,12 @@ def secure_transport(cfg: DictConfig, log=None) -> None:
 def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
     if name not in ENDPOINT_OWNERS:
         raise KeyError(f"unknown endpoint '{name}'; known: {', '.join(ENDPOINT_OWNERS)}")
-    if cfg.network.transport == "ipc":
-        directory = cfg.network.ipc_dir or Path(cfg.runner.run_dir).resolve() / "sockets"
-        return f"ipc://{Path(directory) / (name + '.sock')}"
+    if cfg.network.transport == "ipc" or name in (getattr(cfg.network, "ipc_endpoints", None) or []):
+        directory = Path(cfg.network.ipc_dir or Path(cfg.runner.run_dir).resolve() / "sockets")
+        if bind and not directory.is_dir():  # (a host of a run over several: its own run directory's)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        return f"ipc://{directory / (name + '.sock')}"
     port = cfg.network.ports[name]
     owner_host = (cfg.network.hosts or {}).get(ENDPOINT_OWNERS[name], cfg.network.host)
     if bind:
@@ -120,6 +123,12 @@ def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
         host = "0.0.0.0" if cfg.network.hosts else owner_host
         return f"tcp://{host}:{port}"
     return f"tcp://{owner_host}:{port}"
+
+
+def curve_side(cfg: DictConfig, name: str, side: str) -> str:
+    """The Curve side of a socket on endpoint `name`: `side`, or "plain" for an endpoint that the launcher put on
+    an owner-only ipc:// socket within a run that is otherwise TCP with Curve (network.ipc_endpoints)."""
+    return "plain" if name in (getattr(cfg.network, "ipc_endpoints", None) or []) else side
 
 
 def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 0, linger_ms: int = 0,

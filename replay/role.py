@@ -15,7 +15,7 @@ import time
 import zmq
 
 from core.config import RunConfig
-from core.net import endpoint, make_socket
+from core.net import curve_side, endpoint, make_socket
 from core.roles import ReplayService
 from replay.actor_port import ActorPort
 from wire import protocol
@@ -43,7 +43,8 @@ class ReplayRole(ReplayService):
                                        heartbeat_timeout_s=cfg.replay.heartbeat_timeout_s, snapshots=snapshots,
                                        can_grant=can_grant, live_s=live_s(cfg))
         self.actors = ActorPort(self.rt, cfg, self.sessions, self, policy_version=policy_version)
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
+        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0,
+                                        curve=curve_side(cfg, "replay_learner", "server"))
         self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
 
