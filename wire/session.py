@@ -67,7 +67,7 @@ MAX_COUNTER = 2**63 - 1  # reported counters saturate here (msgpack ints: < 2**6
 
 def saturate(n: int) -> int:
     """A counter as reported: never beyond what the wire format carries."""
-    return min(int(n), MAX_COUNTER)
+    return max(-MAX_COUNTER - 1, min(int(n), MAX_COUNTER))
 
 
 def seq_window(credits: int, resend_buffer_bytes: float, min_chunk_bytes: int) -> int:
