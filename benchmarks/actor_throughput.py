@@ -66,15 +66,23 @@ class ActorBenchConfig:
             raise ValueError(f"actor counts and chunk lengths must be >= 1: {self}")
 
 
-def system_overrides(num_actors: int, chunk_len: int) -> list[str]:
+def system_overrides(num_actors: int, chunk_len: int, batch_size: int = 1) -> list[str]:
     return [f"actor.num_actors={num_actors}", f"actor.chunk_len={chunk_len}", "actor.random_steps=0",
             "replay.rate_limit.updates_per_step=0",  # the learner never gates the actors
-            f"replay.min_size={chunk_len}"]  # the learner starts consuming after the first chunk
+            # The learner starts consuming after the first chunk (or the first batch: min_size >= batch_size).
+            f"replay.min_size={max(chunk_len, batch_size)}"]
+
+
+def batch_size_of(preset: str, overrides: list[str]) -> int:
+    from launch.run_config import load_config
+
+    cfg = load_config(preset, overrides)
+    return int(cfg.sac.batch_size) if "sac" in cfg else 1
 
 
 def measure_point(preset: str, num_actors: int, chunk_len: int, bench: ActorBenchConfig) -> dict:
     """Both sides of one (config, N, chunk length), in alternating rounds."""
-    overrides = [*system_overrides(num_actors, chunk_len), *bench.overrides]
+    overrides = [*system_overrides(num_actors, chunk_len, batch_size_of(preset, bench.overrides)), *bench.overrides]
     bare_actors = bare_learner = system = None
     try:
         # Everything starts at once (starting is most of a short run's time); each side is frozen once warm.

@@ -16,15 +16,23 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, ClassVar, List, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from core import rules as R
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
 class RunnerConfig:
+    RULES: ClassVar[dict] = {
+        "max_env_steps": R.count(1, 10**15), "max_wall_s": R.SECONDS, "seed": R.count(0, 2**32 - 1),
+        "checkpoint_every_updates": R.count(1), "keep_checkpoints": R.count(1, 1000),
+        "log_every_s": R.Range(0, 3600, lo_open=True), "stop_grace_s": R.SECONDS,
+        "shutdown_timeout_s": R.POSITIVE_SECONDS}
+
     run_dir: Optional[str] = None  # default: runs/<preset>-<timestamp>
     max_env_steps: int = 20_000  # total over all actors; the run ends when replay has seen this many
     max_wall_s: float = 0.0  # 0 = no wall-clock limit
@@ -42,6 +50,8 @@ class RunnerConfig:
 
 @dataclass
 class EnvConfig:
+    RULES: ClassVar[dict] = {"num_envs": R.count(1, 65_536), "max_episode_steps": R.Range(1, R.BIG, integer=True, optional=True)}
+
     id: str = "Pendulum-v1"
     num_envs: int = 1  # environments stepped together in each actor process
     max_episode_steps: Optional[int] = None  # None = the registered default
@@ -50,6 +60,11 @@ class EnvConfig:
 
 @dataclass
 class ActorConfig:
+    RULES: ClassVar[dict] = {
+        "num_actors": R.count(1, 4096), "chunk_len": R.count(1, 1_000_000), "random_steps": R.count(0),
+        "credits": R.count(1, 10_000), "heartbeat_s": R.Range(0, 3600, lo_open=True), "pipeline_stages": R.OneOf((1, 2)),
+        "weights_poll_s": R.Range(0, 10, lo_open=True), "resend_buffer_mb": R.at_least(0, 10**7)}
+
     num_actors: int = 1
     chunk_len: int = 64  # env steps per trajectory chunk sent to replay
     device: str = "cpu"  # "cpu", "cuda", "cuda:i" or "auto"; actor i uses devices[i] when given
@@ -74,12 +89,20 @@ class ActorConfig:
 class RateLimitConfig:
     """Keeps the update-to-data ratio fixed, whatever the machine's speed (like Reverb's SampleToInsertRatio)."""
 
+    RULES: ClassVar[dict] = {"updates_per_step": R.at_least(0, 10**6), "slack_steps": R.count(0)}
+
     updates_per_step: float = 1.0  # critic updates per env step; 0 disables the limiter
     slack_steps: int = 2_000  # how far actors may run ahead of the learner (and the learner ahead of data)
 
 
 @dataclass
 class ReplayConfig:
+    RULES: ClassVar[dict] = {
+        "capacity": R.count(1, 10**13), "capacity_gb": R.at_least(0, 10**6), "min_size": R.count(1),
+        "prefetch": R.count(1, 1024), "heartbeat_timeout_s": R.POSITIVE_SECONDS, "rollout_timeout_s": R.POSITIVE_SECONDS,
+        "snapshot_every_s": R.SECONDS, "keep_snapshots": R.count(1, 1000), "max_actors": R.count(1, 65_536),
+        "max_pending_samples": R.count(1, 1_000_000), "max_batch_size": R.count(1, 2**31)}
+
     capacity: int = 1_000_000  # transitions
     capacity_gb: float = 0.0  # > 0: capacity derived from this memory budget instead
     min_size: int = 1_000  # transitions stored before the first batch is served
@@ -101,6 +124,8 @@ class ReplayConfig:
 
 @dataclass
 class LearnerConfig:
+    RULES: ClassVar[dict] = {"num_threads": R.count(0, 4096), "publish_every": R.count(1), "amp": R.OneOf(("none", "bf16"))}
+
     device: str = "auto"  # "auto" picks cuda:0 when there is a GPU
     num_threads: int = 0  # torch CPU threads; 0 = leave one core to the other roles
     publish_every: int = 30  # learner steps between weight publications
@@ -112,6 +137,9 @@ class LearnerConfig:
 
 @dataclass
 class EvalConfig:
+    RULES: ClassVar[dict] = {"every_updates": R.count(1), "episodes": R.count(1, 10**6), "num_envs": R.count(1, 65_536),
+             "final_timeout_s": R.SECONDS}
+
     every_updates: int = 2_000  # evaluate the newest weights after this many learner updates
     episodes: int = 10
     num_envs: int = 5
@@ -122,6 +150,8 @@ class EvalConfig:
 
 @dataclass
 class LoggingConfig:
+    RULES: ClassVar[dict] = {"wandb": R.OneOf(("offline", "online", "disabled")), "console_every_s": R.Range(0, 3600, lo_open=True)}
+
     wandb: str = "offline"  # "offline" | "online" | "disabled"
     project: str = "zarl"
     tensorboard: bool = True
@@ -131,8 +161,17 @@ class LoggingConfig:
 
 @dataclass
 class NetworkConfig:
+    RULES: ClassVar[dict] = {"transport": R.OneOf(("auto", "tcp", "ipc"))}
+
     host: str = "127.0.0.1"  # address the services bind to / connect to
-    transport: str = "tcp"  # "tcp" | "ipc"
+    # "auto": ipc:// sockets in an owner-only (0700) directory when every role runs on this machine (launch.mode
+    # local or tmux, without security.curve), else TCP, authenticated with CurveZMQ unless
+    # security.plain_tcp=true. The launcher writes the resolved choice into the run's config.yaml.
+    transport: str = "auto"  # "auto" | "tcp" | "ipc"
+    ipc_dir: str = ""  # filled by the launcher with ipc: the owner-only directory of the sockets
+    # Filled by the ssh launcher: endpoints that stay on one host in a run over several (replay_learner when the
+    # replay service and the learner share a host): ipc:// in <run_dir>/sockets there, not TCP with Curve.
+    ipc_endpoints: list = field(default_factory=list)
     ports: dict = field(default_factory=dict)  # filled by the launcher: role endpoint -> port
     # Filled by the launcher when roles run on several hosts (from launch.placement): endpoint owner
     # (replay, learner, launcher) -> the address the other hosts connect to. Empty: everything on this host.
@@ -142,6 +181,8 @@ class NetworkConfig:
 @dataclass
 class ActorHostGroup:
     """Some of the run's actors, on one host."""
+
+    RULES: ClassVar[dict] = {"count": R.count(1, 4096)}
 
     host: str = ""  # a host of launch.hosts_file (ssh), a Ray node address (ray); "" = the launcher's machine
     count: int = 1
@@ -161,6 +202,11 @@ class PlacementConfig:
 
 @dataclass
 class LaunchConfig:
+    RULES: ClassVar[dict] = {
+        "mode": R.OneOf(("local", "tmux", "ssh", "ray")), "restart_actors": R.count(0, 10**6),
+        "restart_services": R.count(0, 10**6), "restart_backoff_s": R.Range(0, 3600),
+        "ray_cpus_per_role": R.Range(0, 4096, lo_open=True)}
+
     mode: str = "local"  # "local" | "tmux" | "ssh" | "ray"
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
@@ -178,7 +224,10 @@ class LaunchConfig:
 class SecurityConfig:
     """CurveZMQ on every socket of the run: peers authenticate with key pairs and all traffic is encrypted."""
 
-    curve: bool = False
+    curve: bool = False  # the launcher turns it on for TCP unless plain_tcp (see network.transport)
+    # TCP without authentication: any local process (any user of the machine) can then send the run's services
+    # well-formed messages. Only when asked for, with a warning.
+    plain_tcp: bool = False
     keys_dir: str = ""  # "" = <run_dir>/keys, made by the launcher for this run (python -m launch.keys DIR makes one)
     client: str = "client"  # the key pair roles' client sockets use: <keys_dir>/clients/<client>.key_secret
 
@@ -312,11 +361,67 @@ def load_config(preset: str | os.PathLike, overrides: list[str] | None = None,
     try:
         cfg = OmegaConf.merge(schema, preset_tree, OmegaConf.from_dotlist(overrides))
     except Exception as e:  # type errors such as actor.num_actors=abc
-        raise ConfigError(f"invalid config value: {e}") from None
+        raise ConfigError(_type_error(e, schema, overrides)) from None
     if cfg.name == "unnamed":
         cfg.name = path.stem
+    check_rules(cfg)
     validate(cfg)
     return cfg
+
+
+def _type_error(e: Exception, schema: DictConfig, overrides: list[str]) -> str:
+    """One line for an OmegaConf type error: the key, the value given and what the key allows."""
+    key = str(getattr(e, "full_key", "") or "")
+    given = {k: v for k, _, v in (item.partition("=") for item in overrides)}
+    value = given.get(key, getattr(e, "value", None))
+    rule = rule_for(schema, key) if key else None
+    node = OmegaConf.select(schema, key, default=None) if key else None
+    allowed = rule.describe() if rule is not None else {
+        bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(node), "")
+    if not key:
+        return "invalid config value: " + " ".join(str(e).split())  # no key to name: the message, on one line
+    return f"invalid config value: {key}={'' if value is None else value}: must be {allowed or 'of the schema type'}"
+
+
+def rule_for(cfg: DictConfig, key: str):
+    """The rule (core/rules.py) of a dotted key, from the RULES of the dataclass that declares it; None: no rule."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return None
+    cls = OmegaConf.get_type(parent)
+    return getattr(cls, "RULES", {}).get(leaf) if dataclasses.is_dataclass(cls) else None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    return "null" if value is None else str(value)
+
+
+def check_rules(node: Any, prefix: str = "") -> None:
+    """Every key with a rule (each section dataclass's RULES) holds an allowed value, else one line:
+    `key=value: must be ...`."""
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_rules(item, f"{prefix}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    cls = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(cls):
+        return
+    table = getattr(cls, "RULES", {})
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = node[f.name]
+        rule = table.get(f.name)
+        if rule is not None:
+            plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+            problem = rule.problem(plain)
+            if problem:
+                raise ConfigError(f"{key}={_show(value)}: must be {problem}")
+        check_rules(value, key)
 
 
 def require(cond: bool, msg: str) -> None:
@@ -326,32 +431,25 @@ def require(cond: bool, msg: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that types alone cannot express (the pipeline's sections are checked by its builder)."""
-    require(cfg.actor.num_actors >= 1, "actor.num_actors must be >= 1")
-    require(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
-    require(cfg.actor.credits >= 1, "actor.credits must be >= 1")
-    require(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
-    require(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2 (env groups taking turns "
-            f"with inference), not {cfg.actor.pipeline_stages}")
+    """Checks across keys, after every key passed its own rule (check_rules); the pipeline's sections are
+    checked by its builder."""
     require(cfg.env.num_envs % cfg.actor.pipeline_stages == 0,
             f"env.num_envs={cfg.env.num_envs} does not split into actor.pipeline_stages={cfg.actor.pipeline_stages} "
             "equal env groups")
-    require(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
-    require(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
-    require(cfg.runner.keep_checkpoints >= 1, "runner.keep_checkpoints must be >= 1")
-    require(cfg.replay.keep_snapshots >= 1, "replay.keep_snapshots must be >= 1")
-    require(cfg.replay.snapshot_every_s >= 0, "replay.snapshot_every_s must be >= 0 (0 = only on exit)")
+    if cfg.replay.capacity_gb <= 0:  # (a budget in GB: the capacity follows from the spec, checked at registration)
+        require(cfg.replay.capacity >= cfg.replay.min_size,
+                f"replay.capacity={cfg.replay.capacity}: must be >= replay.min_size={cfg.replay.min_size} (the buffer "
+                "must hold what it waits for before the first batch)")
     require(cfg.replay.max_pending_samples >= cfg.replay.prefetch,
-            "replay.max_pending_samples must be >= replay.prefetch (the learner's requests in flight)")
-    require(cfg.actor.resend_buffer_mb >= 0, "actor.resend_buffer_mb must be >= 0")
-    require(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
-    require(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
+            f"replay.max_pending_samples={cfg.replay.max_pending_samples}: must be >= replay.prefetch="
+            f"{cfg.replay.prefetch} (the learner's requests in flight)")
+    require(cfg.actor.heartbeat_s < cfg.replay.heartbeat_timeout_s,
+            f"actor.heartbeat_s={cfg.actor.heartbeat_s}: must be < replay.heartbeat_timeout_s="
+            f"{cfg.replay.heartbeat_timeout_s} (else every actor is dropped as silent)")
     require(cfg.launch.mode != "ssh" or bool(cfg.launch.hosts_file),
             "launch.mode=ssh needs launch.hosts_file=PATH (a YAML file saying how to reach each host)")
-    for i, group in enumerate(cfg.launch.placement.actors):
-        require(group.count >= 1, f"launch.placement.actors[{i}].count must be >= 1")
-    require(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
-    require(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
+    if cfg.network.transport == "ipc":
+        require(not cfg.network.hosts, "network.transport=ipc: must be tcp or auto when roles run on several hosts")
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:

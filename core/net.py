@@ -66,11 +66,56 @@ def assign_ports(cfg: DictConfig) -> None:
             cfg.network.ports[name] = free_tcp_port()
 
 
+IPC_PATH_MAX = 100  # AF_UNIX socket paths hold at most 107 bytes
+
+
+def secure_transport(cfg: DictConfig, log=None) -> None:
+    """Resolve network.transport=auto and make every socket of the run authenticated (called by the launcher
+    before any role starts; the roles read the result from config.yaml):
+
+      * every role on this machine (launch.mode local or tmux) and no Curve asked for: ipc:// sockets in a
+        directory only this user can enter (0700), <run_dir>/sockets, or a fresh /tmp/zarl-* when that path is
+        too long for a socket; no other user can connect, and nothing is encrypted (no cost);
+      * otherwise TCP, with CurveZMQ (per-run keys, made by the launcher) unless security.plain_tcp=true,
+        which gets a warning.
+    """
+    import logging
+    import tempfile
+
+    log = log or logging.getLogger("launcher")
+    net = cfg.network
+    if net.transport == "auto":
+        single_host = cfg.launch.mode in ("local", "tmux") and not net.hosts
+        net.transport = "ipc" if single_host and not cfg.security.curve else "tcp"
+    if net.transport == "ipc":
+        if not net.ipc_dir:
+            directory = Path(cfg.runner.run_dir).resolve() / "sockets"
+            if len(str(directory / "replay_learner.sock")) > IPC_PATH_MAX:
+                directory = Path(tempfile.mkdtemp(prefix="zarl-"))  # 0700 by construction
+            net.ipc_dir = str(directory)
+        directory = Path(net.ipc_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        return
+    if not cfg.security.curve:
+        if cfg.security.plain_tcp:
+            log.warning("security.plain_tcp=true: the run's TCP sockets are not authenticated; any process on a "
+                        "machine that reaches them (any user of this one) can send the services well-formed messages")
+        else:
+            cfg.security.curve = True
+            log.info("TCP sockets: authenticated and encrypted with CurveZMQ (this run's keys)")
+    assign_ports(cfg)
+
+
 def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
     if name not in ENDPOINT_OWNERS:
         raise KeyError(f"unknown endpoint '{name}'; known: {', '.join(ENDPOINT_OWNERS)}")
-    if cfg.network.transport == "ipc":
-        return f"ipc://{Path(cfg.runner.run_dir).resolve() / (name + '.sock')}"
+    if cfg.network.transport == "ipc" or name in (getattr(cfg.network, "ipc_endpoints", None) or []):
+        directory = Path(cfg.network.ipc_dir or Path(cfg.runner.run_dir).resolve() / "sockets")
+        if bind and not directory.is_dir():  # (a host of a run over several: its own run directory's)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        return f"ipc://{directory / (name + '.sock')}"
     port = cfg.network.ports[name]
     owner_host = (cfg.network.hosts or {}).get(ENDPOINT_OWNERS[name], cfg.network.host)
     if bind:
@@ -78,6 +123,12 @@ def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
         host = "0.0.0.0" if cfg.network.hosts else owner_host
         return f"tcp://{host}:{port}"
     return f"tcp://{owner_host}:{port}"
+
+
+def curve_side(cfg: DictConfig, name: str, side: str) -> str:
+    """The Curve side of a socket on endpoint `name`: `side`, or "plain" for an endpoint that the launcher put on
+    an owner-only ipc:// socket within a run that is otherwise TCP with Curve (network.ipc_endpoints)."""
+    return "plain" if name in (getattr(cfg.network, "ipc_endpoints", None) or []) else side
 
 
 def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = 0, linger_ms: int = 0,

@@ -151,7 +151,7 @@ def release(ctx: zmq.Context) -> None:
 def configure_socket(sock: zmq.Socket, side: str | None) -> None:
     """Set a fresh socket's Curve options, if its context is secured. Must run before bind/connect."""
     state = _secured.get(sock.context)
-    if state is None:
+    if state is None or side == "plain":  # plain: an owner-only ipc:// endpoint (core.net.curve_side)
         return
     if side not in SIDES:
         raise SecurityError("this process runs with security.curve=true, so every socket must say whether it is "

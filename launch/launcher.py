@@ -17,8 +17,11 @@ Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeou
 from __future__ import annotations
 
 import datetime
+import difflib
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +32,7 @@ from omegaconf import DictConfig
 from core import security
 from core.config import ConfigError, save_config
 from core.log import get_logger
-from core.net import assign_ports
+from core.net import secure_transport
 from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
@@ -40,15 +43,45 @@ from wire import shared_memory
 log = get_logger("launcher")
 
 
+def check_env_ids(cfg: DictConfig) -> None:
+    """The run's environment ids are registered (the project's envs and the config's `imports` imported)."""
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the project's ids)
+
+    for key, env_id in (("env.id", cfg.env.id), ("eval_env.id", (cfg.eval_env or {}).get("id"))):
+        if env_id is None:
+            continue
+        if str(env_id) not in gymnasium.registry:
+            close = difflib.get_close_matches(str(env_id), list(gymnasium.registry), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key}={env_id}: must be a registered gymnasium environment id{hint}")
+
+
+def make_run_dir(path: str) -> Path:
+    """Create the run directory (or use an existing one); ConfigError unless it is a writable directory."""
+    run_dir = Path(path).expanduser().resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"runner.run_dir={path}: must be a directory (it is an existing file)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):  # writable? (a read-only file system says so only here)
+            pass
+    except OSError as e:
+        raise ConfigError(f"runner.run_dir={path}: must be a writable directory ({e.strerror or e})") from None
+    return run_dir
+
+
 def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
     cfg = load_config(preset, overrides)  # with the sections of the run's pipeline
+    check_env_ids(cfg)
     if not cfg.runner.run_dir:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.runner.run_dir = str(Path("runs") / f"{cfg.name}-{stamp}")
-    run_dir = Path(cfg.runner.run_dir).resolve()
+    run_dir = make_run_dir(cfg.runner.run_dir)
     cfg.runner.run_dir = str(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    assign_ports(cfg)
+    secure_transport(cfg, log)  # ipc in an owner-only directory, or TCP with CurveZMQ (unless plain_tcp)
+    ensure_run_keys(cfg)
     cfg.runner.run_id = uuid.uuid4().hex[:12]  # new for every launch, resumed or not (see RunnerConfig.run_id)
     save_config(cfg, run_dir / "config.yaml")
     return cfg
@@ -189,6 +222,8 @@ class Launcher:
         self._shutdown(reason)
         self.after_stop()
         shared_memory.remove_segments(cfg.runner.run_id)  # what processes killed on the way out left in /dev/shm
+        if cfg.network.transport == "ipc" and not Path(cfg.network.ipc_dir).is_relative_to(self.run_dir):
+            shutil.rmtree(cfg.network.ipc_dir, ignore_errors=True)  # a /tmp/zarl-* made for a long run_dir
         shutdown_s = time.time() - stop_started
         log.info(f"every process stopped {shutdown_s:.1f} s after the stop ({reason})")
         for s, h in previous.items():

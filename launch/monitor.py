@@ -230,6 +230,11 @@ class Monitor:
             "num_actors": int(self.cfg.actor.num_actors),
             "exit_codes": exit_codes,
             "rejected_stats_messages": self.rejects.total,
+            # Each role's last counters and rejected messages by reason (the replay service's session counters:
+            # refused_seq, name_taken, impostor_messages, ...), as it last reported them.
+            "counters": {sender: dict(c) for sender, c in self.counters.items()},
+            "rejected": {sender: dict(r.get("rejected") or {}) for sender, r in self.reports.items()
+                         if r.get("rejected")},
         }
         return out
 

@@ -46,6 +46,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from core.config import ConfigError
+from core.net import IPC_PATH_MAX
 from core.log import get_logger
 from core.security import keys_dir
 from launch import placement
@@ -207,9 +208,23 @@ class SSHLauncher(Launcher):
         hosts = placement.service_addresses(processes, lambda name: self.hosts[name].host, launcher_address)
         placement.check_addresses(cfg, hosts)
         cfg.network.hosts = hosts
+        self._same_host_endpoints(processes)
         placement.write_actor_devices(cfg, processes)
         log.info(f"placement: {placement.describe(processes)}")
         return processes
+
+    def _same_host_endpoints(self, processes: list[ProcessPlacement]) -> None:
+        """The learner's batches are the run's heaviest traffic (GB/s): when the learner shares the replay
+        service's host, they go over an owner-only ipc:// socket there instead of TCP with Curve, which
+        encrypts every byte."""
+        cfg = self.cfg
+        service_hosts = {p.host for p in processes if p.role in ("replay", "learner")}
+        if cfg.network.transport != "tcp" or len(service_hosts) != 1:
+            return
+        host = service_hosts.pop()
+        run_dir = self.hosts[host].run_dir(self.run_dir) if host else str(self.run_dir)
+        if len(str(Path(run_dir) / "sockets" / "replay_learner.sock")) <= IPC_PATH_MAX:
+            cfg.network.ipc_endpoints = ["replay_learner"]
 
     def _remote_hosts(self) -> dict[str, bool]:
         """Host name -> whether a service (replay, learner) runs there, for every host used over SSH."""

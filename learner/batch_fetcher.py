@@ -40,9 +40,9 @@ def to_device(batch, device: torch.device):
 
 class BatchFetcher:
     def __init__(self, ctx: zmq.Context, address: str, batch_size: int, prefetch: int, device: torch.device,
-                 sender: str = "learner"):
+                 sender: str = "learner", curve: str = "client"):
         self.address, self.batch_size, self.prefetch, self.device = address, batch_size, prefetch, device
-        self.ctx, self.sender = ctx, sender
+        self.ctx, self.sender, self.curve = ctx, sender, curve
         # Holds at most `prefetch` batches (the fetcher stops receiving at that), with up to `prefetch` more requested.
         self.queue: queue.Queue = queue.Queue()
         self._room = threading.Event()  # set by get() when the learner has taken half of the queue
@@ -75,7 +75,7 @@ class BatchFetcher:
             self.error = e
 
     def _loop(self) -> None:
-        sock = make_socket(self.ctx, zmq.DEALER, curve="client")
+        sock = make_socket(self.ctx, zmq.DEALER, curve=self.curve)
         sock.connect(self.address)
         in_flight, seq = 0, 0
         last_request = 0.0

@@ -4,11 +4,21 @@ replay service and the launcher read a run's config without importing the networ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
+
+from core import rules as R
 
 
 @dataclass
 class SACConfig:
+    RULES: ClassVar[dict] = {
+        "batch_size": R.count(1, 2**20), "gamma": R.fraction(), "tau": R.fraction(lo_open=True),
+        "actor_lr": R.LEARNING_RATE, "critic_lr": R.LEARNING_RATE, "temperature_lr": R.LEARNING_RATE,
+        "num_q": R.count(1, 64), "num_min_q": R.count(1, 64), "critic_actor_ratio": R.count(1, 1000),
+        "actor_q": R.OneOf(("mean", "min")), "init_temperature": R.positive(1e6),
+        "target_entropy": R.Range(-1e6, 1e6, optional=True), "max_grad_norm": R.at_least(0, 1e9),
+        "augment_pad": R.count(0, 64)}
+
     batch_size: int = 256
     gamma: float = 0.99
     tau: float = 0.005  # Polyak averaging rate of the target networks
@@ -37,6 +47,11 @@ class SACConfig:
 class ClippedUpdateConfig:
     """The settings PPO and GRPO share: `epochs` passes of minibatches of the clipped surrogate (learner/ppo.py)."""
 
+    RULES: ClassVar[dict] = {
+        "clip": R.fraction(lo_open=True, hi_open=True), "epochs": R.count(1, 10_000), "minibatch_size": R.count(1, 2**24),
+        "lr": R.LEARNING_RATE, "lr_schedule": R.OneOf(("constant", "linear")), "weight_decay": R.at_least(0, 10),
+        "max_grad_norm": R.at_least(0, 1e9), "entropy_coef": R.at_least(0, 100)}
+
     clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
     epochs: int = 8
     minibatch_size: int = 256
@@ -49,6 +64,11 @@ class ClippedUpdateConfig:
 
 @dataclass
 class PPOConfig(ClippedUpdateConfig):
+    RULES: ClassVar[dict] = {
+        **ClippedUpdateConfig.RULES, "rollout_len": R.count(1, 10**7), "gamma": R.fraction(), "gae_lambda": R.fraction(),
+        "value_clip": R.at_least(0, 1e9), "huber_delta": R.positive(1e9), "value_coef": R.at_least(0, 1e6),
+        "value_batch": R.count(1, 2**24)}
+
     rollout_len: int = 200  # env steps per env per rollout
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -61,6 +81,8 @@ class PPOConfig(ClippedUpdateConfig):
 
 @dataclass
 class GRPOConfig(ClippedUpdateConfig):
+    RULES: ClassVar[dict] = {**ClippedUpdateConfig.RULES, "group_size": R.count(2, 65_536), "score": R.OneOf(("return", "success"))}
+
     group_size: int = 8  # each reset state is repeated this many times
     score: str = "return"  # what ranks the members of a group: "return" | "success" (succeeded at any step)
     epochs: int = 4

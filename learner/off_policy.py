@@ -19,7 +19,7 @@ from core import seeding
 from core.atomic_dir import CorruptError
 from core.config import RunConfig
 from core.devices import prepare_learner_device
-from core.net import endpoint
+from core.net import curve_side, endpoint
 from core.roles import Learner
 from envs import env_spaces
 from learner.batch_fetcher import BatchFetcher
@@ -59,7 +59,8 @@ class OffPolicyLearner(Learner):
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
         self.publisher.policy_version = resumed_version
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
-                                    cfg.replay.prefetch, self.device).start()
+                                    cfg.replay.prefetch, self.device,
+                                    curve=curve_side(cfg, "replay_learner", "client")).start()
 
     def weights(self) -> dict[str, np.ndarray]:
         # A copy: the optimiser changes parameters in place while ZeroMQ may still be sending the buffers.

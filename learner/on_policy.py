@@ -19,7 +19,7 @@ import zmq
 from core import seeding, tree
 from core.config import RunConfig
 from core.devices import prepare_learner_device
-from core.net import endpoint, make_socket
+from core.net import curve_side, endpoint, make_socket
 from core.roles import Learner
 from envs import env_spaces
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -49,7 +49,7 @@ class OnPolicyLearner(Learner):
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
         if cfg.runner.resume:
             self._resume()
-        self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve="client")
+        self.replay = make_socket(self.rt.ctx, zmq.DEALER, curve=curve_side(cfg, "replay_learner", "client"))
         self.replay.connect(endpoint(cfg, "replay_learner", bind=False))
         self.wait_s = 0.0  # time spent waiting for the last rollout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from core.config import require
 from core.roles import Builder
 from learner.configs import SACConfig
 from policies.config import PolicyConfig
@@ -12,6 +13,17 @@ from policies.config import PolicyConfig
 class SACBuilder(Builder):
     config_sections = {"sac": SACConfig, "policy": PolicyConfig}
     services_resume = True  # the buffer resumes from its snapshot, the learner from its checkpoint
+
+    def validate(self, cfg) -> None:
+        sac, replay = cfg.sac, cfg.replay
+        require(replay.min_size >= sac.batch_size,
+                f"replay.min_size={replay.min_size}: must be >= sac.batch_size={sac.batch_size} (capacity >= min_size "
+                ">= batch_size > 0)")
+        require(sac.batch_size <= replay.max_batch_size,
+                f"sac.batch_size={sac.batch_size}: must be <= replay.max_batch_size={replay.max_batch_size}")
+        require(sac.num_min_q <= sac.num_q, f"sac.num_min_q={sac.num_min_q}: must be <= sac.num_q={sac.num_q}")
+        require(cfg.policy.log_std_min < cfg.policy.log_std_max,
+                f"policy.log_std_min={cfg.policy.log_std_min}: must be < policy.log_std_max={cfg.policy.log_std_max}")
 
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from policies.sac_agent import SACPolicy

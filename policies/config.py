@@ -3,11 +3,18 @@ any process can read a run's config without importing the networks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
+
+from core import rules as R
 
 
 @dataclass
 class EncoderConfig:
+    RULES: ClassVar[dict] = {
+        "type": R.OneOf(("state", "resnet10")), "pretrained": R.OneOf(("none", "file", "efficientnet_lite0")),
+        "num_spatial_kernels": R.count(1, 4096), "image_feature_dim": R.count(1, 2**20), "proprio_dim": R.count(0, 2**20),
+        "dropout": R.fraction(hi_open=True)}
+
     type: str = "state"  # "state" (flatten vector observations) | "resnet10" (cameras + proprio; backbone: `pretrained`)
     cameras: list = field(default_factory=lambda: ["front", "wrist"])  # observation keys of the camera images
     # "file": local pretrained ResNet-10 weights (.safetensors/.pt/.bin); "efficientnet_lite0": optional local copy
@@ -27,6 +34,10 @@ class EncoderConfig:
 
 @dataclass
 class PolicyConfig:
+    RULES: ClassVar[dict] = {
+        "hidden": R.IntList(1, 2**20), "activation": R.OneOf(("tanh", "relu", "elu")),
+        "log_std_min": R.Range(-100, 100), "log_std_max": R.Range(-100, 100)}
+
     hidden: list = field(default_factory=lambda: [256, 256])
     activation: str = "tanh"  # "tanh" (with layer_norm, as RLinf/SERL heads) | "relu" | "elu"
     layer_norm: bool = True

@@ -20,7 +20,7 @@ from wire import protocol
 from wire.protocol import Kind
 from wire.runtime import RoleRuntime
 from wire.schema import Spec
-from wire.session import ActorSession, Reply, ServiceSession
+from wire.session import ActorSession, Reply, ServiceSession, seq_window
 
 ACTOR_KINDS = {Kind.REGISTER, Kind.CHUNK, Kind.HEARTBEAT, Kind.BYE}
 
@@ -40,6 +40,7 @@ class ActorPort:
                  policy_version: Callable[[], int] = lambda: 0):
         """`policy_version()`: what replies carry in their header (the on-policy store's version)."""
         self.rt, self.log, self.session, self.store, self.policy_version = rt, rt.log, session, store, policy_version
+        self.credits, self.resend_buffer_bytes = int(cfg.actor.credits), float(cfg.actor.resend_buffer_mb) * 1e6
         # Bounded queues: ZeroMQ's default high-water mark (1000 messages per peer), and a size cap per message
         # so that no peer can make this process buffer more than that before a message is even checked.
         self.sock = make_socket(rt.ctx, zmq.ROUTER, hwm=0, curve="server")
@@ -64,10 +65,19 @@ class ActorPort:
             self._register(route, msg)
             return
         actor = self.session.seen(msg.sender, route, time.time())
+        if actor is None:  # another connection's live session holds this name: dropped, unanswered
+            self.rt.rejects.reject(protocol.ProtocolError(
+                "impostor", f"a {msg.kind} under a name that another live connection holds"), msg.sender)
+            return
         if isinstance(actor, Reply):  # dropped as silent, never seen, or this service restarted
             self.send([actor])
             return
         if msg.kind == Kind.CHUNK:
+            refused = self.session.out_of_window(actor, msg.seq)
+            if refused:
+                self.rt.rejects.reject(protocol.ProtocolError("seq_window", refused.meta["reason"]), msg.sender)
+                self.send([refused])
+                return
             duplicate = self.session.duplicate(actor, msg.seq)
             self.send([duplicate] if duplicate else self.store.on_chunk(actor, msg))
         elif msg.kind == Kind.BYE:
@@ -90,7 +100,16 @@ class ActorPort:
         if problem:
             self._refuse(route, msg.sender, "bad_spec", problem)
             return
-        registration = self.session.register(msg.sender, route, time.time())
+        try:
+            step_bytes = spec.obs_bytes() + spec.action_bytes()  # a chunk holds at least one step
+        except (TypeError, ValueError):  # a dtype numpy does not know: the store refuses its chunks anyway
+            step_bytes = 1
+        registration = self.session.register(msg.sender, route, time.time(),
+                                             window=seq_window(self.credits, self.resend_buffer_bytes, step_bytes))
+        if registration.busy:
+            self.rt.rejects.reject(protocol.ProtocolError("name_taken", registration.reply.meta["busy"]), msg.sender)
+            self.send([registration.reply])
+            return
         if registration.actor is None:
             self._refuse(route, msg.sender, "too_many_actors", registration.reply.meta["refused"])
             return

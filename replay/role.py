@@ -15,7 +15,7 @@ import time
 import zmq
 
 from core.config import RunConfig
-from core.net import endpoint, make_socket
+from core.net import curve_side, endpoint, make_socket
 from core.roles import ReplayService
 from replay.actor_port import ActorPort
 from wire import protocol
@@ -24,6 +24,12 @@ from wire.runtime import RoleRuntime
 from wire.session import ServiceSession
 
 LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
+
+
+def live_s(cfg) -> float:
+    """How long an actor's session holds its name after its last message: five heartbeats (at least 1 s), so
+    that a replacement of a killed actor registers within seconds, and no other connection in between."""
+    return min(cfg.replay.heartbeat_timeout_s, max(1.0, 5 * cfg.actor.heartbeat_s))
 
 
 class ReplayRole(ReplayService):
@@ -35,9 +41,10 @@ class ReplayRole(ReplayService):
         self.log = self.rt.log
         self.sessions = ServiceSession(credits=cfg.actor.credits, max_actors=cfg.replay.max_actors,
                                        heartbeat_timeout_s=cfg.replay.heartbeat_timeout_s, snapshots=snapshots,
-                                       can_grant=can_grant)
+                                       can_grant=can_grant, live_s=live_s(cfg))
         self.actors = ActorPort(self.rt, cfg, self.sessions, self, policy_version=policy_version)
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
+        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0,
+                                        curve=curve_side(cfg, "replay_learner", "server"))
         self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
 

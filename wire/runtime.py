@@ -13,6 +13,7 @@ from core import security
 from core.log import get_logger
 from core.net import endpoint, make_socket
 from wire import protocol
+from wire.session import saturate
 
 
 class RoleRuntime:
@@ -70,7 +71,10 @@ class RoleRuntime:
     def report(self, counters: dict | None = None, scalars: dict | None = None, episodes: list | None = None,
                **extra) -> None:
         """Push one stats message; if the monitor is not keeping up, drop it and count the drop."""
-        meta = {"role": self.role, "pid": os.getpid(), "time": time.time(), "counters": counters or {},
+        # Counters saturate within what the wire carries (msgpack ints < 2**64): no count can make a report
+        # unserialisable (wire/session.py's rules).
+        counters = {k: saturate(v) if type(v) is int else v for k, v in (counters or {}).items()}
+        meta = {"role": self.role, "pid": os.getpid(), "time": time.time(), "counters": counters,
                 "scalars": scalars or {}, "episodes": episodes or [], "rejected": dict(self.rejects.counts), **extra}
         self.stats_seq += 1
         try:

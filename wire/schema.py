@@ -67,6 +67,9 @@ class Spec:
     def obs_bytes(self) -> int:
         return sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in self.obs.values())
 
+    def action_bytes(self) -> int:
+        return int(np.prod(self.action[0])) * np.dtype(self.action[1]).itemsize
+
 
 def _space_tree(space):
     import gymnasium as gym

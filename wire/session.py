@@ -6,9 +6,11 @@ the store behind the service differs. Messages (wire/protocol.py kinds)::
     actor                                   replay role
     REGISTER {spec, pid, device, shm?}  ->  CREDIT {registered, credits, last_seq, durable_seq, shm?, shm_problem?}
                                         <-  CREDIT {refused: why}                  (spec differs, too many actors)
+                                        <-  CREDIT {busy: why}                     (the name is held by a live session)
     CHUNK #seq {policy_version, ...}    ->  CREDIT {credits: 1, last_seq, durable_seq, outcome?, rejected_seq?}
     HEARTBEAT                           ->  (nothing)
     anything from an unknown actor      ->  CREDIT {reregister}
+    anything under a live name from another connection  ->  (nothing: counted as an impostor message)
     BYE {reason}                        ->
 
 Every reply is a CREDIT message with this one vocabulary:
@@ -20,13 +22,27 @@ Every reply is a CREDIT message with this one vocabulary:
                   snapshots): the actor may drop those from its resend buffer
     registered    the reply to a registration; reregister: the service does not know the sender
                   (it restarted, or dropped a silent actor); refused: registration refused, and why
-    rejected_seq  the chunk of that number was malformed and is not stored
+    rejected_seq  the chunk of that number was malformed (or its number out of the window) and is not stored
     outcome       what the store did with the chunk: accepted, stale, duplicate (on-policy parts)
+    window        (registration reply) how far past last_seq this actor's sequence numbers may jump
+    busy          registration refused for now: another connection holds the name and is alive; retry
 
 Exactly once: chunks carry (actor name, sequence number); the service files each number once (a
 duplicate is acknowledged, not stored) and counts skipped numbers as lost. The numbers survive an
 actor's restart (the registration reply says where its predecessor stopped) and the service's restart
 (`ServiceSession.state` goes into the replay snapshot).
+
+Rules for every message, whatever the transport (a local process that can reach the socket may send
+well-formed messages under any name):
+  * A name held by a live session (a message from its connection within `live_s`) belongs to that
+    connection (the ROUTER routing id): another connection's registration under it is refused as `busy`
+    (`name_taken`), and its chunks, heartbeats and goodbyes are dropped unanswered (`impostor_messages`).
+    A replacement process registers once its predecessor has been silent for `live_s`.
+  * A chunk's sequence number must lie within the actor's window: at most MAX_SEQ (2**53, exact in a
+    float64 and far below what the wire carries), and at most `window` past the last one the service
+    holds (the actor's credits plus what its resend buffer can hold). Anything else is refused and
+    counted (`refused_seq`), never believed: it moves no sequence and counts nothing as lost.
+  * Every counter reported saturates at MAX_COUNTER (2**63 - 1), within msgpack's int range.
 
 `ClientSession` is the actor's end, `ServiceSession` the service's; both take what arrived and return
 what to send, and neither touches a socket (actors/replay_writer.py and replay/actor_port.py do).
@@ -43,6 +59,22 @@ from wire.shared_memory import SlotWriter
 
 REGISTER_RETRY_S = 2.0  # an unregistered actor registers again this often
 REREGISTER_REPLIES_S = 1.0  # the replies to messages sent while unknown ask once: register once within this
+BUSY_RETRY_S = 0.5  # a registration refused as busy (the name's holder is alive) is tried again after this
+MAX_SEQ = 2**53  # no sequence number above this is accepted (exact in float64; the wire carries < 2**64)
+MAX_WINDOW = 2**40  # the largest jump past last_seq any actor is allowed, whatever its resend buffer
+MAX_COUNTER = 2**63 - 1  # reported counters saturate here (msgpack ints: < 2**64)
+
+
+def saturate(n: int) -> int:
+    """A counter as reported: never beyond what the wire format carries."""
+    return max(-MAX_COUNTER - 1, min(int(n), MAX_COUNTER))
+
+
+def seq_window(credits: int, resend_buffer_bytes: float, min_chunk_bytes: int) -> int:
+    """How far an actor's next sequence number may lie past the last one the service holds: its chunks in
+    flight (credits) plus what its resend buffer can hold (in chunks of at least `min_chunk_bytes`)."""
+    held = int(resend_buffer_bytes // max(1, int(min_chunk_bytes))) + 1
+    return max(1, min(MAX_WINDOW, int(credits) + held))
 
 
 class SessionRefused(RuntimeError):
@@ -106,6 +138,8 @@ class ClientSession:
         self.slots_confirmed: bool | None = None  # whether the service reads our slots (None: not told yet)
         self.shm_problem = ""  # why it does not, as it said
         self.outcomes: collections.Counter = collections.Counter()  # the store's outcomes, rejections included
+        self.busy_replies = 0  # registrations refused because another live connection held our name
+        self.renumbered = 0  # sequence numbers skipped down after a service restart (see _on_registered)
         self.last_register = self.last_heartbeat = float("-inf")
 
     # -- what to send ------------------------------------------------------------------------------
@@ -171,6 +205,13 @@ class ClientSession:
         SessionRefused, and KeyError/TypeError/ValueError for a malformed reply."""
         if meta.get("refused"):
             raise SessionRefused(f"the replay role refused {self.name}: {meta['refused']}")
+        if meta.get("busy"):
+            # Our name is held by a connection that is still alive (a predecessor not yet timed out): try
+            # again soon rather than every REGISTER_RETRY_S.
+            self.registered, self.credits = False, 0
+            self.last_register = min(self.last_register, now - REGISTER_RETRY_S + BUSY_RETRY_S)
+            self.busy_replies += 1
+            return []
         if meta.get("reregister"):
             # One reply per message sent while the service did not know us: register once, not once each.
             if self.registered or now - self.last_register > REREGISTER_REPLIES_S:
@@ -202,12 +243,32 @@ class ClientSession:
         self.seq = max(self.seq, stored)
         self.stored_seq, self.durable_seq = stored, min(int(meta["durable_seq"]), stored)
         self._release()
+        self._fit_window(stored, int(meta.get("window", MAX_WINDOW)))
         if self.slots is not None:
             self.slots_confirmed = meta.get("shm") is True
             self.shm_problem = "" if self.slots_confirmed else str(meta.get("shm_problem",
                                                                             "the service did not confirm"))
             self.slots.release_through(stored)
         return [self._chunk(seq, kept, resend=True) for seq, kept in self.resend_buffer.items() if seq > stored]
+
+    def _fit_window(self, stored: int, window: int) -> None:
+        """Keep the next numbers within the service's window. A service restarted from an older snapshot may
+        hold far fewer chunks than we sent, and our resend buffer may have released (over its bound) chunks
+        it had stored: the numbers of those are lost with them. The chunks we still keep, and the ones to
+        come, are then numbered on from `stored` (the service holds nothing past it, so no number is
+        reused for different data it has)."""
+        first = next(iter(self.resend_buffer), self.seq + 1)
+        shift = first - stored - 1
+        if shift <= max(0, window // 2):
+            return
+        kept = list(self.resend_buffer.items())
+        self.resend_buffer.clear()
+        for seq, item in kept:
+            self.resend_buffer[seq - shift] = item
+        self.seq -= shift
+        self.renumbered += shift
+        if self.slots is not None:
+            self.slots.release_through(MAX_COUNTER)  # slots stamped with the old numbers: the service reads none
 
     def _on_acks(self, stored: int, durable: int) -> None:
         self.stored_seq = max(self.stored_seq, stored)
@@ -250,6 +311,7 @@ class ActorSession:
     lost: int = 0  # sequence numbers skipped: chunks that never arrived
     waiting_since: float | None = None  # since when it has been owed a credit
     connected: bool = True
+    window: int = MAX_WINDOW  # how far a chunk's number may lie past last_seq (seq_window)
 
 
 @dataclasses.dataclass
@@ -257,6 +319,7 @@ class Registration:
     reply: Reply
     actor: ActorSession | None  # None: refused
     rejoined: bool = False  # the name was known (a reconnect, or a replacement process)
+    busy: bool = False  # refused for now: another live connection holds the name
     forgotten: list = dataclasses.field(default_factory=list)  # departed names forgotten to make room
 
 
@@ -269,13 +332,19 @@ class ServiceSession:
     """
 
     def __init__(self, *, credits: int, max_actors: int, heartbeat_timeout_s: float, snapshots: bool,
-                 can_grant: Callable[[], bool] = lambda: True):
+                 can_grant: Callable[[], bool] = lambda: True, live_s: float | None = None):
+        """`live_s`: a session heard from within this long holds its name against other connections
+        (default: the heartbeat time-out)."""
         self.credits, self.max_actors, self.heartbeat_timeout_s = int(credits), int(max_actors), heartbeat_timeout_s
+        self.live_s = heartbeat_timeout_s if live_s is None else min(float(live_s), heartbeat_timeout_s)
         self.snapshots, self.can_grant = snapshots, can_grant
         self.actors: dict[str, ActorSession] = {}
         self.duplicates = 0
         self.lost_chunks = 0
         self.rejected_chunks = 0
+        self.refused_seq = 0  # chunks whose number lay outside the window (or above MAX_SEQ)
+        self.name_taken = 0  # registrations under a name a live session of another connection holds
+        self.impostor_messages = 0  # other messages under such a name from another connection
 
     def connected(self) -> dict[str, ActorSession]:
         return {name: a for name, a in self.actors.items() if a.connected}
@@ -289,20 +358,30 @@ class ServiceSession:
         return Reply(route, {"credits": 0, "refused": why})
 
     # -- membership --------------------------------------------------------------------------------
-    def register(self, name: str, route: list, now: float) -> Registration:
-        """A registration whose spec the service accepted: admit (within max_actors) and grant credits."""
+    def holds(self, actor: ActorSession | None, route: list, now: float) -> bool:
+        """Whether a live session of another connection than `route` holds this name."""
+        return (actor is not None and actor.connected and actor.route != route
+                and now - actor.last_seen <= self.live_s)
+
+    def register(self, name: str, route: list, now: float, window: int = MAX_WINDOW) -> Registration:
+        """A registration whose spec the service accepted: admit (within max_actors, and unless another live
+        connection holds the name) and grant credits. `window`: see seq_window."""
         previous = self.actors.get(name)
+        if self.holds(previous, route, now):
+            self.name_taken += 1
+            why = f"'{name}' is held by a live session of another connection"
+            return Registration(Reply(route, {"credits": 0, "busy": why}), None, busy=True)
         connected = len(self.connected())
         if (previous is None or not previous.connected) and connected >= self.max_actors:
             return Registration(self.refusal(route, f"{connected} actors are connected "
                                                     f"(replay.max_actors={self.max_actors})"), None)
-        actor = ActorSession(route=route, last_seen=now)
+        actor = ActorSession(route=route, last_seen=now, window=max(1, min(int(window), MAX_WINDOW)))
         if previous is not None:
             actor.last_seq, actor.durable_seq = previous.last_seq, previous.durable_seq
             actor.chunks, actor.lost = previous.chunks, previous.lost
         self.actors[name] = actor
         forgotten = self._forget_departed()
-        reply = Reply(route, {"credits": self.credits, "registered": True, **self.acks(actor)})
+        reply = Reply(route, {"credits": self.credits, "registered": True, **self.acks(actor), "window": actor.window})
         return Registration(reply, actor, rejoined=previous is not None, forgotten=forgotten)
 
     def _forget_departed(self) -> list[str]:
@@ -313,12 +392,17 @@ class ServiceSession:
             del self.actors[name]
         return forgotten
 
-    def seen(self, name: str, route: list, now: float) -> ActorSession | Reply:
-        """A message other than a registration: the sender's session, or the reply asking it to register."""
+    def seen(self, name: str, route: list, now: float) -> ActorSession | Reply | None:
+        """A message other than a registration: the sender's session, the reply asking it to register, or
+        None: another connection's live session holds the name (the message is dropped, unanswered)."""
         actor = self.actors.get(name)
-        if actor is None or not actor.connected:
+        if self.holds(actor, route, now):
+            self.impostor_messages += 1
+            return None
+        if actor is None or not actor.connected or actor.route != route:
+            # Unknown, gone, or a new connection after the holder fell silent: it must register (take over) first.
             return Reply(route, {"credits": 0, "reregister": True})
-        actor.route, actor.last_seen = route, now
+        actor.last_seen = now
         return actor
 
     def leave(self, name: str) -> None:
@@ -334,6 +418,16 @@ class ServiceSession:
         return silent
 
     # -- chunks ------------------------------------------------------------------------------------
+    def out_of_window(self, actor: ActorSession, seq: int) -> Reply | None:
+        """The refusal of a chunk whose number is not believable (above MAX_SEQ, or more than the actor's window
+        past its last one), or None. A refusal moves nothing; the credit comes back."""
+        if 0 < seq <= MAX_SEQ and seq - actor.last_seq <= actor.window:
+            return None
+        self.refused_seq += 1
+        return Reply(actor.route, {"credits": 1, **self.acks(actor), "rejected_seq": seq,
+                                   "reason": f"sequence number {seq} is outside the window "
+                                             f"(#{actor.last_seq} + {actor.window}, at most 2**53)"})
+
     def duplicate(self, actor: ActorSession, seq: int) -> Reply | None:
         """The acknowledgement of a chunk already filed (a resend after a reconnect), or None for a new one."""
         if seq > actor.last_seq:
@@ -374,17 +468,23 @@ class ServiceSession:
     # -- snapshots ---------------------------------------------------------------------------------
     def counters(self) -> dict:
         """The session's counters, as the replay role reports them."""
-        return {"duplicates": self.duplicates, "lost_chunks": self.lost_chunks, "rejected_chunks": self.rejected_chunks}
+        return {name: saturate(n) for name, n in (
+            ("duplicates", self.duplicates), ("lost_chunks", self.lost_chunks),
+            ("rejected_chunks", self.rejected_chunks), ("refused_seq", self.refused_seq),
+            ("name_taken", self.name_taken), ("impostor_messages", self.impostor_messages))}
 
     def state(self) -> dict:
         """What a snapshot keeps: the counters and, per actor, the last chunk filed."""
-        return {**self.counters(), "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
+        return {**self.counters(), "actors": {n: {"last_seq": a.last_seq, "chunks": saturate(a.chunks),
+                                                  "lost": saturate(a.lost)}
                                               for n, a in self.actors.items()}}
 
     def load_state(self, state: dict, now: float) -> None:
         """Restore from a snapshot's state: every actor departed, durable through its snapshotted last chunk."""
         self.duplicates, self.lost_chunks = int(state["duplicates"]), int(state["lost_chunks"])
         self.rejected_chunks = int(state["rejected_chunks"])
+        for name in ("refused_seq", "name_taken", "impostor_messages"):
+            setattr(self, name, int(state.get(name, 0)))
         for name, saved in state["actors"].items():
             seq = int(saved["last_seq"])
             self.actors[name] = ActorSession(route=[], last_seen=now, last_seq=seq, durable_seq=seq,

@@ -45,6 +45,9 @@ def test_ssh_run_across_two_hosts_with_curve(ssh_hosts, tmp_path):
     assert "b/actor-1 | " in output and "a/replay | " in output
     config = (run_dir / "config.yaml").read_text()
     assert "replay: 10.77.0.1" in config and "launcher: 10.77.0.1" in config
+    # Replay and learner share host a: the batches go over an owner-only ipc socket there, not TCP with Curve.
+    assert "ipc_endpoints:\n  - replay_learner" in config and (run_dir / "sockets" / "replay_learner.sock").exists()
+    assert oct((run_dir / "sockets").stat().st_mode & 0o777) == "0o700"
     b_run = tmp_path / "b_runs" / "run"
     assert f"run_dir: {b_run}" in (b_run / "config.yaml").read_text()
     # b runs only clients: it got the server's public key and its client pair, never the server's secret.

@@ -13,7 +13,7 @@ from reliability_helpers import (PENDULUM_SPEC, HandActor, counters, frames_of, 
                                  pendulum_chunk, replay_actor, zmtp_garbage)
 
 from actors.weights import WeightsSubscriber
-from core.net import endpoint
+from core.net import ENDPOINT_OWNERS, endpoint
 from envs import make_vector_env
 from policies.sac_agent import SACAgent
 from wire.protocol import Kind
@@ -111,9 +111,17 @@ def test_every_socket_survives_thousands_of_bad_messages(system_factory, figures
         rogue_subscriber.send_multipart([rng.randbytes(rng.randint(0, 100)) for _ in range(rng.randint(1, 3))])
         drain(rogue_subscriber)
     connections = 0
-    for name, port in cfg.network.ports.items():
+    for name in ENDPOINT_OWNERS:  # over the run's transport: ipc (the default on one host) or TCP
+        address = endpoint(cfg, name, bind=False)
         for _ in range(20):
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            if address.startswith("ipc://"):
+                raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                raw.settimeout(2)
+                raw.connect(address[len("ipc://"):])
+            else:
+                host, port = address[len("tcp://"):].rsplit(":", 1)
+                raw = socket.create_connection((host, int(port)), timeout=2)
+            with raw:
                 raw.sendall(zmtp_garbage(rng))
             connections += 1
     fuzz_seconds = time.time() - started
@@ -164,7 +172,7 @@ def test_every_socket_survives_thousands_of_bad_messages(system_factory, figures
         "fuzz: replay log lines about rejections": rejection_log_lines(system, "replay"),
         "fuzz: monitor rejections": system.monitor.rejects.total - monitor_rejected,
         "fuzz: actor weights rejections": counters(system, "actor-0").get("weights_rejected"),
-        "fuzz: raw TCP connections with noise": connections,
+        "fuzz: raw connections with noise (ipc or TCP)": connections,
         "fuzz: seconds for all sockets": round(fuzz_seconds, 1),
         "learner updates skipped (overflowing loss)": counters(system, "learner").get("skipped_updates"),
     })

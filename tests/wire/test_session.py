@@ -6,7 +6,16 @@ import pytest
 
 from wire import shared_memory
 from wire.protocol import Kind
-from wire.session import REGISTER_RETRY_S, ClientSession, ServiceSession, SessionRefused
+from wire.session import (
+    BUSY_RETRY_S,
+    MAX_COUNTER,
+    MAX_SEQ,
+    REGISTER_RETRY_S,
+    ClientSession,
+    ServiceSession,
+    SessionRefused,
+    seq_window,
+)
 
 CREDITS = 2
 
@@ -234,3 +243,97 @@ def test_slots_are_used_once_confirmed_and_freed_by_acknowledgements():
         assert "shm" not in refused.add(big, {}, policy_version=0)[0].meta
     finally:
         writer.close()
+
+
+# -- rules for every message: the sequence window, names held by live sessions, bounded counters -------------
+
+
+def test_sequence_numbers_outside_the_window_are_refused_and_move_nothing():
+    s = service()
+    link = Link(client(), s)
+    reply = link.register()
+    window = reply["window"]
+    link.deliver(link.send()[0])
+    actor = s.seen("actor-0", [b"r"], 0.0)
+    for seq in (2**64 - 1, 2**63, MAX_SEQ + 1, 1 + window + 1):
+        refused = s.out_of_window(actor, seq)
+        assert refused is not None and refused.meta["rejected_seq"] == seq and refused.meta["credits"] == 1
+    assert s.refused_seq == 4 and actor.last_seq == 1 and s.lost_chunks == 0 and actor.lost == 0
+    assert s.out_of_window(actor, 1 + window) is None  # the widest jump an actor may make
+    assert s.out_of_window(actor, 0) is not None  # 0 is never a chunk's number
+    assert s.counters()["refused_seq"] == 5
+
+
+def test_the_window_is_credits_plus_what_the_resend_buffer_holds():
+    assert seq_window(credits=2, resend_buffer_bytes=1000, min_chunk_bytes=100) == 2 + 10 + 1
+    assert seq_window(credits=2, resend_buffer_bytes=0, min_chunk_bytes=100) == 3
+    assert seq_window(credits=2, resend_buffer_bytes=1e30, min_chunk_bytes=1) <= 2**40  # never near 2**53
+    s = service()
+    registration = s.register("actor-0", [b"r"], 0.0, window=7)
+    assert registration.reply.meta["window"] == 7 and s.actors["actor-0"].window == 7
+
+
+def test_a_live_name_cannot_be_taken_over_by_another_connection():
+    s = service()
+    link = Link(client(), s)
+    link.register()
+    link.deliver(link.send()[0])
+    # A second registration, heartbeats, chunks and a goodbye under actor-0's name from another connection.
+    taken = s.register("actor-0", [b"impostor"], 1.0)
+    assert taken.busy and taken.actor is None and "busy" in taken.reply.meta and s.name_taken == 1
+    assert s.seen("actor-0", [b"impostor"], 1.0) is None and s.impostor_messages == 1
+    actor = s.actors["actor-0"]
+    assert actor.route == [b"r"] and actor.connected and actor.last_seq == 1
+    # The real actor goes on undisturbed.
+    link.now = 1.5
+    assert link.deliver(link.send()[0])["last_seq"] == 2
+    assert s.counters()["name_taken"] == 1 and s.counters()["impostor_messages"] == 1
+
+
+def test_a_replacement_takes_the_name_once_its_predecessor_is_silent():
+    s = ServiceSession(credits=CREDITS, max_actors=4, heartbeat_timeout_s=10.0, snapshots=False, live_s=1.0)
+    s.register("actor-0", [b"old"], 0.0)
+    s.filed(s.seen("actor-0", [b"old"], 0.0), 1)
+    assert s.register("actor-0", [b"new"], 0.9).busy  # heard from 0.9 s ago: alive
+    assert s.seen("actor-0", [b"new"], 1.5).meta["reregister"]  # silent 1.5 s: a new connection must register
+    replacement = s.register("actor-0", [b"new"], 1.5)
+    assert not replacement.busy and replacement.rejoined and replacement.reply.meta["last_seq"] == 1
+    assert s.seen("actor-0", [b"old"], 1.6) is None  # now the old connection is the stranger
+
+
+def test_a_client_refused_as_busy_retries_soon():
+    c = client()
+    c.register(0.0)
+    assert c.on_reply({"credits": 0, "busy": "held"}, 0.0) == [] and not c.registered and c.busy_replies == 1
+    assert not any(o.kind == Kind.REGISTER for o in c.poll(BUSY_RETRY_S - 0.1))
+    assert any(o.kind == Kind.REGISTER for o in c.poll(BUSY_RETRY_S + 0.01))
+
+
+def test_a_client_far_ahead_of_a_restarted_service_numbers_on_within_its_window():
+    """The resend buffer released (over its bound) chunks that a snapshot never held: after the service restarts
+    from that snapshot, the chunks kept are numbered on from what it holds instead of jumping past the window."""
+    c = ClientSession("actor-0", {"spec": {}}, resend_buffer_bytes=800, heartbeat_s=1.0)
+    s = service()
+    link = Link(c, s)
+    link.register()
+    for _ in range(20):
+        link.deliver(link.send()[0])  # never durable (no snapshot): only 2 chunks of 400 bytes are kept
+    assert c.released_unsnapshotted > 0 and min(c.resend_buffer) > 10
+    restarted = service()  # restarted from a snapshot that holds nothing of this actor
+    link.s = restarted
+    [out] = [o for o in c.register(1.0)]
+    registration = restarted.register("actor-0", [b"r"], 1.0, window=4)
+    resends = c.on_reply(registration.reply.meta, 1.0)
+    assert [o.seq for o in resends] == [1, 2] and c.seq == 2 and c.renumbered > 0
+    actor = restarted.actors["actor-0"]
+    assert all(restarted.out_of_window(actor, o.seq) is None for o in resends)
+
+
+def test_counters_saturate_within_what_the_wire_carries():
+    s = service()
+    s.lost_chunks = s.duplicates = 2**70
+    counters = s.counters()
+    assert counters["lost_chunks"] == counters["duplicates"] == MAX_COUNTER
+    from wire import protocol
+
+    protocol.encode(Kind.STATS, sender="replay", meta={"counters": counters, "state": s.state()})  # serialisable
