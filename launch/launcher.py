@@ -17,7 +17,9 @@ Ctrl-C or SIGTERM to the launcher stops everything within runner.shutdown_timeou
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -34,10 +36,47 @@ from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
 from launch.placement import ProcessPlacement
+from launch.role import EXIT_CANNOT_RESUME
 from launch.run_config import builder, load_config
 from wire import shared_memory
 
 log = get_logger("launcher")
+
+LOCK_FILE = ".launcher.lock"
+RESERVE_FILE = ".space-reserve"  # room held for summary.json and the metric files' last lines
+RESERVE_BYTES = 2 * 2**20
+MIN_FREE_BYTES = 1 * 2**20  # less free than this under the run directory stops the run (a full disk)
+_held_locks: dict[str, int] = {}  # run directory -> the fd of its lock, held for this process's life
+
+
+class RunDirLocked(ConfigError):
+    """Another launcher owns the run directory (one run per run directory)."""
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Own `run_dir` for this process's life: an exclusive flock on <run_dir>/.launcher.lock (released by the
+    kernel when the process ends, however it ends). Raises RunDirLocked if another process holds it."""
+    key = str(Path(run_dir).resolve())
+    if key in _held_locks:
+        return
+    fd = os.open(Path(key) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirLocked(f"run directory {key} is in use by another launcher (pid {holder}); "
+                           "one run per run directory: wait for it to end or choose another runner.run_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = fd
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Give the run directory up (before handing it to a launcher in another process: tmux launch.wait=false)."""
+    fd = _held_locks.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
@@ -48,6 +87,7 @@ def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
     run_dir = Path(cfg.runner.run_dir).resolve()
     cfg.runner.run_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run_dir)  # before anything in it is written: a second launch leaves the first run's files alone
     assign_ports(cfg)
     cfg.runner.run_id = uuid.uuid4().hex[:12]  # new for every launch, resumed or not (see RunnerConfig.run_id)
     save_config(cfg, run_dir / "config.yaml")
@@ -87,6 +127,8 @@ class Launcher:
         self.restarts: dict[str, int] = {}
         self.exit_codes: dict[str, int | None] = {}
         self._interrupted: str | None = None
+        self._disk_checked = 0.0
+        self._reserve_space()
 
     # -- what a launch mode provides ----------------------------------------------------------------
     def place(self) -> list[ProcessPlacement]:
@@ -130,6 +172,10 @@ class Launcher:
                     return f"{name} exited"
                 continue
             tail = "".join(proc.tail).rstrip()
+            if code == EXIT_CANNOT_RESUME:  # restarting it would only start from scratch, or fail the same way
+                self.exit_codes[name] = code
+                line = next((ln for ln in reversed(tail.splitlines()) if "cannot resume" in ln), tail[-300:])
+                return f"{name} cannot resume: {line.split('cannot resume: ', 1)[-1]}"
             shared_memory.remove_segments(self.cfg.runner.run_id, name, proc.pid)  # a crashed actor's slots
             log.error(f"{name} (pid {proc.pid}) died with exit code {code}; its last output:\n{tail}")
             allowed = self._restarts_allowed(name)
@@ -181,6 +227,8 @@ class Launcher:
                 reason = f"reached {cfg.runner.max_env_steps:,} env steps"
             elif cfg.runner.max_wall_s and time.time() - self.monitor.start > cfg.runner.max_wall_s:
                 reason = f"reached the wall-clock limit of {cfg.runner.max_wall_s:.0f} s"
+            elif self._disk_full():
+                reason, failed = self._disk_full(), True
             else:
                 failure = self._handle_exits()
                 if failure:
@@ -202,6 +250,8 @@ class Launcher:
         summary["placement"] = {n: p.host or "local" for n, p in self.placements.items()}
         if cfg.security.curve:
             summary["refused_connections"] = security.refused_connections(self.ctx)
+        summary["disk_full"] = bool(self._disk_full())
+        self._release_reserve()  # the room kept for summary.json
         self.monitor.close(summary)
         security.release(self.ctx)
         self.ctx.destroy(linger=0)
@@ -212,6 +262,36 @@ class Launcher:
             log.error(f"run failed: {reason}; exit codes {bad}")
             return 1
         return 130 if self._interrupted else 0
+
+    # -- a full disk under the run directory: a clear stop, with room kept for summary.json -------------
+    def _reserve_space(self) -> None:
+        """Hold RESERVE_BYTES under the run directory until the end, so that summary.json can always be written."""
+        path = self.run_dir / RESERVE_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            log.warning(f"cannot reserve {RESERVE_BYTES:,} bytes under {self.run_dir}: {e}")
+
+    def _release_reserve(self) -> None:
+        (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
+
+    def _disk_full(self) -> str | None:
+        """Why the run must stop for want of disk space (a write failed, or less than MIN_FREE_BYTES left), or None."""
+        if self.monitor.disk_full is None and time.time() - self._disk_checked >= 1.0:
+            self._disk_checked = time.time()
+            try:
+                free = shutil.disk_usage(self.run_dir).free
+            except OSError:
+                free = MIN_FREE_BYTES
+            if free < MIN_FREE_BYTES:
+                self.monitor.disk_full = (f"no space left under {self.run_dir} ({free:,} bytes free, "
+                                          f"{MIN_FREE_BYTES:,} needed)")
+        return self.monitor.disk_full
 
     def _shutdown(self, reason: str) -> None:
         """Stop broadcast; a role still alive after its grace period gets SIGTERM, 2 s later SIGKILL.

@@ -34,6 +34,8 @@ class Store(Protocol):
 
     def on_left(self, name: str) -> None: ...
 
+    # Optional: limits_problem(name, spec, meta) -> why the registration's chunk limits are refused, or None.
+
 
 class ActorPort:
     def __init__(self, rt: RoleRuntime, cfg, session: ServiceSession, store: Store,
@@ -89,6 +91,11 @@ class ActorPort:
         problem = self.store.spec_problem(spec)
         if problem:
             self._refuse(route, msg.sender, "bad_spec", problem)
+            return
+        limits_problem = getattr(self.store, "limits_problem", None)
+        problem = limits_problem(msg.sender, spec, msg.meta) if limits_problem else None
+        if problem:
+            self._refuse(route, msg.sender, "bad_limits", problem)
             return
         registration = self.session.register(msg.sender, route, time.time())
         if registration.actor is None:

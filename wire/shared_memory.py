@@ -2,15 +2,16 @@
 
 Over a socket, a 25 MB chunk of camera frames is copied three times on its way into the replay
 buffer: into the kernel, out of the kernel into the receiver's frame, and from the frame into the
-buffer. Through shared memory it is copied twice, once into a slot that both processes map, once
-from the slot into the buffer, and no system call touches the bytes. The ZeroMQ message still goes
+buffer. Through shared memory the sender copies it into a slot of its segment, and the receiver
+reads the slot with preadv (one kernel copy into its own memory, never a mapping of the sender's
+file: a file its sender truncates cannot fault the receiver with SIGBUS). The ZeroMQ message still goes
 over the socket (header, small arrays, flow control, acknowledgements); only the large arrays
 stay behind in the slot and the header says where.
 
     sender (actor)                          receiver (replay service)
     SlotWriter.place(arrays, seq)  ------>  SlotReader.resolve(sender, meta, arrays)
-      copies large arrays into a free slot    maps the segment (once), checks the slot's stamp,
-      returns the small arrays + meta         returns read-only views on the slot
+      copies large arrays into a free slot    opens the segment (once), checks the slot's stamp,
+      returns the small arrays + meta         reads the slot (preadv), returns read-only arrays
     SlotWriter.release_through(last_seq) <--  acknowledgement: everything up to last_seq is stored
 
 The segment is one file in ``/dev/shm`` (``SEGMENT_DIR``), created and removed by the sender::
@@ -30,8 +31,10 @@ Rules that keep it safe:
   registration carries the segment name and a random token written in the segment's header, and
   the receiver answers whether it found that token (``SlotReader.attach``). A receiver on another
   host, or in a container with its own /dev/shm, answers no, and the sender keeps to frames.
-* Names from the network are checked against ``SEGMENT_NAME`` and opened read-only without
-  following links; every offset is checked against the segment's size.
+* Names from the network are checked against ``SEGMENT_NAME`` (the whole name: no trailing newline)
+  and opened read-only as a regular file only (no link, no FIFO or device: O_NOFOLLOW, O_NONBLOCK,
+  fstat), of the size its header states; every offset is checked against the slot's size, and a
+  read that comes up short (the sender truncated the file) rejects the chunk.
 
 (multiprocessing.shared_memory is not used: before Python 3.13 a process that only attaches to a
 segment also registers it with its resource tracker, which then deletes the segment under the
@@ -43,6 +46,7 @@ import mmap
 import os
 import re
 import secrets
+import stat
 import struct
 from pathlib import Path
 
@@ -52,7 +56,7 @@ from wire.protocol import (ALLOWED_DTYPES, ZERO_COPY_MIN_BYTES, ProtocolError, _
                            unflatten_arrays)
 
 SEGMENT_DIR = Path("/dev/shm")
-SEGMENT_NAME = re.compile(r"^zarl-[A-Za-z0-9_.-]{1,160}$")
+SEGMENT_NAME = re.compile(r"zarl-[A-Za-z0-9_.-]{1,160}")  # matched whole (fullmatch): no trailing newline
 MAGIC = b"ZARLSHM1"
 ALIGN = 64  # cache-line alignment of the header, the slots and every array in a slot
 HEADER = struct.Struct("<8s16sQQ")  # magic, token, slots, slot_bytes
@@ -78,7 +82,7 @@ class SlotWriter:
     """The sender's side: a segment of `slots` slots of `slot_bytes` each, and which chunk holds which slot."""
 
     def __init__(self, name: str, slots: int, slot_bytes: int):
-        if not SEGMENT_NAME.match(name):
+        if not SEGMENT_NAME.fullmatch(name):
             raise ValueError(f"shared-memory segment name {name!r} does not match {SEGMENT_NAME.pattern}")
         if slots < 1 or slot_bytes < ALIGN:
             raise ValueError(f"need at least one slot of {ALIGN} bytes, got {slots} of {slot_bytes}")
@@ -160,26 +164,65 @@ class SlotWriter:
 
 
 class _Segment:
+    """A sender's segment as the receiver holds it: an open file descriptor, never a mapping.
+
+    It is opened only as a regular file (O_NOFOLLOW: not a link; O_NONBLOCK: a FIFO or device named as the segment
+    cannot block the open; fstat: nothing but a regular file of a size its header explains), and read with
+    pread/preadv into this process's own memory. A sender that truncates its segment afterwards makes the reads
+    come up short, which rejects the chunk; it cannot fault the receiver (an mmap of a file that shrank kills the
+    process that touches the lost pages with SIGBUS).
+    """
+
+    fd = -1
+
     def __init__(self, name: str):
         path = SEGMENT_DIR / name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("not a regular file")
+            size = st.st_size
             if size < _aligned(HEADER.size) or size > MAX_SEGMENT_BYTES:
                 raise ValueError(f"segment of {size} bytes")
-            self.map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        finally:
+            header = os.pread(fd, HEADER.size, 0)
+            if len(header) != HEADER.size:
+                raise ValueError("segment shorter than its header")
+            magic, self.token, self.slots, self.slot_bytes = HEADER.unpack(header)
+            if magic != MAGIC:
+                raise ValueError("not a zarl segment (bad magic)")
+            if (_aligned(HEADER.size) + self.slots * self.slot_bytes != size or self.slot_bytes % ALIGN
+                    or not self.slot_bytes):
+                raise ValueError(f"header says {self.slots} slots of {self.slot_bytes} bytes in a {size}-byte "
+                                 "segment")
+        except BaseException:
             os.close(fd)
-        magic, self.token, self.slots, self.slot_bytes = HEADER.unpack_from(self.map, 0)
-        if magic != MAGIC:
-            raise ValueError("not a zarl segment (bad magic)")
-        if _aligned(HEADER.size) + self.slots * self.slot_bytes != size or self.slot_bytes % ALIGN:
-            raise ValueError(f"header says {self.slots} slots of {self.slot_bytes} bytes in a {size}-byte segment")
-        self.name, self.size = name, size
-        self.buffer = np.frombuffer(self.map, dtype=np.uint8)
+            raise
+        self.fd, self.name, self.size = fd, name, size
+        self.staging = np.empty(self.slot_bytes, np.uint8)  # one slot's bytes, read out of the segment
 
-    def stamp(self, slot: int) -> int:
-        return STAMP.unpack_from(self.map, _aligned(HEADER.size) + slot * self.slot_bytes)[0]
+    def stamp(self, slot: int) -> int | None:
+        """The slot's stamp; None if the segment no longer holds it (truncated)."""
+        raw = os.pread(self.fd, STAMP.size, _aligned(HEADER.size) + slot * self.slot_bytes)
+        return STAMP.unpack(raw)[0] if len(raw) == STAMP.size else None
+
+    def read(self, slot: int, ranges: list[tuple[int, int]]) -> bool:
+        """Copy byte ranges (offset, nbytes within the slot, ascending, not overlapping) of a slot into `staging`
+        at the same offsets, in one preadv per contiguous run; False if the segment came up short."""
+        base = _aligned(HEADER.size) + slot * self.slot_bytes
+        for offset, nbytes in ranges:
+            if nbytes and os.preadv(self.fd, [memoryview(self.staging[offset: offset + nbytes])],
+                                    base + offset) != nbytes:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self):
+        self.close()
 
 
 class SlotReader:
@@ -188,10 +231,11 @@ class SlotReader:
     def __init__(self):
         self.segments: dict[str, _Segment] = {}
 
-    def attach(self, sender: str, name: object, token: object) -> str | None:
-        """Map `sender`'s segment; returns None if it holds `token`, else why it cannot be used."""
+    def attach(self, sender: str, name: object, token: object, max_slot_bytes: int | None = None) -> str | None:
+        """Open `sender`'s segment; returns None if it holds `token` (and its slots are no larger than
+        `max_slot_bytes`, what the sender's registered chunks need), else why it cannot be used."""
         self.detach(sender)
-        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
             return f"segment name {name!r} is not a zarl segment name"
         if not isinstance(token, bytes) or len(token) != 16:
             return "no 16-byte token"
@@ -200,17 +244,24 @@ class SlotReader:
         except (OSError, ValueError) as e:
             return f"cannot map /dev/shm/{name}: {e}"
         if segment.token != token:
+            segment.close()
             return "the segment's token differs (another host's, or another process's, segment)"
+        if max_slot_bytes is not None and segment.slot_bytes > _aligned(max_slot_bytes):
+            segment.close()
+            return f"slots of {segment.slot_bytes:,} bytes, more than its chunks need ({max_slot_bytes:,})"
         self.segments[sender] = segment
         return None
 
     def detach(self, sender: str) -> None:
-        self.segments.pop(sender, None)  # the mapping closes when the last view on it is gone
+        segment = self.segments.pop(sender, None)
+        if segment is not None:
+            segment.close()
 
     def resolve(self, sender: str, seq: int, shm: object, arrays: dict) -> dict:
-        """The chunk's arrays: `arrays` (from frames) plus read-only views on the slot. Raises ProtocolError.
+        """The chunk's arrays: `arrays` (from frames) plus read-only arrays read out of the slot (into a staging
+        buffer per sender, reused by its next chunk). Raises ProtocolError.
 
-        Call `check` after copying the views out: only then is it known that the sender did not
+        Call `check` after copying them out: only then is it known that the sender did not
         overwrite the slot meanwhile.
         """
         segment = self.segments.get(sender)
@@ -221,22 +272,31 @@ class SlotReader:
         slot, entries = shm.get("slot"), shm.get("arrays")
         if type(slot) is not int or not 0 <= slot < segment.slots or not isinstance(entries, list):
             raise ProtocolError("bad_meta", f"shared-memory slot {slot!r:.40} of {segment.slots}, or no array list")
-        if segment.stamp(slot) != seq:
-            raise ProtocolError("bad_meta", f"shared-memory slot {slot} holds chunk #{segment.stamp(slot)}, "
-                                            f"not #{seq}")
-        base = _aligned(HEADER.size) + slot * segment.slot_bytes
+        stamp = segment.stamp(slot)
+        if stamp != seq:
+            raise ProtocolError("bad_meta", f"shared-memory slot {slot} holds chunk #{stamp}, not #{seq}")
         flat = dict(flatten_arrays(arrays))
-        for entry in entries:
-            name, array = self._view(segment, base, entry)
-            if name in flat:
-                raise ProtocolError("bad_name", f"array {name!r} both in a frame and in shared memory")
-            flat[name] = array
+        specs = [self._entry(segment, entry) for entry in entries]
+        ranges = sorted((offset, spec.nbytes) for offset, spec in specs)
+        if any(a + n > b for (a, n), (b, _) in zip(ranges, ranges[1:])):
+            raise ProtocolError("size_mismatch", "shared-memory arrays overlap in the slot")
+        if not segment.read(slot, ranges):
+            raise ProtocolError("size_mismatch", f"/dev/shm/{segment.name} is shorter than its header says "
+                                                 "(truncated by its sender)")
+        for offset, spec in specs:
+            array = segment.staging[offset: offset + spec.nbytes].view(spec.dtype).reshape(spec.shape)
+            if spec.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
+                raise ProtocolError("bad_value", f"bool array {spec.name!r} holds bytes other than 0 and 1")
+            if spec.name in flat:
+                raise ProtocolError("bad_name", f"array {spec.name!r} both in a frame and in shared memory")
+            array.flags.writeable = False
+            flat[spec.name] = array
         try:
             return unflatten_arrays(flat.items())
         except ValueError as e:
             raise ProtocolError("bad_name", str(e)) from None
 
-    def _view(self, segment: _Segment, base: int, entry: object) -> tuple[str, np.ndarray]:
+    def _entry(self, segment: _Segment, entry: object):
         if not isinstance(entry, dict) or entry.keys() != {"name", "dtype", "shape", "offset"}:
             raise ProtocolError("bad_meta", f"shared-memory array entry {entry!r:.120}")
         # The same checks as an array frame's description (name, dtype allow-list, shape), then the slot's bounds.
@@ -246,10 +306,7 @@ class SlotReader:
                 or offset + spec.nbytes > segment.slot_bytes):
             raise ProtocolError("size_mismatch", f"shared-memory array {spec.name!r} ({spec.nbytes} bytes at offset "
                                                  f"{offset!r:.20}) does not lie inside a {segment.slot_bytes}-byte slot")
-        array = segment.buffer[base + offset: base + offset + spec.nbytes].view(spec.dtype).reshape(spec.shape)
-        if spec.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
-            raise ProtocolError("bad_value", f"bool array {spec.name!r} holds bytes other than 0 and 1")
-        return spec.name, array  # read-only: the mapping is
+        return offset, spec
 
     def check(self, sender: str, seq: int, shm: dict) -> bool:
         """After the arrays were copied out: True if the slot still holds chunk `seq` (nothing was torn)."""
