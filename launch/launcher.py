@@ -234,7 +234,7 @@ class Launcher:
                 if failure:
                     reason, failed = failure, True
         stop_started = time.time()
-        self._shutdown(reason)
+        self._shutdown(reason, final=not failed)
         self.after_stop()
         shared_memory.remove_segments(cfg.runner.run_id)  # what processes killed on the way out left in /dev/shm
         shutdown_s = time.time() - stop_started
@@ -293,17 +293,19 @@ class Launcher:
                                           f"{MIN_FREE_BYTES:,} needed)")
         return self.monitor.disk_full
 
-    def _shutdown(self, reason: str) -> None:
+    def _shutdown(self, reason: str, final: bool = True) -> None:
         """Stop broadcast; a role still alive after its grace period gets SIGTERM, 2 s later SIGKILL.
 
         Grace is runner.shutdown_timeout_s for every role, except that at the normal end of a run every
         role gets runner.stop_grace_s and the evaluator eval.final_timeout_s for its final evaluation.
-        After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s.
+        After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s; nor after a
+        failure (`final`=False: a role that cannot be replaced failed, the disk is full), which evaluates nothing more.
         """
-        self.monitor.broadcast_stop(reason, final_eval=not self._interrupted)
+        final = final and not self._interrupted
+        self.monitor.broadcast_stop(reason, final_eval=final)
         start = time.time()
         grace = {name: self.cfg.runner.shutdown_timeout_s for name in self.procs}
-        if not self._interrupted:
+        if final:
             # A normal end waits for the last learner step (seconds on a CPU with images), the final
             # checkpoint and the final evaluation; Ctrl-C does not.
             grace = {name: max(g, self.cfg.runner.stop_grace_s) for name, g in grace.items()}

@@ -83,7 +83,8 @@ class MetricSinks:
 # Bounds on what the monitor keeps: no stats message can crash it or make it (and the metric files) grow
 # without limit. A report outside them is rejected whole and counted (summary.json's rejected_stats).
 METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}")
-MAX_SCALAR_NAMES = 512  # distinct scalar names over the run (the columns of metrics.jsonl, tensorboard and wandb)
+MAX_SCALAR_NAMES = 512  # distinct scalar names of the run's processes (the columns of metrics.jsonl, tensorboard, wandb)
+MAX_EXTRA_SCALAR_NAMES = 64  # ... and of every other sender together
 MAX_NAMES_PER_REPORT = 256  # counters, scalars, rejection reasons of one report
 MAX_EPISODES_PER_REPORT = 1000
 EXTRA_SENDERS = 8  # senders beyond the run's own processes (replay, learner, evaluator, actors) the monitor keeps
@@ -168,8 +169,11 @@ class Monitor:
         self.final_eval: dict | None = None
         self.device: dict[str, str] = {}
         self.reports: dict[str, dict] = {}  # sender -> its newest report (for tests and the summary)
-        self.max_senders = int(cfg.actor.num_actors) + 3 + EXTRA_SENDERS
+        # The run's own processes (what the launcher starts) and their scalar names have their budget; any other
+        # sender (a tool, a test, a hostile process) shares a small one, so it cannot crowd the run's metrics out.
+        self.own_senders = {"replay", "learner", "evaluator", *(f"actor-{i}" for i in range(int(cfg.actor.num_actors)))}
         self.scalar_names: set[str] = set()
+        self.extra_scalar_names: set[str] = set()
         self._last_row = (self.start, 0, 0)
         self.disk_full: str | None = None  # why the run directory's file system is full (the launcher stops the run)
         self._last_console = 0.0
@@ -204,17 +208,22 @@ class Monitor:
             if problem:  # well-formed message, malformed report: it must not reach the counters or the logs
                 self.rejects.reject(protocol.ProtocolError("bad_meta", problem), msg.sender)
                 continue
-            if msg.sender not in self.reports and len(self.reports) >= self.max_senders:
+            own = msg.sender in self.own_senders
+            if not own and msg.sender not in self.reports and len(self.reports) - len(
+                    self.own_senders & self.reports.keys()) >= EXTRA_SENDERS:
                 self.rejects.reject(protocol.ProtocolError(
-                    "too_many_senders", f"the monitor keeps the reports of {self.max_senders} senders"), msg.sender)
+                    "too_many_senders", f"the monitor keeps the reports of {EXTRA_SENDERS} senders besides the "
+                                        "run's own processes"), msg.sender)
                 continue
-            new = set(msg.meta.get("scalars", {})) - self.scalar_names
-            if new and len(self.scalar_names) + len(new) > MAX_SCALAR_NAMES:
+            names, limit = (self.scalar_names, MAX_SCALAR_NAMES) if own else (self.extra_scalar_names,
+                                                                               MAX_EXTRA_SCALAR_NAMES)
+            new = set(msg.meta.get("scalars", {})) - names
+            if new and len(names) + len(new) > limit:
                 self.rejects.reject(protocol.ProtocolError(
-                    "too_many_scalars", f"{len(new)} new scalar name(s) past the {MAX_SCALAR_NAMES} the monitor "
-                                        "keeps"), msg.sender)
+                    "too_many_scalars", f"{len(new)} new scalar name(s) past the {limit} the monitor keeps"),
+                    msg.sender)
                 continue
-            self.scalar_names |= new
+            names |= new
             self._on_report(msg)
         now = time.time()
         if now - self._last_console >= self.cfg.logging.console_every_s:
