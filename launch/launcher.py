@@ -312,8 +312,12 @@ class Launcher:
             if "evaluator" in grace:
                 grace["evaluator"] = max(grace["evaluator"], self.cfg.eval.final_timeout_s)
         kill_at: dict[str, float] = {}
+        last_broadcast = start
         while any(p.poll() is None for p in self.procs.values()):
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)
+            if time.time() - last_broadcast >= 1.0:  # a role that subscribed after the broadcast (PUB/SUB) missed it
+                self.monitor.broadcast_stop(reason, final_eval=final, quiet=True)
+                last_broadcast = time.time()
             self.refresh()
             now = time.time()
             if self._interrupted:  # a second Ctrl-C: no more grace for the evaluator

@@ -187,9 +187,10 @@ class Monitor:
     def updates(self) -> int:
         return int(self.counters.get("learner", {}).get("updates", 0))
 
-    def broadcast_stop(self, reason: str, final_eval: bool = True) -> None:
+    def broadcast_stop(self, reason: str, final_eval: bool = True, quiet: bool = False) -> None:
         """Ask every role to stop; final_eval=False (after Ctrl-C) tells the evaluator not to evaluate again."""
-        self.log.info(f"asking every role to stop: {reason}")
+        if not quiet:
+            self.log.info(f"asking every role to stop: {reason}")
         protocol.send(self.control, Kind.CONTROL, sender="launcher",
                       meta={"command": "stop", "reason": reason, "final_eval": final_eval})
 

@@ -128,7 +128,9 @@ class ClientSession:
         old = self.resend_buffer.pop(seq, None)
         self.resend_buffer_nbytes += nbytes - (old.nbytes if old else 0)
         self.resend_buffer[seq] = _Kept(arrays, dict(meta), int(policy_version), nbytes)
-        return [self._chunk(seq, self.resend_buffer[seq])]
+        out = [self._chunk(seq, self.resend_buffer[seq])]
+        self._release()  # over the bound now: drop the oldest stored chunks at once, not at the next acknowledgement
+        return out
 
     def poll(self, now: float) -> list[Outgoing]:
         """What is due: a heartbeat every heartbeat_s; a registration while unregistered, every REGISTER_RETRY_S."""

@@ -193,7 +193,7 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
         tensors = path / "tensors.safetensors"
         tensors.write_bytes(tensors.read_bytes()[:100])
     t0 = time.time()
-    resumed = launch(run_dir, "runner.resume=true", console="resume.txt")
+    resumed = launch(run_dir, "runner.resume=true", "runner.max_env_steps=30000", console="resume.txt")
     code = resumed.wait(timeout=120)
     resume_s = time.time() - t0
     assert code == 1, (tmp_path / "resume.txt").read_text()[-3000:]

@@ -126,3 +126,31 @@ def test_kill_9_of_a_tmux_launcher_ends_every_role_and_the_tmux_server(tmp_path,
     assert server_s is not None, "no tmux server pid"
     figures.update({"tmux kill -9: roles gone after s": round(roles_s, 1),
                     "tmux kill -9: tmux server gone after s": round(roles_s + server_s, 1)})
+
+
+def test_the_resend_buffer_stays_within_its_bound_when_capacity_is_below_the_minimum_fill(system_factory, figures):
+    """Finding 10: replay.capacity below replay.min_size (the buffer evicts what the rate limiter still counts),
+    no snapshot in the window (nothing becomes durable): the actor's resend buffer keeps to actor.resend_buffer_mb,
+    plus at most the chunks in flight (actor.credits)."""
+    limit_mb = 0.05
+    system = system_factory(overrides=["eval.enabled=false", "replay.capacity=100", "replay.min_size=1000",
+                                       f"actor.resend_buffer_mb={limit_mb}", "replay.snapshot_every_s=600"])
+    for name, role in (("replay", "replay"), ("learner", "learner"), ("actor-0", "actor")):
+        system.start(name, role)
+    peak, samples = 0.0, 0
+    deadline = time.time() + 20
+    system.wait_until(lambda: system.report("actor-0").get("counters", {}).get("chunks_sent", 0) > 5, 90,
+                      "the actor sending")
+    while time.time() < deadline:
+        system.monitor.poll(200)
+        peak = max(peak, system.report("actor-0").get("scalars", {}).get("actor/resend_buffer_mb", 0.0))
+        samples += 1
+    sent = system.report("actor-0")["counters"]["chunks_sent"]
+    chunk_mb = 1024 / 2**20  # at most one [1, 32] pendulum chunk (about 0.7 KB with its episode ends)
+    credits = int(system.cfg.actor.credits)
+    assert sent * chunk_mb > 2 * limit_mb, "too few chunks to test the bound"
+    assert peak <= limit_mb + (credits + 1) * chunk_mb, peak
+    codes = system.stop()
+    assert all(code == 0 for code in codes.values()), codes
+    figures.update({"resend buffer (capacity < min_size): peak MB / limit MB": f"{peak:.4f} / {limit_mb}",
+                    "resend buffer: chunks sent": sent})
