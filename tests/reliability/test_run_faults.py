@@ -132,7 +132,7 @@ def test_the_resend_buffer_stays_within_its_bound_when_capacity_is_below_the_min
     """Finding 10: replay.capacity below replay.min_size (the buffer evicts what the rate limiter still counts),
     no snapshot in the window (nothing becomes durable): the actor's resend buffer keeps to actor.resend_buffer_mb,
     plus at most the chunks in flight (actor.credits)."""
-    limit_mb = 0.05
+    limit_mb = 0.02
     system = system_factory(overrides=["eval.enabled=false", "replay.capacity=100", "replay.min_size=1000",
                                        f"actor.resend_buffer_mb={limit_mb}", "replay.snapshot_every_s=600"])
     for name, role in (("replay", "replay"), ("learner", "learner"), ("actor-0", "actor")):
