@@ -141,7 +141,9 @@ class OffPolicyReplayService(ReplayRole):
             return {}
         schema = self.schemas.get(name)
         need = shared_memory.slot_bytes_for(schema.array_bytes()) if schema is not None else 0
-        problem = self.shm.attach(name, meta["shm"].get("segment"), meta["shm"].get("token"), max_slot_bytes=need)
+        offer = meta["shm"]
+        problem = self.shm.attach(name, offer.get("segment"), offer.get("token"), offer.get("pid"), offer.get("fd"),
+                                  max_slot_bytes=need)
         return {"shm": problem is None, **({"shm_problem": problem} if problem else {})}
 
     def on_left(self, name: str) -> None:

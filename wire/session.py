@@ -113,7 +113,7 @@ class ClientSession:
         self.last_register = now
         meta = dict(self.register_meta)
         if self.slots is not None:
-            meta["shm"] = {"segment": self.slots.name, "token": self.slots.token}
+            meta["shm"] = self.slots.offer()
         return [Outgoing(Kind.REGISTER, meta=meta)]
 
     def add(self, arrays: dict, meta: dict, policy_version: int, seq: int | None = None) -> list[Outgoing]:

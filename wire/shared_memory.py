@@ -2,19 +2,19 @@
 
 Over a socket, a 25 MB chunk of camera frames is copied three times on its way into the replay
 buffer: into the kernel, out of the kernel into the receiver's frame, and from the frame into the
-buffer. Through shared memory the sender copies it into a slot of its segment, and the receiver
-reads the slot with preadv (one kernel copy into its own memory, never a mapping of the sender's
-file: a file its sender truncates cannot fault the receiver with SIGBUS). The ZeroMQ message still goes
+buffer. Through shared memory it is copied twice, once into a slot that both processes map, once
+from the slot into the buffer, and no system call touches the bytes. The ZeroMQ message still goes
 over the socket (header, small arrays, flow control, acknowledgements); only the large arrays
 stay behind in the slot and the header says where.
 
     sender (actor)                          receiver (replay service)
     SlotWriter.place(arrays, seq)  ------>  SlotReader.resolve(sender, meta, arrays)
-      copies large arrays into a free slot    opens the segment (once), checks the slot's stamp,
-      returns the small arrays + meta         reads the slot (preadv), returns read-only arrays
+      copies large arrays into a free slot    maps the segment (once), checks the slot's stamp,
+      returns the small arrays + meta         returns read-only views on the slot
     SlotWriter.release_through(last_seq) <--  acknowledgement: everything up to last_seq is stored
 
-The segment is one file in ``/dev/shm`` (``SEGMENT_DIR``), created and removed by the sender::
+The segment is a sealed memfd of the sender (``memfd_create``, sealed with F_SEAL_SHRINK, F_SEAL_GROW and
+F_SEAL_SEAL), which the receiver opens as ``/proc/<pid>/fd/<fd>``::
 
     bytes 0..63          segment header: magic, token, slot count, slot size
     slot i (64-aligned)  8-byte stamp (the sequence number of the chunk in it) | arrays, 64-aligned
@@ -28,13 +28,16 @@ Rules that keep it safe:
   sequence number. The receiver checks it before and after it copies the arrays out
   (``SlotReader.check``); a stamp that is not the message's sequence number rejects the chunk.
 * The receiver proves it can read the sender's segment before the sender uses it: the
-  registration carries the segment name and a random token written in the segment's header, and
-  the receiver answers whether it found that token (``SlotReader.attach``). A receiver on another
-  host, or in a container with its own /dev/shm, answers no, and the sender keeps to frames.
-* Names from the network are checked against ``SEGMENT_NAME`` (the whole name: no trailing newline)
-  and opened read-only as a regular file only (no link, no FIFO or device: O_NOFOLLOW, O_NONBLOCK,
-  fstat), of the size its header states; every offset is checked against the slot's size, and a
-  read that comes up short (the sender truncated the file) rejects the chunk.
+  registration carries the segment's name, pid and fd and a random token written in the segment's
+  header, and the receiver answers whether it found that token (``SlotReader.attach``). A receiver
+  on another host, or in a container with its own /proc, answers no, and the sender keeps to frames.
+* The receiver maps only a sealed memfd: a file that can shrink under a mapping kills the process that
+  touches the lost pages with SIGBUS, and a sealed one cannot shrink. It opens it without blocking
+  (O_NONBLOCK: a FIFO named instead cannot hang the open), as a regular file whose /proc link names
+  the segment (the name matched whole against ``SEGMENT_NAME``: no trailing newline), of exactly the
+  size its header states, with slots no larger than the sender's registered chunks need; every
+  offset is checked against the slot's size.
+* A sender that crashes leaves nothing behind: the memfd goes with the last process holding it.
 
 (multiprocessing.shared_memory is not used: before Python 3.13 a process that only attaches to a
 segment also registers it with its resource tracker, which then deletes the segment under the
@@ -42,6 +45,7 @@ sender when the receiver exits.)
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
@@ -62,6 +66,7 @@ ALIGN = 64  # cache-line alignment of the header, the slots and every array in a
 HEADER = struct.Struct("<8s16sQQ")  # magic, token, slots, slot_bytes
 STAMP = struct.Struct("<Q")
 MAX_SEGMENT_BYTES = 64 * 2**30
+REQUIRED_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL  # what a segment must be sealed with
 
 
 def _aligned(n: int) -> int:
@@ -69,8 +74,8 @@ def _aligned(n: int) -> int:
 
 
 def available() -> bool:
-    """Whether this host has a shared-memory file system to put segments in."""
-    return SEGMENT_DIR.is_dir() and os.access(SEGMENT_DIR, os.W_OK)
+    """Whether this host can make sealed shared-memory segments (memfd) that another process can open (/proc)."""
+    return hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd")
 
 
 def slot_bytes_for(array_bytes: list[int]) -> int:
@@ -90,20 +95,24 @@ class SlotWriter:
         self.size = _aligned(HEADER.size) + self.slots * self.slot_bytes
         if self.size > MAX_SEGMENT_BYTES:
             raise ValueError(f"{slots} slots of {slot_bytes:,} bytes exceed {MAX_SEGMENT_BYTES:,} bytes")
-        self.path = SEGMENT_DIR / name
         self.token = secrets.token_bytes(16)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # A sealed memfd, not a file in /dev/shm: it cannot shrink or grow once sealed (F_SEAL_SHRINK, F_SEAL_GROW,
+        # F_SEAL_SEAL), so a receiver that maps it can never be faulted with SIGBUS by a truncation, and it goes
+        # with the last process that holds it (a crashed actor leaves nothing behind). The receiver opens it as
+        # /proc/<pid>/fd/<fd> (the registration says which), as a regular file of the size its header states.
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, self.size)
             # Reserve the pages now: a full /dev/shm (Docker gives 64 MB by default) then fails here, with ENOSPC,
             # instead of killing the process with SIGBUS at its first write into a page that cannot be had.
             os.posix_fallocate(fd, 0, self.size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
             self._map = mmap.mmap(fd, self.size)
         except BaseException:
-            os.unlink(self.path)
-            raise
-        finally:
             os.close(fd)
+            raise
+        self.fd = fd
+        self.path = Path(f"/proc/{os.getpid()}/fd/{fd}")
         HEADER.pack_into(self._map, 0, MAGIC, self.token, self.slots, self.slot_bytes)
         self._buffer = np.frombuffer(self._map, dtype=np.uint8)
         self.holder: list[int | None] = [None] * self.slots  # sequence number of the chunk in each slot
@@ -153,76 +162,57 @@ class SlotWriter:
     def in_use(self) -> int:
         return sum(holder is not None for holder in self.holder)
 
+    def offer(self) -> dict:
+        """What a registration says of the segment: its name, token, and where a receiver on this host opens it."""
+        return {"segment": self.name, "token": self.token, "pid": os.getpid(), "fd": self.fd}
+
     def close(self) -> None:
-        """Unmap and remove the segment (a receiver that still maps it keeps its pages until it lets go)."""
+        """Unmap and close the segment (a receiver that still maps it keeps its pages until it lets go)."""
         self._buffer = None
         try:
             self._map.close()
         except BufferError:
             pass  # views on it still exist: the mapping goes when they do
-        self.path.unlink(missing_ok=True)
-
-
-class _Segment:
-    """A sender's segment as the receiver holds it: an open file descriptor, never a mapping.
-
-    It is opened only as a regular file (O_NOFOLLOW: not a link; O_NONBLOCK: a FIFO or device named as the segment
-    cannot block the open; fstat: nothing but a regular file of a size its header explains), and read with
-    pread/preadv into this process's own memory. A sender that truncates its segment afterwards makes the reads
-    come up short, which rejects the chunk; it cannot fault the receiver (an mmap of a file that shrank kills the
-    process that touches the lost pages with SIGBUS).
-    """
-
-    fd = -1
-
-    def __init__(self, name: str):
-        path = SEGMENT_DIR / name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ValueError("not a regular file")
-            size = st.st_size
-            if size < _aligned(HEADER.size) or size > MAX_SEGMENT_BYTES:
-                raise ValueError(f"segment of {size} bytes")
-            header = os.pread(fd, HEADER.size, 0)
-            if len(header) != HEADER.size:
-                raise ValueError("segment shorter than its header")
-            magic, self.token, self.slots, self.slot_bytes = HEADER.unpack(header)
-            if magic != MAGIC:
-                raise ValueError("not a zarl segment (bad magic)")
-            if (_aligned(HEADER.size) + self.slots * self.slot_bytes != size or self.slot_bytes % ALIGN
-                    or not self.slot_bytes):
-                raise ValueError(f"header says {self.slots} slots of {self.slot_bytes} bytes in a {size}-byte "
-                                 "segment")
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd, self.name, self.size = fd, name, size
-        self.staging = np.empty(self.slot_bytes, np.uint8)  # one slot's bytes, read out of the segment
-
-    def stamp(self, slot: int) -> int | None:
-        """The slot's stamp; None if the segment no longer holds it (truncated)."""
-        raw = os.pread(self.fd, STAMP.size, _aligned(HEADER.size) + slot * self.slot_bytes)
-        return STAMP.unpack(raw)[0] if len(raw) == STAMP.size else None
-
-    def read(self, slot: int, ranges: list[tuple[int, int]]) -> bool:
-        """Copy byte ranges (offset, nbytes within the slot, ascending, not overlapping) of a slot into `staging`
-        at the same offsets, in one preadv per contiguous run; False if the segment came up short."""
-        base = _aligned(HEADER.size) + slot * self.slot_bytes
-        for offset, nbytes in ranges:
-            if nbytes and os.preadv(self.fd, [memoryview(self.staging[offset: offset + nbytes])],
-                                    base + offset) != nbytes:
-                return False
-        return True
-
-    def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
-    def __del__(self):
-        self.close()
+
+class _Segment:
+    """A sender's segment as the receiver maps it: only a sealed memfd (it cannot shrink: no SIGBUS), opened through
+    /proc/<pid>/fd/<fd> without blocking (a FIFO or device there cannot hang the open), a regular file whose
+    /proc link names the segment, of exactly the size its header states, slots no larger than `max_slot_bytes`."""
+
+    def __init__(self, name: str, pid: int, fd: int, max_slot_bytes: int | None = None):
+        path = f"/proc/{pid}/fd/{fd}"
+        if os.readlink(path) != f"/memfd:{name} (deleted)":
+            raise ValueError(f"{path} is not the memfd {name!r}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("not a regular file")
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+                raise ValueError("not sealed against shrinking (F_SEAL_SHRINK, F_SEAL_SEAL)")
+            size = st.st_size
+            if size < _aligned(HEADER.size) or size > MAX_SEGMENT_BYTES:
+                raise ValueError(f"segment of {size} bytes")
+            self.map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        magic, self.token, self.slots, self.slot_bytes = HEADER.unpack_from(self.map, 0)
+        if magic != MAGIC:
+            raise ValueError("not a zarl segment (bad magic)")
+        if _aligned(HEADER.size) + self.slots * self.slot_bytes != size or self.slot_bytes % ALIGN:
+            raise ValueError(f"header says {self.slots} slots of {self.slot_bytes} bytes in a {size}-byte segment")
+        if max_slot_bytes is not None and self.slot_bytes > _aligned(max_slot_bytes):
+            raise ValueError(f"slots of {self.slot_bytes:,} bytes, more than its chunks need ({max_slot_bytes:,})")
+        self.name, self.size = name, size
+        self.buffer = np.frombuffer(self.map, dtype=np.uint8)
+
+    def stamp(self, slot: int) -> int:
+        return STAMP.unpack_from(self.map, _aligned(HEADER.size) + slot * self.slot_bytes)[0]
 
 
 class SlotReader:
@@ -231,31 +221,29 @@ class SlotReader:
     def __init__(self):
         self.segments: dict[str, _Segment] = {}
 
-    def attach(self, sender: str, name: object, token: object, max_slot_bytes: int | None = None) -> str | None:
-        """Open `sender`'s segment; returns None if it holds `token` (and its slots are no larger than
-        `max_slot_bytes`, what the sender's registered chunks need), else why it cannot be used."""
+    def attach(self, sender: str, segment: object, token: object, pid: object = None, fd: object = None,
+               max_slot_bytes: int | None = None) -> str | None:
+        """Map `sender`'s segment (`SlotWriter.offer`); returns None if it holds `token` (and its slots are no larger
+        than `max_slot_bytes`, what the sender's registered chunks need), else why it cannot be used."""
         self.detach(sender)
+        name = segment
         if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
             return f"segment name {name!r} is not a zarl segment name"
         if not isinstance(token, bytes) or len(token) != 16:
             return "no 16-byte token"
+        if type(pid) is not int or type(fd) is not int or pid <= 0 or fd < 0:
+            return "no pid and fd of the segment"
         try:
-            segment = _Segment(name)
+            mapped = _Segment(name, pid, fd, max_slot_bytes)
         except (OSError, ValueError) as e:
-            return f"cannot map /dev/shm/{name}: {e}"
-        if segment.token != token:
-            segment.close()
+            return f"cannot map {name}: {e}"
+        if mapped.token != token:
             return "the segment's token differs (another host's, or another process's, segment)"
-        if max_slot_bytes is not None and segment.slot_bytes > _aligned(max_slot_bytes):
-            segment.close()
-            return f"slots of {segment.slot_bytes:,} bytes, more than its chunks need ({max_slot_bytes:,})"
-        self.segments[sender] = segment
+        self.segments[sender] = mapped
         return None
 
     def detach(self, sender: str) -> None:
-        segment = self.segments.pop(sender, None)
-        if segment is not None:
-            segment.close()
+        self.segments.pop(sender, None)  # the mapping closes when the last view on it is gone
 
     def resolve(self, sender: str, seq: int, shm: object, arrays: dict) -> dict:
         """The chunk's arrays: `arrays` (from frames) plus read-only arrays read out of the slot (into a staging
@@ -272,31 +260,22 @@ class SlotReader:
         slot, entries = shm.get("slot"), shm.get("arrays")
         if type(slot) is not int or not 0 <= slot < segment.slots or not isinstance(entries, list):
             raise ProtocolError("bad_meta", f"shared-memory slot {slot!r:.40} of {segment.slots}, or no array list")
-        stamp = segment.stamp(slot)
-        if stamp != seq:
-            raise ProtocolError("bad_meta", f"shared-memory slot {slot} holds chunk #{stamp}, not #{seq}")
+        if segment.stamp(slot) != seq:
+            raise ProtocolError("bad_meta", f"shared-memory slot {slot} holds chunk #{segment.stamp(slot)}, "
+                                            f"not #{seq}")
+        base = _aligned(HEADER.size) + slot * segment.slot_bytes
         flat = dict(flatten_arrays(arrays))
-        specs = [self._entry(segment, entry) for entry in entries]
-        ranges = sorted((offset, spec.nbytes) for offset, spec in specs)
-        if any(a + n > b for (a, n), (b, _) in zip(ranges, ranges[1:])):
-            raise ProtocolError("size_mismatch", "shared-memory arrays overlap in the slot")
-        if not segment.read(slot, ranges):
-            raise ProtocolError("size_mismatch", f"/dev/shm/{segment.name} is shorter than its header says "
-                                                 "(truncated by its sender)")
-        for offset, spec in specs:
-            array = segment.staging[offset: offset + spec.nbytes].view(spec.dtype).reshape(spec.shape)
-            if spec.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
-                raise ProtocolError("bad_value", f"bool array {spec.name!r} holds bytes other than 0 and 1")
-            if spec.name in flat:
-                raise ProtocolError("bad_name", f"array {spec.name!r} both in a frame and in shared memory")
-            array.flags.writeable = False
-            flat[spec.name] = array
+        for entry in entries:
+            name, array = self._view(segment, base, entry)
+            if name in flat:
+                raise ProtocolError("bad_name", f"array {name!r} both in a frame and in shared memory")
+            flat[name] = array
         try:
             return unflatten_arrays(flat.items())
         except ValueError as e:
             raise ProtocolError("bad_name", str(e)) from None
 
-    def _entry(self, segment: _Segment, entry: object):
+    def _view(self, segment: _Segment, base: int, entry: object) -> tuple[str, np.ndarray]:
         if not isinstance(entry, dict) or entry.keys() != {"name", "dtype", "shape", "offset"}:
             raise ProtocolError("bad_meta", f"shared-memory array entry {entry!r:.120}")
         # The same checks as an array frame's description (name, dtype allow-list, shape), then the slot's bounds.
@@ -306,7 +285,10 @@ class SlotReader:
                 or offset + spec.nbytes > segment.slot_bytes):
             raise ProtocolError("size_mismatch", f"shared-memory array {spec.name!r} ({spec.nbytes} bytes at offset "
                                                  f"{offset!r:.20}) does not lie inside a {segment.slot_bytes}-byte slot")
-        return offset, spec
+        array = segment.buffer[base + offset: base + offset + spec.nbytes].view(spec.dtype).reshape(spec.shape)
+        if spec.dtype == np.bool_ and array.size and array.view(np.uint8).max() > 1:
+            raise ProtocolError("bad_value", f"bool array {spec.name!r} holds bytes other than 0 and 1")
+        return spec.name, array  # read-only: the mapping is
 
     def check(self, sender: str, seq: int, shm: dict) -> bool:
         """After the arrays were copied out: True if the slot still holds chunk `seq` (nothing was torn)."""
