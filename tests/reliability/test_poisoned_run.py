@@ -213,3 +213,24 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
         "second launch in the run dir: exit 2 after s": round(second_s, 1),
         "resume with every checkpoint damaged: exit 1 after s": round(resume_s, 1),
     })
+
+
+def test_float64_values_beyond_float32_are_refused(system_factory, figures):
+    """Finding 6 where a float64 buffer exists (an env with float64 observations): values finite in float64 but beyond
+    float32's range (what the learner computes in) are refused; values within it are stored."""
+    system = system_factory(overrides=["eval.enabled=false"])
+    system.start("replay", "replay")
+    hand = HandActor(system.cfg, "hand-f64", spec={"obs": {"": [[3], "float64"]}, "action": [[1], "float32"]})
+    assert hand.register()["registered"]  # the first registration makes the buffer: float64 observations
+    chunk = pendulum_chunk(32)
+    chunk["obs"], chunk["final_obs"] = chunk["obs"].astype(np.float64), chunk["final_obs"].astype(np.float64)
+    chunk["obs"][0, 5, 2] = 1e39  # finite in float64, Inf in float32
+    assert hand.chunk(1, chunk)["rejected_seq"] == 1
+    chunk["obs"][0, 5, 2] = 1e30
+    assert hand.chunk(2, chunk)["last_seq"] == 2
+    hand.close()
+    codes = system.stop()
+    assert codes["replay"] == 0
+    rejected = system.report("replay").get("rejected", {})
+    assert rejected.get("bad_chunk") == 1, rejected
+    figures["float64 beyond float32 range: chunks refused / stored"] = "1 / 1"
