@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 import zmq
-from reliability_helpers import PENDULUM_SPEC, HandActor, frames_of, pendulum_chunk
+from reliability_helpers import HandActor, frames_of, pendulum_chunk
 
 from core.net import endpoint
 from launch.run_config import read_run_config

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from reliability_helpers import HandActor, counters, replay_actor
+from reliability_helpers import HandActor, replay_actor
 
 from wire import shared_memory
 from wire.shared_memory import SEGMENT_DIR, SlotWriter
