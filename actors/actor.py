@@ -41,7 +41,7 @@ class ChunkedActor(ActorProcess):
         self.schema = ChunkSchema(self.spec, int(cfg.actor.chunk_len), self.env.num_envs)  # a chunk holds one group
         self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, self.device,
                                   seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
-        self.connect(self.spec, slots=self._make_slots())
+        self.connect(self.spec, slots=self._make_slots(), limits=self.schema.limits_meta())
         self.skip_random_steps = False  # True once the first weights show the run is already training
 
     def _make_slots(self) -> shared_memory.SlotWriter | None:

@@ -29,11 +29,12 @@ class ActorProcess(Actor):
         self._last_report = 0.0
         self._weights_rejected_logged = 0
 
-    def connect(self, spec: Spec, slots: SlotWriter | None = None) -> None:
+    def connect(self, spec: Spec, slots: SlotWriter | None = None, limits: dict | None = None) -> None:
         """Subscribe to the weights and open the session with the replay role (once the policy exists)."""
         cfg = self.cfg
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
-        session = ClientSession(self.name, {"spec": spec.to_meta(), "pid": os.getpid(), "device": self.device},
+        session = ClientSession(self.name, {"spec": spec.to_meta(), "pid": os.getpid(), "device": self.device,
+                                             **(limits or {})},
                                 resend_buffer_bytes=cfg.actor.resend_buffer_mb * 2**20,
                                 heartbeat_s=float(cfg.actor.heartbeat_s), slots=slots)
         self.writer = ReplayWriter(self.rt.ctx, endpoint(cfg, "replay_actors", bind=False), session, self.log,

@@ -191,7 +191,7 @@ class SessionReceiver:
                 registration = self.session.register("bench", [], 0.0)
                 shm = message.meta.get("shm")
                 if shm is not None:
-                    problem = self.shm.attach("bench", shm["segment"], shm["token"])
+                    problem = self.shm.attach("bench", shm["segment"], shm["token"], shm.get("pid"), shm.get("fd"))
                     if problem:
                         raise RuntimeError(f"cannot read the sender's shared memory: {problem}")
                     registration.reply.meta["shm"] = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import fcntl
 import os
 import shutil
 import signal
@@ -37,10 +38,47 @@ from launch import placement
 from launch.keys import ensure_run_keys
 from launch.monitor import Monitor
 from launch.placement import ProcessPlacement
+from launch.role import EXIT_CANNOT_RESUME
 from launch.run_config import builder, load_config
 from wire import shared_memory
 
 log = get_logger("launcher")
+
+LOCK_FILE = ".launcher.lock"
+RESERVE_FILE = ".space-reserve"  # room held for summary.json and the metric files' last lines
+RESERVE_BYTES = 2 * 2**20
+MIN_FREE_BYTES = 1 * 2**20  # less free than this under the run directory stops the run (a full disk)
+_held_locks: dict[str, int] = {}  # run directory -> the fd of its lock, held for this process's life
+
+
+class RunDirLocked(ConfigError):
+    """Another launcher owns the run directory (one run per run directory)."""
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Own `run_dir` for this process's life: an exclusive flock on <run_dir>/.launcher.lock (released by the
+    kernel when the process ends, however it ends). Raises RunDirLocked if another process holds it."""
+    key = str(Path(run_dir).resolve())
+    if key in _held_locks:
+        return
+    fd = os.open(Path(key) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirLocked(f"run directory {key} is in use by another launcher (pid {holder}); "
+                           "one run per run directory: wait for it to end or choose another runner.run_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = fd
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    """Give the run directory up (before handing it to a launcher in another process: tmux launch.wait=false)."""
+    fd = _held_locks.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def check_env_ids(cfg: DictConfig) -> None:
@@ -80,6 +118,7 @@ def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
         cfg.runner.run_dir = str(Path("runs") / f"{cfg.name}-{stamp}")
     run_dir = make_run_dir(cfg.runner.run_dir)
     cfg.runner.run_dir = str(run_dir)
+    lock_run_dir(run_dir)  # before anything in it is written: a second launch leaves the first run's files alone
     secure_transport(cfg, log)  # ipc in an owner-only directory, or TCP with CurveZMQ (unless plain_tcp)
     ensure_run_keys(cfg)
     cfg.runner.run_id = uuid.uuid4().hex[:12]  # new for every launch, resumed or not (see RunnerConfig.run_id)
@@ -120,6 +159,8 @@ class Launcher:
         self.restarts: dict[str, int] = {}
         self.exit_codes: dict[str, int | None] = {}
         self._interrupted: str | None = None
+        self._disk_checked = 0.0
+        self._reserve_space()
 
     # -- what a launch mode provides ----------------------------------------------------------------
     def place(self) -> list[ProcessPlacement]:
@@ -163,6 +204,10 @@ class Launcher:
                     return f"{name} exited"
                 continue
             tail = "".join(proc.tail).rstrip()
+            if code == EXIT_CANNOT_RESUME:  # restarting it would only start from scratch, or fail the same way
+                self.exit_codes[name] = code
+                line = next((ln for ln in reversed(tail.splitlines()) if "cannot resume" in ln), tail[-300:])
+                return f"{name} cannot resume: {line.split('cannot resume: ', 1)[-1]}"
             shared_memory.remove_segments(self.cfg.runner.run_id, name, proc.pid)  # a crashed actor's slots
             log.error(f"{name} (pid {proc.pid}) died with exit code {code}; its last output:\n{tail}")
             allowed = self._restarts_allowed(name)
@@ -214,12 +259,14 @@ class Launcher:
                 reason = f"reached {cfg.runner.max_env_steps:,} env steps"
             elif cfg.runner.max_wall_s and time.time() - self.monitor.start > cfg.runner.max_wall_s:
                 reason = f"reached the wall-clock limit of {cfg.runner.max_wall_s:.0f} s"
+            elif self._disk_full():
+                reason, failed = self._disk_full(), True
             else:
                 failure = self._handle_exits()
                 if failure:
                     reason, failed = failure, True
         stop_started = time.time()
-        self._shutdown(reason)
+        self._shutdown(reason, final=not failed)
         self.after_stop()
         shared_memory.remove_segments(cfg.runner.run_id)  # what processes killed on the way out left in /dev/shm
         if cfg.network.transport == "ipc" and not Path(cfg.network.ipc_dir).is_relative_to(self.run_dir):
@@ -237,6 +284,8 @@ class Launcher:
         summary["placement"] = {n: p.host or "local" for n, p in self.placements.items()}
         if cfg.security.curve:
             summary["refused_connections"] = security.refused_connections(self.ctx)
+        summary["disk_full"] = bool(self._disk_full())
+        self._release_reserve()  # the room kept for summary.json
         self.monitor.close(summary)
         security.release(self.ctx)
         self.ctx.destroy(linger=0)
@@ -248,25 +297,61 @@ class Launcher:
             return 1
         return 130 if self._interrupted else 0
 
-    def _shutdown(self, reason: str) -> None:
+    # -- a full disk under the run directory: a clear stop, with room kept for summary.json -------------
+    def _reserve_space(self) -> None:
+        """Hold RESERVE_BYTES under the run directory until the end, so that summary.json can always be written."""
+        path = self.run_dir / RESERVE_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            log.warning(f"cannot reserve {RESERVE_BYTES:,} bytes under {self.run_dir}: {e}")
+
+    def _release_reserve(self) -> None:
+        (self.run_dir / RESERVE_FILE).unlink(missing_ok=True)
+
+    def _disk_full(self) -> str | None:
+        """Why the run must stop for want of disk space (a write failed, or less than MIN_FREE_BYTES left), or None."""
+        if self.monitor.disk_full is None and time.time() - self._disk_checked >= 1.0:
+            self._disk_checked = time.time()
+            try:
+                free = shutil.disk_usage(self.run_dir).free
+            except OSError:
+                free = MIN_FREE_BYTES
+            if free < MIN_FREE_BYTES:
+                self.monitor.disk_full = (f"no space left under {self.run_dir} ({free:,} bytes free, "
+                                          f"{MIN_FREE_BYTES:,} needed)")
+        return self.monitor.disk_full
+
+    def _shutdown(self, reason: str, final: bool = True) -> None:
         """Stop broadcast; a role still alive after its grace period gets SIGTERM, 2 s later SIGKILL.
 
         Grace is runner.shutdown_timeout_s for every role, except that at the normal end of a run every
         role gets runner.stop_grace_s and the evaluator eval.final_timeout_s for its final evaluation.
-        After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s.
+        After Ctrl-C or SIGTERM nothing waits: every process is gone within shutdown_timeout_s + 2 s; nor after a
+        failure (`final`=False: a role that cannot be replaced failed, the disk is full), which evaluates nothing more.
         """
-        self.monitor.broadcast_stop(reason, final_eval=not self._interrupted)
+        final = final and not self._interrupted
+        self.monitor.broadcast_stop(reason, final_eval=final)
         start = time.time()
         grace = {name: self.cfg.runner.shutdown_timeout_s for name in self.procs}
-        if not self._interrupted:
+        if final:
             # A normal end waits for the last learner step (seconds on a CPU with images), the final
             # checkpoint and the final evaluation; Ctrl-C does not.
             grace = {name: max(g, self.cfg.runner.stop_grace_s) for name, g in grace.items()}
             if "evaluator" in grace:
                 grace["evaluator"] = max(grace["evaluator"], self.cfg.eval.final_timeout_s)
         kill_at: dict[str, float] = {}
+        last_broadcast = start
         while any(p.poll() is None for p in self.procs.values()):
             self.monitor.poll(50)  # keep collecting final reports (final eval, last counters)
+            if time.time() - last_broadcast >= 1.0:  # a role that subscribed after the broadcast (PUB/SUB) missed it
+                self.monitor.broadcast_stop(reason, final_eval=final, quiet=True)
+                last_broadcast = time.time()
             self.refresh()
             now = time.time()
             if self._interrupted:  # a second Ctrl-C: no more grace for the evaluator

@@ -9,8 +9,10 @@ Outputs in the run directory:
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -78,21 +80,72 @@ class MetricSinks:
             self.wandb_run.finish()
 
 
+# Bounds on what the monitor keeps: no stats message can crash it or make it (and the metric files) grow
+# without limit. A report outside them is rejected whole and counted (summary.json's rejected_stats).
+METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}")
+MAX_SCALAR_NAMES = 512  # distinct scalar names of the run's processes (the columns of metrics.jsonl, tensorboard, wandb)
+MAX_EXTRA_SCALAR_NAMES = 64  # ... and of every other sender together
+MAX_NAMES_PER_REPORT = 256  # counters, scalars, rejection reasons of one report
+MAX_EPISODES_PER_REPORT = 1000
+EXTRA_SENDERS = 8  # senders beyond the run's own processes (replay, learner, evaluator, actors) the monitor keeps
+STATS_RCVHWM = 100  # stats messages queued per connected peer
+
+
 def _is_number(x) -> bool:
     return isinstance(x, (int, float))  # NaN included: a metric may legitimately be undefined
 
 
-def report_problem(meta: dict) -> str | None:
-    """Why a stats report cannot be used (counters, scalars, episodes of the wrong shape), or None."""
-    for key in ("counters", "scalars"):
-        table = meta.get(key, {})
-        if not isinstance(table, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in table.items()):
-            return f"'{key}' must map names to numbers"
-    episodes = meta.get("episodes", [])
-    if not isinstance(episodes, list) or not all(
-            isinstance(e, list) and len(e) == 3 and all(_is_number(x) for x in e) for e in episodes):
-        return "'episodes' must be a list of [return, length, success]"
+def _is_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and abs(x) < 2**63
+
+
+def _table_problem(key: str, table, finite: bool) -> str | None:
+    if not isinstance(table, dict) or len(table) > MAX_NAMES_PER_REPORT:
+        return f"'{key}' must map at most {MAX_NAMES_PER_REPORT} names to numbers"
+    for k, v in table.items():
+        if not isinstance(k, str) or not METRIC_NAME.fullmatch(k):
+            return f"'{key}' has a name {protocol._short(k)} that is not a metric name ({METRIC_NAME.pattern})"
+        if not (_is_finite(v) if finite else _is_number(v)):
+            return f"'{key}' {k!r} is {protocol._short(v)}, not a {'finite ' if finite else ''}number"
     return None
+
+
+def report_problem(meta: dict, run_dir: Path | None = None) -> str | None:
+    """Why a stats report cannot be used, or None. Counters (and rejection counts) are finite numbers; scalars are
+    numbers (NaN allowed: a metric may be undefined); names are metric names, a bounded number of them; the
+    evaluator's fields have their types; a video is an .mp4 file inside the run directory."""
+    for key, finite in (("counters", True), ("scalars", False), ("rejected", True)):
+        problem = _table_problem(key, meta.get(key, {}), finite)
+        if problem:
+            return problem
+    episodes = meta.get("episodes", [])
+    if not isinstance(episodes, list) or len(episodes) > MAX_EPISODES_PER_REPORT or not all(
+            isinstance(e, list) and len(e) == 3 and all(_is_finite(x) for x in e) for e in episodes):
+        return f"'episodes' must be a list of at most {MAX_EPISODES_PER_REPORT} finite [return, length, success]"
+    for key, types in (("eval_updates", (int,)), ("final", (bool,)), ("device", (str,)), ("video", (str,)),
+                       ("pid", (int,)), ("time", (int, float)), ("role", (str,))):
+        if meta.get(key) is not None and (not isinstance(meta[key], types) or (key == "eval_updates" and isinstance(
+                meta[key], bool))):
+            return f"'{key}' is {protocol._short(meta[key])}, not a {' or '.join(t.__name__ for t in types)}"
+    if isinstance(meta.get("device"), str) and len(meta["device"]) > 256:
+        return "'device' is longer than 256 characters"
+    if meta.get("video"):
+        video = Path(meta["video"])
+        root = Path(run_dir).resolve() if run_dir is not None else None
+        if (video.suffix != ".mp4" or root is None or not video.resolve().is_relative_to(root)
+                or not video.is_file()):
+            return f"'video' {protocol._short(meta['video'])} is not an .mp4 file in the run directory"
+    actors = meta.get("actors", {})
+    if not isinstance(actors, dict) or len(actors) > MAX_NAMES_PER_REPORT or not all(
+            isinstance(n, str) and len(n) <= protocol.MAX_SENDER_CHARS and isinstance(a, dict)
+            and len(a) <= 16 and all(isinstance(k, str) and _is_finite(v) for k, v in a.items())
+            for n, a in actors.items()):
+        return "'actors' must map actor names to small tables of finite numbers"
+    return None
+
+
+KEPT_FIELDS = ("role", "pid", "time", "counters", "scalars", "episodes", "rejected", "device", "actors",
+               "eval_updates", "final", "video")
 
 
 class Monitor:
@@ -101,6 +154,8 @@ class Monitor:
         self.run_dir = Path(cfg.runner.run_dir)
         self.log = get_logger("monitor")
         self.stats = make_socket(ctx, zmq.PULL, curve="server")
+        self.stats.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # reports are headers only
+        self.stats.setsockopt(zmq.RCVHWM, STATS_RCVHWM)
         self.stats.bind(endpoint(cfg, "stats", bind=True))
         self.control = make_socket(ctx, zmq.PUB, curve="server")
         self.control.bind(endpoint(cfg, "control", bind=True))
@@ -114,7 +169,13 @@ class Monitor:
         self.final_eval: dict | None = None
         self.device: dict[str, str] = {}
         self.reports: dict[str, dict] = {}  # sender -> its newest report (for tests and the summary)
+        # The run's own processes (what the launcher starts) and their scalar names have their budget; any other
+        # sender (a tool, a test, a hostile process) shares a small one, so it cannot crowd the run's metrics out.
+        self.own_senders = {"replay", "learner", "evaluator", *(f"actor-{i}" for i in range(int(cfg.actor.num_actors)))}
+        self.scalar_names: set[str] = set()
+        self.extra_scalar_names: set[str] = set()
         self._last_row = (self.start, 0, 0)
+        self.disk_full: str | None = None  # why the run directory's file system is full (the launcher stops the run)
         self._last_console = 0.0
 
     # -- counters the run is judged by -------------------------------------------------------------
@@ -126,9 +187,10 @@ class Monitor:
     def updates(self) -> int:
         return int(self.counters.get("learner", {}).get("updates", 0))
 
-    def broadcast_stop(self, reason: str, final_eval: bool = True) -> None:
+    def broadcast_stop(self, reason: str, final_eval: bool = True, quiet: bool = False) -> None:
         """Ask every role to stop; final_eval=False (after Ctrl-C) tells the evaluator not to evaluate again."""
-        self.log.info(f"asking every role to stop: {reason}")
+        if not quiet:
+            self.log.info(f"asking every role to stop: {reason}")
         protocol.send(self.control, Kind.CONTROL, sender="launcher",
                       meta={"command": "stop", "reason": reason, "final_eval": final_eval})
 
@@ -143,10 +205,26 @@ class Monitor:
             except protocol.ProtocolError as e:
                 self.rejects.reject(e, "stats")
                 continue
-            problem = report_problem(msg.meta)
+            problem = report_problem(msg.meta, self.run_dir)
             if problem:  # well-formed message, malformed report: it must not reach the counters or the logs
                 self.rejects.reject(protocol.ProtocolError("bad_meta", problem), msg.sender)
                 continue
+            own = msg.sender in self.own_senders
+            if not own and msg.sender not in self.reports and len(self.reports) - len(
+                    self.own_senders & self.reports.keys()) >= EXTRA_SENDERS:
+                self.rejects.reject(protocol.ProtocolError(
+                    "too_many_senders", f"the monitor keeps the reports of {EXTRA_SENDERS} senders besides the "
+                                        "run's own processes"), msg.sender)
+                continue
+            names, limit = (self.scalar_names, MAX_SCALAR_NAMES) if own else (self.extra_scalar_names,
+                                                                               MAX_EXTRA_SCALAR_NAMES)
+            new = set(msg.meta.get("scalars", {})) - names
+            if new and len(names) + len(new) > limit:
+                self.rejects.reject(protocol.ProtocolError(
+                    "too_many_scalars", f"{len(new)} new scalar name(s) past the {limit} the monitor keeps"),
+                    msg.sender)
+                continue
+            names |= new
             self._on_report(msg)
         now = time.time()
         if now - self._last_console >= self.cfg.logging.console_every_s:
@@ -154,7 +232,7 @@ class Monitor:
             self._last_console = now
 
     def _on_report(self, msg: protocol.Message) -> None:
-        meta = msg.meta
+        meta = {k: msg.meta[k] for k in KEPT_FIELDS if k in msg.meta}  # what report_problem checked, nothing more
         self.reports[msg.sender] = meta
         if meta.get("counters"):
             self.counters[msg.sender] = meta["counters"]
@@ -188,7 +266,13 @@ class Monitor:
             row.update(extra)
         else:
             self._last_row = (now, self.env_steps, self.updates)
-        self.sinks.write(row)
+        if self.disk_full is None:
+            try:
+                self.sinks.write(row)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self.disk_full = f"no space left under {self.run_dir} ({e.strerror})"
         if not extra:
             self._console(row)
 
@@ -230,16 +314,21 @@ class Monitor:
             "num_actors": int(self.cfg.actor.num_actors),
             "exit_codes": exit_codes,
             "rejected_stats_messages": self.rejects.total,
-            # Each role's last counters and rejected messages by reason (the replay service's session counters:
-            # refused_seq, name_taken, impostor_messages, ...), as it last reported them.
-            "counters": {sender: dict(c) for sender, c in self.counters.items()},
-            "rejected": {sender: dict(r.get("rejected") or {}) for sender, r in self.reports.items()
-                         if r.get("rejected")},
+            "rejected_stats": dict(self.rejects.counts),
+            # each role's newest counters and rejected messages (by reason), as it reported them
+            "roles": {sender: {"counters": report.get("counters", {}), "rejected": report.get("rejected", {})}
+                      for sender, report in self.reports.items()},
         }
         return out
 
     def close(self, summary: dict) -> None:
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.sinks.close(summary)
+        try:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=repr))
+        except OSError as e:
+            self.log.error(f"summary.json not written: {e}")
+        try:
+            self.sinks.close(summary)
+        except OSError as e:  # a full disk: the metric files keep what they had
+            self.log.error(f"metric files not closed cleanly: {e}")
         self.stats.close(0)
         self.control.close(0)

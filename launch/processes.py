@@ -63,11 +63,19 @@ class RoleProcess:
 
     def _stream(self) -> None:
         for line in self.proc.stdout:
-            self.log_file.write(line)
+            if self.log_file is not None:
+                try:
+                    self.log_file.write(line)
+                except OSError:  # a full disk: keep reading (a role must never block on its output), stop logging
+                    self.log_file = None
             self.tail.append(line)
             if self.echo:
                 sys.stderr.write(line)
-        self.log_file.close()
+        if self.log_file is not None:
+            try:
+                self.log_file.close()
+            except OSError:
+                pass
 
     @property
     def pid(self) -> int:

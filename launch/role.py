@@ -9,6 +9,7 @@ import argparse
 import sys
 
 ROLES = ("replay", "learner", "actor", "evaluator")
+EXIT_CANNOT_RESUME = 3  # a role asked to resume found nothing intact to resume from: the launcher does not restart it
 
 
 def run_role(role: str, run_dir: str, index: int = 0) -> int:
@@ -33,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--index", type=int, default=0, help="actor index")
     args = parser.parse_args(argv)
-    return run_role(args.role, args.run_dir, args.index)
+    from learner.checkpoint import CheckpointError
+
+    try:
+        return run_role(args.role, args.run_dir, args.index)
+    except CheckpointError as e:  # one line, no traceback: the launcher ends the run with it
+        print(f"cannot resume: {e}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_RESUME
 
 
 def exit_promptly(code: int, flush_s: float = 2.0) -> None:

@@ -46,8 +46,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from core.config import ConfigError
-from core.net import IPC_PATH_MAX
 from core.log import get_logger
+from core.net import IPC_PATH_MAX
 from core.security import keys_dir
 from launch import placement
 from launch.launcher import Launcher

@@ -34,14 +34,16 @@ from omegaconf import DictConfig
 
 from core.log import get_logger
 from launch import placement
-from launch.launcher import Launcher
+from launch.launcher import Launcher, RunDirLocked, lock_run_dir, unlock_run_dir
 from launch.placement import ProcessPlacement
 from launch.processes import REPO_ROOT, role_command
 from launch.run_config import read_run_config
+from wire.runtime import LAUNCHER_PID_ENV
 
 log = get_logger("launcher")
 
 REFRESH_EVERY_S = 0.3  # how often the launcher asks tmux about its windows
+WATCHDOG_WINDOW = "watchdog"  # ends the tmux server when the launcher is gone
 
 
 def session_name(cfg: DictConfig) -> str:
@@ -160,6 +162,7 @@ class TmuxLauncher(Launcher):
         self.session = session_name(cfg)
         self.tmux = Tmux(self.session)
         self.window_states: dict[str, WindowState] = {}
+        self._watchdog = False
         self.listed_at = 0.0
         self.detached = not cfg.launch.wait
         if self.detached:  # the launcher itself will run in the session: nothing more to set up here
@@ -185,6 +188,7 @@ class TmuxLauncher(Launcher):
             log.error(f"tmux session {self.session} exists already; attach with: {self.attach_command}")
             return 1
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        unlock_run_dir(self.run_dir)  # the launcher in the session's first window takes the run directory over
         argv = [sys.executable, "-u", "-m", "launch.tmux", str(self.run_dir)]
         env = {"PYTHONPATH": str(REPO_ROOT)}
         self.tmux.open_window(self.session, "launcher", shell_command(argv, env, REPO_ROOT),
@@ -207,9 +211,26 @@ class TmuxLauncher(Launcher):
         self.tmux.kill_window(self.session, p.name)  # a restarted actor replaces its dead window
         env = placement.local_env(self.cfg, p)
         passed = {k: v for k, v in env.items() if os.environ.get(k) != v or k in placement.THREAD_VARIABLES}
+        # tmux windows are not the launcher's children (no PR_SET_PDEATHSIG): each role watches the launcher's pid
+        # and stops when it is gone (wire/runtime.py).
+        passed[LAUNCHER_PID_ENV] = str(os.getpid())
         command = shell_command(role_command(p.role, self.cfg.runner.run_dir, p.index), passed, REPO_ROOT)
         pid = self.tmux.open_window(self.session, p.name, command, log_file)
+        self._start_watchdog()
         return TmuxWindow(self, p.name, pid, log_file)
+
+    def _start_watchdog(self) -> None:
+        """A window that ends the run's tmux server once this launcher is gone (kill -9 included) and the roles
+        have had their time to stop. Not when the launcher runs inside the session (its window stays to show the
+        summary)."""
+        if self._watchdog or os.environ.get("ZARL_TMUX_SUPERVISOR") == self.session:
+            return
+        grace = float(self.cfg.runner.shutdown_timeout_s) + 4.0
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 0.5; done; sleep {grace:.1f}; "
+                  f"tmux -L {shlex.quote(self.session)} kill-server")
+        self.tmux.open_window(self.session, WATCHDOG_WINDOW, shell_command(["sh", "-c", script], {}, REPO_ROOT),
+                              self.run_dir / "logs" / f"{WATCHDOG_WINDOW}.log")
+        self._watchdog = True
 
     def refresh(self) -> None:
         now = time.time()
@@ -244,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m launch.tmux RUN_DIR", file=sys.stderr)
         return 2
     cfg = read_run_config(argv[0])
+    try:
+        lock_run_dir(Path(cfg.runner.run_dir))
+    except RunDirLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cfg.launch.wait = True
     os.environ["ZARL_TMUX_SUPERVISOR"] = session_name(cfg)
     return TmuxLauncher(cfg).run()

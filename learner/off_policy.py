@@ -24,6 +24,7 @@ from core.roles import Learner
 from envs import env_spaces
 from learner.batch_fetcher import BatchFetcher
 from learner.checkpoint import (
+    CheckpointError,
     checkpoint_meta,
     list_checkpoints,
     load_latest_checkpoint,
@@ -54,6 +55,7 @@ class OffPolicyLearner(Learner):
         self.updates = 0  # critic updates (= batches consumed)
         self.learner_steps = 0  # one actor update each, after sac.critic_actor_ratio critic updates
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"
+        self.checkpoint_failures = 0  # checkpoints that could not be written (a full disk)
         self.nonfinite_weights = 0  # publications and checkpoints refused because a weight was NaN/Inf
         resumed_version = self._resume() if self._should_resume() else 0
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
@@ -106,8 +108,13 @@ class OffPolicyLearner(Learner):
                  "config": dataclasses.asdict(self.cfg)}
         meta = {"run_id": self.cfg.runner.run_id, "updates": self.updates, "learner_steps": self.learner_steps}
         t0 = time.time()
-        path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
-                               label=f"u{self.updates}", meta=meta)
+        try:
+            path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
+                                   label=f"u{self.updates}", meta=meta)
+        except OSError as e:  # a full disk: the previous checkpoints are untouched (written whole or not at all)
+            self.checkpoint_failures += 1
+            self.log.error(f"checkpoint not written ({e.strerror or e}): the previous checkpoint stays the newest")
+            return
         self.log.info(f"checkpoint written: {path} ({self.updates:,} updates, {time.time() - t0:.2f} s)")
 
     def _should_resume(self) -> bool:
@@ -127,8 +134,15 @@ class OffPolicyLearner(Learner):
 
     def _resume(self) -> int:
         """Load the newest intact checkpoint; returns the policy version to continue from (0: none)."""
-        found = load_latest_checkpoint(self.checkpoint_dir, self.log)
+        found = load_latest_checkpoint(self.checkpoint_dir, self.log)  # raises CheckpointError: none intact
         if found is None:
+            damaged = sorted(p.name for p in self.checkpoint_dir.glob("ckpt-*.corrupt")) \
+                if self.checkpoint_dir.is_dir() else []
+            if damaged:  # an earlier attempt found them damaged and set them aside: still nothing to resume from
+                raise CheckpointError(f"no intact checkpoint in {self.checkpoint_dir}: only damaged ones "
+                                      f"({', '.join(damaged)})")
+            if self.cfg.runner.resume:
+                raise CheckpointError(f"runner.resume=true, but {self.checkpoint_dir} holds no checkpoint")
             self.log.info(f"no checkpoint in {self.checkpoint_dir}: starting fresh")
             return 0
         state, path = found
@@ -151,7 +165,8 @@ class OffPolicyLearner(Learner):
     def _counters(self) -> dict:
         return {"updates": self.updates, "learner_steps": self.learner_steps,
                 "policy_version": self.publisher.policy_version,
-                "skipped_updates": self.sac.skipped_updates, "nonfinite_weights": self.nonfinite_weights}
+                "skipped_updates": self.sac.skipped_updates, "nonfinite_weights": self.nonfinite_weights,
+                "checkpoint_failures": self.checkpoint_failures}
 
     def run(self) -> int:
         cfg = self.cfg

@@ -34,6 +34,8 @@ class Store(Protocol):
 
     def on_left(self, name: str) -> None: ...
 
+    # Optional: limits_problem(name, spec, meta) -> why the registration's chunk limits are refused, or None.
+
 
 class ActorPort:
     def __init__(self, rt: RoleRuntime, cfg, session: ServiceSession, store: Store,
@@ -112,6 +114,14 @@ class ActorPort:
             return
         if registration.actor is None:
             self._refuse(route, msg.sender, "too_many_actors", registration.reply.meta["refused"])
+            return
+        # Only now, with the name's session this connection's: an impostor's declaration must not replace the
+        # live actor's chunk limits.
+        limits_problem = getattr(self.store, "limits_problem", None)
+        problem = limits_problem(msg.sender, spec, msg.meta) if limits_problem else None
+        if problem:
+            self.session.leave(msg.sender)
+            self._refuse(route, msg.sender, "bad_limits", problem)
             return
         for name in registration.forgotten:
             self.store.on_left(name)

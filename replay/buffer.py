@@ -54,10 +54,12 @@ class ReplayBuffer:
         arrays = [*self.obs.values(), self.action, self.reward, self.terminated, self.obs_index, self.next_obs_index]
         return sum(a.nbytes for a in arrays)
 
-    def add_chunk(self, arrays: dict) -> int:
-        """Check a chunk against the schema (raises ChunkError before anything is written), then store it;
-        returns the number of transitions added."""
-        self.schema.check(arrays)
+    def add_chunk(self, arrays: dict, schema: ChunkSchema | None = None) -> int:
+        """Check a chunk against `schema` (its actor's registered one; by default any [B, T] of the spec) -- raises
+        ChunkError before anything is written -- then store it; returns the number of transitions added."""
+        if schema is not None and schema.spec != self.spec:
+            raise ChunkError("the chunk's schema is not of this buffer's spec")
+        (schema or self.schema).check(arrays)
         obs = flat_obs(arrays["obs"])
         finals = flat_obs(arrays["final_obs"]) if "final_obs" in arrays else {}
         final_index = arrays.get("final_index", np.zeros((0, 2), np.int32))

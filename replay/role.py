@@ -46,6 +46,10 @@ class ReplayRole(ReplayService):
         self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0,
                                         curve=curve_side(cfg, "replay_learner", "server"))
         self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
+        # Bounded queues per peer: requests waiting to be read, and batches a peer has not read (past the
+        # bound ZeroMQ drops them, or, where the store sets ROUTER_MANDATORY, the send fails and is counted).
+        self.learner_sock.setsockopt(zmq.RCVHWM, 4 * int(cfg.replay.max_pending_samples))
+        self.learner_sock.setsockopt(zmq.SNDHWM, 2 * int(cfg.replay.max_pending_samples))
         self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
 
     @abc.abstractmethod

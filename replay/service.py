@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import psutil
+import zmq
 
 from core import seeding
 from core.atomic_dir import CorruptError
@@ -44,9 +45,9 @@ from replay.snapshot import (
     save_snapshot,
     snapshot_meta,
 )
-from wire import protocol
+from wire import protocol, shared_memory
 from wire.protocol import Kind
-from wire.schema import ChunkError, Spec
+from wire.schema import ChunkError, ChunkSchema, Spec
 from wire.session import ActorSession, Reply
 from wire.shared_memory import SlotReader
 
@@ -91,11 +92,19 @@ class OffPolicyReplayService(ReplayRole):
         self.buffer: ReplayBuffer | None = None
         self.spec: Spec | None = None
         self.pending_samples: collections.deque = collections.deque()
+        # The learner's session: the one route whose sample requests are served and counted as updates. Another
+        # route takes it over only once this one is silent past replay.heartbeat_timeout_s with nothing pending
+        # (a restarted learner); requests from any other sender or route are refused and counted.
+        self.learner_route: list | None = None
+        self.learner_seen = 0.0
+        self.batches_undeliverable = 0  # batches whose requester's queue was full or gone: not counted as updates
+        self.learner_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a full or gone peer fails (NOBLOCK)
         self.rng = seeding.generator(cfg.runner.seed, "replay_sample")
         self.episodes: collections.deque = collections.deque(maxlen=1000)  # until the next report
         self.snapshots = 0
         self.snapshot_failures = 0
         self.shm = SlotReader()  # same-host actors' shared-memory segments (wire/shared_memory.py)
+        self.schemas: dict[str, ChunkSchema] = {}  # each registered actor's chunk schema: its spec and [B, T]
         self.torn_chunks = 0
         self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
         self.snapshot_writer = BackgroundSnapshot(self.snapshot_dir, cfg.replay.keep_snapshots, cfg.runner.run_id,
@@ -114,16 +123,31 @@ class OffPolicyReplayService(ReplayRole):
             return problem
         return None if spec == self.spec else f"spec {spec} differs from the buffer's {self.spec}"
 
+    def limits_problem(self, name: str, spec: Spec, meta: dict) -> str | None:
+        """The actor's chunks: exactly its declared [B, T], within actor.chunk_len and env.num_envs."""
+        try:
+            self.schemas[name] = ChunkSchema.registered(spec, meta, int(self.cfg.actor.chunk_len),
+                                                        int(self.cfg.env.num_envs))
+        except ChunkError as e:
+            self.schemas.pop(name, None)
+            return str(e)
+        return None
+
     def on_registered(self, name: str, meta: dict) -> dict:
         """A same-host actor offers its shared-memory segment: say whether we can read it (else it sends frames)."""
         if not isinstance(meta.get("shm"), dict):
             self.shm.detach(name)
             return {}
-        problem = self.shm.attach(name, meta["shm"].get("segment"), meta["shm"].get("token"))
+        schema = self.schemas.get(name)
+        need = shared_memory.slot_bytes_for(schema.array_bytes()) if schema is not None else 0
+        offer = meta["shm"]
+        problem = self.shm.attach(name, offer.get("segment"), offer.get("token"), offer.get("pid"), offer.get("fd"),
+                                  max_slot_bytes=need)
         return {"shm": problem is None, **({"shm_problem": problem} if problem else {})}
 
     def on_left(self, name: str) -> None:
         self.shm.detach(name)
+        self.schemas.pop(name, None)
 
     def _capacity_for(self, spec: Spec) -> int:
         cfg = self.cfg.replay
@@ -150,7 +174,10 @@ class OffPolicyReplayService(ReplayRole):
             problem = _episodes_problem(episodes)
             if problem:
                 raise ChunkError(problem)
-            n = self.buffer.add_chunk(arrays)  # checks the chunk against the schema before it writes anything
+            schema = self.schemas.get(msg.sender)
+            if schema is None:
+                raise ChunkError("no registered chunk schema for this sender")
+            n = self.buffer.add_chunk(arrays, schema)  # checks the chunk against the schema before it writes anything
             del arrays  # no views on the slot may outlive this: the actor reuses it once we acknowledge
         # The other types are arrays of a kind the schema's checks did not expect.
         except (ChunkError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:  # ProtocolError too
@@ -172,7 +199,29 @@ class OffPolicyReplayService(ReplayRole):
         return replies
 
     # -- learner -----------------------------------------------------------------------------------
+    def _learner_session(self, route: list, msg: protocol.Message) -> bool:
+        if msg.sender != "learner":
+            self.rt.rejects.reject(protocol.ProtocolError(
+                "not_learner", f"sample request from {msg.sender!r}: only the learner samples"), msg.sender)
+            return False
+        now = time.time()
+        if route != self.learner_route:
+            live = now - self.learner_seen <= self.cfg.replay.heartbeat_timeout_s or self.pending_samples
+            if self.learner_route is not None and live:
+                self.rt.rejects.reject(protocol.ProtocolError(
+                    "learner_session_live", "sample request from a second connection while the learner's "
+                                            "session is live"), msg.sender)
+                return False
+            if self.learner_route is not None:
+                self.log.info("a new learner connection takes over the learner's session")
+            self.learner_route = route
+            self.pending_samples.clear()
+        self.learner_seen = now
+        return True
+
     def on_sample(self, route: list, msg: protocol.Message) -> None:
+        if not self._learner_session(route, msg):
+            return
         size = msg.meta.get("batch_size")  # the learner says how many transitions it trains on
         if type(size) is not int or not 1 <= size <= self.cfg.replay.max_batch_size:
             self.rt.rejects.reject(protocol.ProtocolError(
@@ -192,9 +241,13 @@ class OffPolicyReplayService(ReplayRole):
         while self.pending_samples and self.buffer is not None and self.limiter.can_sample():
             route, size, seq = self.pending_samples.popleft()
             batch = self.buffer.sample(size, self.rng)
+            try:
+                protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=seq, route=route,
+                              meta={"env_steps": self.limiter.inserted, "size": len(self.buffer)}, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:  # zmq.Again (the requester does not read its batches) or EHOSTUNREACH (gone)
+                self.batches_undeliverable += 1
+                continue
             self.limiter.updates += 1
-            protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=seq, route=route,
-                          meta={"env_steps": self.limiter.inserted, "size": len(self.buffer)})
         self.actors.send(self.sessions.grant_owed())
 
     # -- snapshots ---------------------------------------------------------------------------------
@@ -209,8 +262,13 @@ class OffPolicyReplayService(ReplayRole):
         if background and self.snapshot_writer.start(self.buffer, state):
             return
         t0 = time.time()
-        save_snapshot(self.snapshot_dir, self.buffer, state, keep=self.cfg.replay.keep_snapshots,
-                      run_id=self.cfg.runner.run_id)
+        try:
+            save_snapshot(self.snapshot_dir, self.buffer, state, keep=self.cfg.replay.keep_snapshots,
+                          run_id=self.cfg.runner.run_id)
+        except OSError as e:  # a full disk: the previous snapshots are untouched (written whole or not at all)
+            self.snapshot_failures += 1
+            self.log.error(f"snapshot not written ({e.strerror or e}): the previous snapshot stays the newest")
+            return
         self._snapshot_written(SnapshotDone(ok=True, seconds=time.time() - t0, service=state,
                                             transitions=len(self.buffer)), "")
 
@@ -292,7 +350,8 @@ class OffPolicyReplayService(ReplayRole):
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
                       **self.sessions.counters(), "snapshots": self.snapshots,
-                      "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks},
+                      "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks,
+                      "batches_undeliverable": self.batches_undeliverable},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),
                      "replay/actors_waiting": sum(1 for a in connected.values() if a.owed_credits),

@@ -3,7 +3,9 @@ control socket, and a stats reporter that pushes counters to the launcher's moni
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
 import time
 
 import zmq
@@ -14,6 +16,19 @@ from core.log import get_logger
 from core.net import endpoint, make_socket
 from wire import protocol
 from wire.session import saturate
+
+LAUNCHER_PID_ENV = "ZARL_LAUNCHER_PID"  # set by launch modes whose roles are not the launcher's children (tmux)
+EXIT_LAUNCHER_GONE = 70
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RoleRuntime:
@@ -35,6 +50,28 @@ class RoleRuntime:
         self.rejects = protocol.RejectCounter(self.log, sender)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        launcher = os.environ.get(LAUNCHER_PID_ENV)
+        if launcher and launcher.isdigit():
+            threading.Thread(target=self._watch_launcher, args=(int(launcher),), daemon=True,
+                             name="launcher-watch").start()
+
+    def _watch_launcher(self, pid: int) -> None:
+        """Stop when the launcher is gone (even by kill -9), as local roles do through PR_SET_PDEATHSIG; leave
+        for good runner.shutdown_timeout_s + 2 s later if the role has not stopped by then."""
+        try:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError, AttributeError):
+            fd = None  # already gone, or no pidfd here: poll instead
+            while fd is None and _alive(pid):
+                time.sleep(0.5)
+        if fd is not None:
+            select.select([fd], [], [])  # readable when the process exits
+            os.close(fd)
+        self.log.error(f"the launcher (pid {pid}) is gone: stopping")
+        self._stop_reason = "the launcher is gone"
+        self.final_eval_wanted = False
+        time.sleep(float(self.cfg.runner.shutdown_timeout_s) + 2.0)
+        os._exit(EXIT_LAUNCHER_GONE)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_reason = signal.Signals(signum).name

@@ -13,9 +13,14 @@ the chunk layout itself::
     final_index  [K, 2]         int32 (row b, step t) where each of them ended
 
 Actors allocate chunks from it (actors/chunk.py) and size their shared-memory slots with it; the
-replay service checks every chunk against it before the buffer stores one row of it. On the
-service side B and T are whatever the chunk says (actors may differ in their number of envs), so
-its schema leaves them open (None).
+replay service checks every chunk against it before the buffer stores one row of it. An actor
+registers its B and T with its spec (`limits_meta`); the service bounds them by its configuration
+(`registered`: T <= actor.chunk_len, B <= env.num_envs) and holds every chunk of that actor to exactly
+that [B, T] (an actor that declares none: to at most the bounds): a chunk of zero steps, or of more
+steps than registered, is refused whole.
+
+Floats must be finite in the dtype they are stored in *and* in float32, the dtype the learner computes
+in: a float64 value beyond float32's range would become Inf on the learner's device.
 """
 from __future__ import annotations
 
@@ -30,6 +35,9 @@ PLAIN = ""  # the observation name of a plain (non-dict) array observation
 
 class ChunkError(ValueError):
     """A chunk that does not fit the schema; it is rejected whole."""
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,24 @@ class ChunkSchema:
     spec: Spec
     chunk_len: int | None = None  # T; None: any (the service's view)
     num_envs: int | None = None  # B; None: any
+    at_most: bool = False  # chunk_len and num_envs are bounds, not the exact [B, T] (an actor that declared none)
+
+    def limits_meta(self) -> dict:
+        """What an actor's registration says of its chunks (besides the spec)."""
+        return {"chunk_len": int(self.chunk_len), "num_envs": int(self.num_envs)}
+
+    @staticmethod
+    def registered(spec: "Spec", meta: dict, max_len: int, max_envs: int) -> "ChunkSchema":
+        """The schema of a registering actor's chunks: its declared [B, T] (`limits_meta`), within the service's
+        bounds; an actor that declares none is held to the bounds themselves (at most [max_envs, max_len]).
+        Raises ChunkError for a bad declaration."""
+        declared = "chunk_len" in meta or "num_envs" in meta
+        t, b = meta.get("chunk_len", max_len), meta.get("num_envs", max_envs)
+        if type(t) is not int or not 1 <= t <= max_len:
+            raise ChunkError(f"chunk_len {str(t)[:40]!r} is not an int in [1, actor.chunk_len={max_len}]")
+        if type(b) is not int or not 1 <= b <= max_envs:
+            raise ChunkError(f"num_envs {str(b)[:40]!r} is not an int in [1, env.num_envs={max_envs}]")
+        return ChunkSchema(spec, t, b, at_most=not declared)
 
     def step_fields(self, b: int, t: int) -> dict[str, tuple[tuple, str]]:
         """Name -> (shape, dtype) of the per-step arrays of a [b, t] chunk (obs names as "obs" or "obs/<name>")."""
@@ -126,8 +152,14 @@ class ChunkSchema:
         if not isinstance(reward, np.ndarray) or reward.ndim != 2:
             raise ChunkError(f"reward must be [B, T], got {getattr(reward, 'shape', type(reward).__name__)}")
         b, t = reward.shape
-        if (self.num_envs, self.chunk_len) != (None, None) and (b, t) != (self.num_envs, self.chunk_len):
-            raise ChunkError(f"chunk of [{b}, {t}], expected [{self.num_envs}, {self.chunk_len}]")
+        if b < 1 or t < 1:
+            raise ChunkError(f"chunk of [{b}, {t}]: a chunk holds at least one step of one env")
+        if self.at_most:
+            if (self.num_envs is not None and b > self.num_envs) or (self.chunk_len is not None and t > self.chunk_len):
+                raise ChunkError(f"chunk of [{b}, {t}], more than [{self.num_envs}, {self.chunk_len}]")
+        elif (self.num_envs is not None and b != self.num_envs) or (self.chunk_len is not None
+                                                                    and t != self.chunk_len):
+            raise ChunkError(f"chunk of [{b}, {t}], expected [{self.num_envs}, {self.chunk_len}] (as registered)")
         obs = arrays.get("obs")
         obs = flat_obs(obs) if obs is not None else {}
         if set(obs) != set(self.spec.obs):
@@ -150,8 +182,17 @@ class ChunkSchema:
         for k, (shape, dtype) in self.spec.obs.items():
             _expect(f"final_obs '{k}'", finals.get(k, np.zeros((0, *shape), dtype)), (len(index), *shape), dtype)
         for name, array in tree.flatten(arrays).items():
-            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-                raise ChunkError(f"'{name}' holds NaN or Inf")
+            if np.issubdtype(array.dtype, np.floating) and not _finite_as_stored(array):
+                raise ChunkError(f"'{name}' holds NaN or Inf, or values beyond float32's range")
+
+
+def _finite_as_stored(array: np.ndarray) -> bool:
+    """Finite in its own dtype (the one it is stored in: checked equal to the spec's) and in float32."""
+    if not np.isfinite(array).all():
+        return False
+    if array.dtype.itemsize > 4 and array.size:
+        return bool(np.abs(array).max() <= FLOAT32_MAX)
+    return True
 
 
 def _expect(name: str, array, shape: tuple, dtype: str) -> None:

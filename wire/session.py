@@ -147,7 +147,7 @@ class ClientSession:
         self.last_register = now
         meta = dict(self.register_meta)
         if self.slots is not None:
-            meta["shm"] = {"segment": self.slots.name, "token": self.slots.token}
+            meta["shm"] = self.slots.offer()
         return [Outgoing(Kind.REGISTER, meta=meta)]
 
     def add(self, arrays: dict, meta: dict, policy_version: int, seq: int | None = None) -> list[Outgoing]:
@@ -162,7 +162,9 @@ class ClientSession:
         old = self.resend_buffer.pop(seq, None)
         self.resend_buffer_nbytes += nbytes - (old.nbytes if old else 0)
         self.resend_buffer[seq] = _Kept(arrays, dict(meta), int(policy_version), nbytes)
-        return [self._chunk(seq, self.resend_buffer[seq])]
+        out = [self._chunk(seq, self.resend_buffer[seq])]
+        self._release()  # over the bound now: drop the oldest stored chunks at once, not at the next acknowledgement
+        return out
 
     def poll(self, now: float) -> list[Outgoing]:
         """What is due: a heartbeat every heartbeat_s; a registration while unregistered, every REGISTER_RETRY_S."""

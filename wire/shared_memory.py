@@ -13,7 +13,8 @@ stay behind in the slot and the header says where.
       returns the small arrays + meta         returns read-only views on the slot
     SlotWriter.release_through(last_seq) <--  acknowledgement: everything up to last_seq is stored
 
-The segment is one file in ``/dev/shm`` (``SEGMENT_DIR``), created and removed by the sender::
+The segment is a sealed memfd of the sender (``memfd_create``, sealed with F_SEAL_SHRINK, F_SEAL_GROW and
+F_SEAL_SEAL), which the receiver opens as ``/proc/<pid>/fd/<fd>``::
 
     bytes 0..63          segment header: magic, token, slot count, slot size
     slot i (64-aligned)  8-byte stamp (the sequence number of the chunk in it) | arrays, 64-aligned
@@ -27,11 +28,16 @@ Rules that keep it safe:
   sequence number. The receiver checks it before and after it copies the arrays out
   (``SlotReader.check``); a stamp that is not the message's sequence number rejects the chunk.
 * The receiver proves it can read the sender's segment before the sender uses it: the
-  registration carries the segment name and a random token written in the segment's header, and
-  the receiver answers whether it found that token (``SlotReader.attach``). A receiver on another
-  host, or in a container with its own /dev/shm, answers no, and the sender keeps to frames.
-* Names from the network are checked against ``SEGMENT_NAME`` and opened read-only without
-  following links; every offset is checked against the segment's size.
+  registration carries the segment's name, pid and fd and a random token written in the segment's
+  header, and the receiver answers whether it found that token (``SlotReader.attach``). A receiver
+  on another host, or in a container with its own /proc, answers no, and the sender keeps to frames.
+* The receiver maps only a sealed memfd: a file that can shrink under a mapping kills the process that
+  touches the lost pages with SIGBUS, and a sealed one cannot shrink. It opens it without blocking
+  (O_NONBLOCK: a FIFO named instead cannot hang the open), as a regular file whose /proc link names
+  the segment (the name matched whole against ``SEGMENT_NAME``: no trailing newline), of exactly the
+  size its header states, with slots no larger than the sender's registered chunks need; every
+  offset is checked against the slot's size.
+* A sender that crashes leaves nothing behind: the memfd goes with the last process holding it.
 
 (multiprocessing.shared_memory is not used: before Python 3.13 a process that only attaches to a
 segment also registers it with its resource tracker, which then deletes the segment under the
@@ -39,25 +45,34 @@ sender when the receiver exits.)
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
 import secrets
+import stat
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from wire.protocol import (ALLOWED_DTYPES, ZERO_COPY_MIN_BYTES, ProtocolError, _parse_array_entry, flatten_arrays,
-                           unflatten_arrays)
+from wire.protocol import (
+    ALLOWED_DTYPES,
+    ZERO_COPY_MIN_BYTES,
+    ProtocolError,
+    _parse_array_entry,
+    flatten_arrays,
+    unflatten_arrays,
+)
 
 SEGMENT_DIR = Path("/dev/shm")
-SEGMENT_NAME = re.compile(r"^zarl-[A-Za-z0-9_.-]{1,160}$")
+SEGMENT_NAME = re.compile(r"zarl-[A-Za-z0-9_.-]{1,160}")  # matched whole (fullmatch): no trailing newline
 MAGIC = b"ZARLSHM1"
 ALIGN = 64  # cache-line alignment of the header, the slots and every array in a slot
 HEADER = struct.Struct("<8s16sQQ")  # magic, token, slots, slot_bytes
 STAMP = struct.Struct("<Q")
 MAX_SEGMENT_BYTES = 64 * 2**30
+REQUIRED_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL  # what a segment must be sealed with
 
 
 def _aligned(n: int) -> int:
@@ -65,8 +80,8 @@ def _aligned(n: int) -> int:
 
 
 def available() -> bool:
-    """Whether this host has a shared-memory file system to put segments in."""
-    return SEGMENT_DIR.is_dir() and os.access(SEGMENT_DIR, os.W_OK)
+    """Whether this host can make sealed shared-memory segments (memfd) that another process can open (/proc)."""
+    return hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd")
 
 
 def slot_bytes_for(array_bytes: list[int]) -> int:
@@ -78,7 +93,7 @@ class SlotWriter:
     """The sender's side: a segment of `slots` slots of `slot_bytes` each, and which chunk holds which slot."""
 
     def __init__(self, name: str, slots: int, slot_bytes: int):
-        if not SEGMENT_NAME.match(name):
+        if not SEGMENT_NAME.fullmatch(name):
             raise ValueError(f"shared-memory segment name {name!r} does not match {SEGMENT_NAME.pattern}")
         if slots < 1 or slot_bytes < ALIGN:
             raise ValueError(f"need at least one slot of {ALIGN} bytes, got {slots} of {slot_bytes}")
@@ -86,20 +101,24 @@ class SlotWriter:
         self.size = _aligned(HEADER.size) + self.slots * self.slot_bytes
         if self.size > MAX_SEGMENT_BYTES:
             raise ValueError(f"{slots} slots of {slot_bytes:,} bytes exceed {MAX_SEGMENT_BYTES:,} bytes")
-        self.path = SEGMENT_DIR / name
         self.token = secrets.token_bytes(16)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # A sealed memfd, not a file in /dev/shm: it cannot shrink or grow once sealed (F_SEAL_SHRINK, F_SEAL_GROW,
+        # F_SEAL_SEAL), so a receiver that maps it can never be faulted with SIGBUS by a truncation, and it goes
+        # with the last process that holds it (a crashed actor leaves nothing behind). The receiver opens it as
+        # /proc/<pid>/fd/<fd> (the registration says which), as a regular file of the size its header states.
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, self.size)
             # Reserve the pages now: a full /dev/shm (Docker gives 64 MB by default) then fails here, with ENOSPC,
             # instead of killing the process with SIGBUS at its first write into a page that cannot be had.
             os.posix_fallocate(fd, 0, self.size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
             self._map = mmap.mmap(fd, self.size)
         except BaseException:
-            os.unlink(self.path)
-            raise
-        finally:
             os.close(fd)
+            raise
+        self.fd = fd
+        self.path = Path(f"/proc/{os.getpid()}/fd/{fd}")
         HEADER.pack_into(self._map, 0, MAGIC, self.token, self.slots, self.slot_bytes)
         self._buffer = np.frombuffer(self._map, dtype=np.uint8)
         self.holder: list[int | None] = [None] * self.slots  # sequence number of the chunk in each slot
@@ -149,22 +168,40 @@ class SlotWriter:
     def in_use(self) -> int:
         return sum(holder is not None for holder in self.holder)
 
+    def offer(self) -> dict:
+        """What a registration says of the segment: its name, token, and where a receiver on this host opens it."""
+        return {"segment": self.name, "token": self.token, "pid": os.getpid(), "fd": self.fd}
+
     def close(self) -> None:
-        """Unmap and remove the segment (a receiver that still maps it keeps its pages until it lets go)."""
+        """Unmap and close the segment (a receiver that still maps it keeps its pages until it lets go)."""
         self._buffer = None
         try:
             self._map.close()
         except BufferError:
             pass  # views on it still exist: the mapping goes when they do
-        self.path.unlink(missing_ok=True)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _Segment:
-    def __init__(self, name: str):
-        path = SEGMENT_DIR / name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    """A sender's segment as the receiver maps it: only a sealed memfd (it cannot shrink: no SIGBUS), opened through
+    /proc/<pid>/fd/<fd> without blocking (a FIFO or device there cannot hang the open), a regular file whose
+    /proc link names the segment, of exactly the size its header states, slots no larger than `max_slot_bytes`."""
+
+    def __init__(self, name: str, pid: int, fd: int, max_slot_bytes: int | None = None):
+        path = f"/proc/{pid}/fd/{fd}"
+        if os.readlink(path) != f"/memfd:{name} (deleted)":
+            raise ValueError(f"{path} is not the memfd {name!r}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("not a regular file")
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+                raise ValueError("not sealed against shrinking (F_SEAL_SHRINK, F_SEAL_SEAL)")
+            size = st.st_size
             if size < _aligned(HEADER.size) or size > MAX_SEGMENT_BYTES:
                 raise ValueError(f"segment of {size} bytes")
             self.map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -175,6 +212,8 @@ class _Segment:
             raise ValueError("not a zarl segment (bad magic)")
         if _aligned(HEADER.size) + self.slots * self.slot_bytes != size or self.slot_bytes % ALIGN:
             raise ValueError(f"header says {self.slots} slots of {self.slot_bytes} bytes in a {size}-byte segment")
+        if max_slot_bytes is not None and self.slot_bytes > _aligned(max_slot_bytes):
+            raise ValueError(f"slots of {self.slot_bytes:,} bytes, more than its chunks need ({max_slot_bytes:,})")
         self.name, self.size = name, size
         self.buffer = np.frombuffer(self.map, dtype=np.uint8)
 
@@ -188,29 +227,35 @@ class SlotReader:
     def __init__(self):
         self.segments: dict[str, _Segment] = {}
 
-    def attach(self, sender: str, name: object, token: object) -> str | None:
-        """Map `sender`'s segment; returns None if it holds `token`, else why it cannot be used."""
+    def attach(self, sender: str, segment: object, token: object, pid: object = None, fd: object = None,
+               max_slot_bytes: int | None = None) -> str | None:
+        """Map `sender`'s segment (`SlotWriter.offer`); returns None if it holds `token` (and its slots are no larger
+        than `max_slot_bytes`, what the sender's registered chunks need), else why it cannot be used."""
         self.detach(sender)
-        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+        name = segment
+        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
             return f"segment name {name!r} is not a zarl segment name"
         if not isinstance(token, bytes) or len(token) != 16:
             return "no 16-byte token"
+        if type(pid) is not int or type(fd) is not int or pid <= 0 or fd < 0:
+            return "no pid and fd of the segment"
         try:
-            segment = _Segment(name)
+            mapped = _Segment(name, pid, fd, max_slot_bytes)
         except (OSError, ValueError) as e:
-            return f"cannot map /dev/shm/{name}: {e}"
-        if segment.token != token:
+            return f"cannot map {name}: {e}"
+        if mapped.token != token:
             return "the segment's token differs (another host's, or another process's, segment)"
-        self.segments[sender] = segment
+        self.segments[sender] = mapped
         return None
 
     def detach(self, sender: str) -> None:
         self.segments.pop(sender, None)  # the mapping closes when the last view on it is gone
 
     def resolve(self, sender: str, seq: int, shm: object, arrays: dict) -> dict:
-        """The chunk's arrays: `arrays` (from frames) plus read-only views on the slot. Raises ProtocolError.
+        """The chunk's arrays: `arrays` (from frames) plus read-only arrays read out of the slot (into a staging
+        buffer per sender, reused by its next chunk). Raises ProtocolError.
 
-        Call `check` after copying the views out: only then is it known that the sender did not
+        Call `check` after copying them out: only then is it known that the sender did not
         overwrite the slot meanwhile.
         """
         segment = self.segments.get(sender)

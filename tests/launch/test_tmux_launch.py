@@ -13,7 +13,8 @@ from launch_helpers import assert_clean_summary, launcher_command, read_summary
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt package tmux)")]
 
-EXPECTED_WINDOWS = {"replay", "learner", "evaluator", "actor-0", "actor-1"}
+# One window per process, and the watchdog that ends the tmux server if the launcher is killed (launch/tmux.py).
+EXPECTED_WINDOWS = {"replay", "learner", "evaluator", "actor-0", "actor-1", "watchdog"}
 
 
 def tmux_windows(session: str) -> set[str]:

@@ -59,9 +59,11 @@ class HandActor:
     over a real DEALER socket, through the actors' own client (wire/session.py's ClientSession, whose `add` takes
     a chosen `seq` for this, and actors/replay_writer.py). `sock` is the socket, for sending raw frames."""
 
-    def __init__(self, cfg, name: str):
-        self.session = ClientSession(name, {"spec": PENDULUM_SPEC, "pid": os.getpid(), "device": "cpu"},
-                                     resend_buffer_bytes=0, heartbeat_s=float(cfg.actor.heartbeat_s))
+    def __init__(self, cfg, name: str, spec: dict | None = None, slots=None, **register_meta):
+        """`register_meta`: more of the registration (chunk_len, num_envs); `slots`: a SlotWriter to offer."""
+        self.session = ClientSession(name, {"spec": spec or PENDULUM_SPEC, "pid": os.getpid(), "device": "cpu",
+                                            **register_meta},
+                                     resend_buffer_bytes=0, heartbeat_s=float(cfg.actor.heartbeat_s), slots=slots)
         self.writer = ReplayWriter(zmq.Context.instance(), endpoint(cfg, "replay_actors", bind=False), self.session,
                                    logging.getLogger(name))
         self.sock = self.writer.sock

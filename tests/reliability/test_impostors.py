@@ -122,7 +122,7 @@ def test_impostors_cannot_stop_learning_or_kill_a_role(tmp_path, figures):
             run.wait()
     assert run.returncode == 0, stderr[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    replay = summary["counters"]["replay"]
+    replay = summary["roles"]["replay"]["counters"]
     figures["impostors: final eval of the attacked run"] = summary["eval/return_mean"]
     figures["impostors: replay counters"] = {k: replay.get(k) for k in (
         "refused_seq", "name_taken", "impostor_messages", "lost_chunks", "duplicates")}
@@ -134,7 +134,7 @@ def test_impostors_cannot_stop_learning_or_kill_a_role(tmp_path, figures):
     assert replay["name_taken"] >= 1 + second_refused
     assert replay["impostor_messages"] >= sent
     assert replay["lost_chunks"] == 0  # nothing believed: no jump counted as lost
-    assert summary["rejected"]["replay"].get("impostor", 0) >= 1
+    assert summary["roles"]["replay"]["rejected"].get("impostor", 0) >= 1
 
 
 def protocol_heartbeat():

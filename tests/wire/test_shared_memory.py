@@ -39,7 +39,7 @@ def send_through(writer: SlotWriter, reader: SlotReader, arrays: dict, seq: int)
 
 def test_large_arrays_travel_in_the_slot_small_ones_in_frames(writer):
     reader = SlotReader()
-    assert reader.attach("actor-0", writer.name, writer.token) is None
+    assert reader.attach("actor-0", **writer.offer()) is None
     sent = chunk(7)
     rest, placed = writer.place(sent, seq=1)
     assert [entry["name"] for entry in placed["arrays"]] == ["obs/front"]  # 221 kB; the rest is under 64 KiB
@@ -53,7 +53,7 @@ def test_large_arrays_travel_in_the_slot_small_ones_in_frames(writer):
 
 def test_a_slot_is_reused_only_after_the_acknowledgement(writer):
     reader = SlotReader()
-    reader.attach("actor-0", writer.name, writer.token)
+    reader.attach("actor-0", **writer.offer())
     _, first = send_through(writer, reader, chunk(1), 1)
     _, second = send_through(writer, reader, chunk(2), 2)
     assert first["slot"] != second["slot"] and writer.in_use() == 2
@@ -68,7 +68,7 @@ def test_a_slot_is_reused_only_after_the_acknowledgement(writer):
 
 def test_overwritten_slot_is_detected(writer):
     reader = SlotReader()
-    reader.attach("actor-0", writer.name, writer.token)
+    reader.attach("actor-0", **writer.offer())
     rest, placed = writer.place(chunk(1), 1)
     writer.release_through(1)
     writer.place(chunk(2), 2)  # a sender that broke the rule: same slot, before the receiver read it
@@ -79,17 +79,32 @@ def test_overwritten_slot_is_detected(writer):
 
 def test_attach_refuses_strangers(writer, tmp_path):
     reader = SlotReader()
-    assert "token differs" in reader.attach("actor-0", writer.name, b"x" * 16)
-    assert "not a zarl segment name" in reader.attach("actor-0", "../etc/passwd", writer.token)
-    assert "not a zarl segment name" in reader.attach("actor-0", "zarl-a/../../x", writer.token)
-    assert "cannot map" in reader.attach("actor-0", "zarl-does-not-exist", writer.token)
-    assert "16-byte token" in reader.attach("actor-0", writer.name, "text")
-    link = shared_memory.SEGMENT_DIR / f"zarl-test-link-{uuid.uuid4().hex[:8]}"
-    link.symlink_to(writer.path)
+    offer = writer.offer()
+    assert "token differs" in reader.attach("actor-0", **{**offer, "token": b"x" * 16})
+    assert "not a zarl segment name" in reader.attach("actor-0", **{**offer, "segment": "../etc/passwd"})
+    assert "not a zarl segment name" in reader.attach("actor-0", **{**offer, "segment": "zarl-a/../../x"})
+    assert "not a zarl segment name" in reader.attach("actor-0", **{**offer, "segment": writer.name + "\n"})
+    assert "cannot map" in reader.attach("actor-0", **{**offer, "segment": "zarl-does-not-exist"})
+    assert "cannot map" in reader.attach("actor-0", **{**offer, "fd": 2**20})
+    assert "16-byte token" in reader.attach("actor-0", **{**offer, "token": "text"})
+    assert "pid and fd" in reader.attach("actor-0", writer.name, writer.token)
+    # A file that is not a sealed memfd (it could shrink under the mapping: SIGBUS), here a plain one
+    plain = open(tmp_path / "plain", "wb+")
+    plain.write(b"\0" * 4096)
+    plain.flush()
     try:
-        assert "cannot map" in reader.attach("actor-0", link.name, writer.token)  # links are not followed
+        assert "cannot map" in reader.attach("actor-0", **{**offer, "fd": plain.fileno()})
+        unsealed = os.memfd_create(writer.name, os.MFD_CLOEXEC)
+        os.ftruncate(unsealed, writer.size)
+        try:
+            problem = reader.attach("actor-0", **{**offer, "fd": unsealed})
+            assert "not sealed" in problem, problem
+        finally:
+            os.close(unsealed)
     finally:
-        link.unlink()
+        plain.close()
+    with pytest.raises(OSError):  # the writer's own segment cannot shrink
+        os.ftruncate(writer.fd, 4096)
     with pytest.raises(ProtocolError, match="without an attached segment"):
         reader.resolve("actor-0", 1, {"segment": writer.name, "slot": 0, "arrays": []}, {})
 
@@ -105,7 +120,7 @@ def test_attach_refuses_strangers(writer, tmp_path):
 ])
 def test_hostile_slot_references_are_refused(writer, entry, reason):
     reader = SlotReader()
-    reader.attach("actor-0", writer.name, writer.token)
+    reader.attach("actor-0", **writer.offer())
     rest, placed = writer.place(chunk(1), 1)
     with pytest.raises(ProtocolError) as error:
         reader.resolve("actor-0", 1, {**placed, "arrays": [entry]}, rest)
@@ -115,15 +130,14 @@ def test_hostile_slot_references_are_refused(writer, entry, reason):
             reader.resolve("actor-0", 1, bad, rest)
 
 
-def test_leftover_segments_of_a_run_are_removed():
+def test_segments_leave_nothing_behind():
+    """A segment is a memfd: nothing in /dev/shm while it lives, nothing after its process is gone."""
     run_id = uuid.uuid4().hex[:12]
     writers = [SlotWriter(shared_memory.segment_name(run_id, f"actor-{i}", 100 + i), 1, 4096) for i in range(2)]
-    assert shared_memory.remove_segments(run_id, "actor-0", 100) == 1
-    assert not writers[0].path.exists() and writers[1].path.exists()
-    assert shared_memory.remove_segments(run_id) == 1
-    assert not writers[1].path.exists()
+    assert writers[0].path.exists() and not list(shared_memory.SEGMENT_DIR.glob(f"zarl-{run_id}-*"))
     for w in writers:
-        w.close()  # the paths are gone already: no error
+        w.close()
+    assert not writers[0].path.exists()
 
 
 def test_a_segment_that_does_not_fit_fails_at_once_not_at_first_write(monkeypatch):
