@@ -13,9 +13,35 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
     if e.name not in ("envs.franka",):
         raise
 
+# ManiSkill 3 (the `maniskill` extra): registers ZarlPutOnPlate-v1; without mani_skill installed the
+# rest of the project still imports, and asking for a ManiSkill env says what to install.
+try:
+    import envs.maniskill  # noqa: F401
+    MANISKILL_IMPORT_ERROR: Exception | None = None
+except ModuleNotFoundError as e:  # pragma: no cover - only without the maniskill extra
+    if e.name not in ("mani_skill", "sapien") and not (e.name or "").startswith(("mani_skill.", "sapien.")):
+        raise
+    MANISKILL_IMPORT_ERROR = e
 
-def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> SyncVectorEnv:
-    """B copies of `env_cfg.id`, each made by gymnasium.make with `env_cfg.kwargs`."""
+
+def uses_maniskill(env_cfg: Any) -> bool:
+    """A ManiSkill env: id `ManiSkill/<task>` (e.g. ManiSkill/PickCube-v1), `ZarlPutOnPlate-v1`, or
+    `env.kwargs.backend: maniskill` with a ManiSkill task id."""
+    kwargs = env_cfg.get("kwargs", {}) or {}
+    return (str(env_cfg.id).startswith("ManiSkill/") or str(env_cfg.id).startswith("ZarlPutOnPlate")
+            or kwargs.get("backend") == "maniskill")
+
+
+def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> Any:
+    """B envs of `env_cfg.id`: the ManiSkill backend (envs.maniskill.ManiSkillVectorEnv, batched on the
+    GPU) for ManiSkill ids, else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
+    if uses_maniskill(env_cfg):
+        if MANISKILL_IMPORT_ERROR is not None:
+            raise ModuleNotFoundError(
+                f"env {env_cfg.id} needs ManiSkill: install the `maniskill` extra (scripts/setup.sh does, "
+                f"with the Vulkan driver it needs): {MANISKILL_IMPORT_ERROR}")
+        from envs.maniskill import make_maniskill_vector_env
+        return make_maniskill_vector_env(env_cfg, num_envs=num_envs, seed=seed)
     kwargs = dict(env_cfg.get("kwargs", {}) or {})
     if env_cfg.get("max_episode_steps"):
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
