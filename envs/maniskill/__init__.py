@@ -7,7 +7,7 @@ import mani_skill.envs  # noqa: F401  (registers ManiSkill's own tasks)
 
 from envs.maniskill import put_on_plate  # noqa: F401  (registers ZarlPutOnPlate-v1)
 from envs.maniskill.put_on_plate import ENV_ID as PUT_ON_PLATE_ID, SPLITS, decode_instruction, split_seeds
-from envs.maniskill.vector import ManiSkillVectorEnv, is_maniskill_id, make_maniskill_vector_env, to_host
+from envs.maniskill.vector import ManiSkillGymEnv, ManiSkillVectorEnv, is_maniskill_id, make_maniskill_vector_env, to_host
 
-__all__ = ["ManiSkillVectorEnv", "PUT_ON_PLATE_ID", "SPLITS", "decode_instruction", "is_maniskill_id",
+__all__ = ["ManiSkillGymEnv", "ManiSkillVectorEnv", "PUT_ON_PLATE_ID", "SPLITS", "decode_instruction", "is_maniskill_id",
            "make_maniskill_vector_env", "split_seeds", "to_host"]

@@ -259,6 +259,7 @@ class PutOnPlateEnv(BaseEnv):
         self.instructions = [""] * n
         self.target_colour = [""] * n
         self._grasp_run = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._last_grasped = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._last_potential = torch.zeros(n, device=self.device)
 
     # --------------------------------------------------------------- episodes
@@ -364,20 +365,22 @@ class PutOnPlateEnv(BaseEnv):
                 part.material.base_color = [*rgb, 1.0]
 
     # ------------------------------------------------------------- queries
-    def _stack_bank(self, fn) -> torch.Tensor:
-        return torch.stack([fn(a) for a in self.bank], 1)  # [n, 12, ...]
+    def _per_target(self, fn) -> torch.Tensor:
+        """fn(actor) for each env's target: one actor when there is one env (the CPU case), else every
+        bank actor batched over the envs and the target's row picked (no loop over envs)."""
+        if self.num_envs == 1:
+            return fn(self.bank[int(self.target_index[0])])
+        values = torch.stack([fn(a) for a in self.bank], 1)  # [n, 12, ...]
+        return values[torch.arange(self.num_envs, device=self.device), self.target_index]
 
     def target_pose(self) -> Pose:
-        raw = self._stack_bank(lambda a: a.pose.raw_pose)
-        return Pose.create(raw[torch.arange(self.num_envs, device=self.device), self.target_index])
+        return Pose.create(self._per_target(lambda a: a.pose.raw_pose))
 
     def target_velocity(self) -> torch.Tensor:
-        v = self._stack_bank(lambda a: a.linear_velocity)
-        return v[torch.arange(self.num_envs, device=self.device), self.target_index]
+        return self._per_target(lambda a: a.linear_velocity)
 
     def target_grasped(self) -> torch.Tensor:
-        g = self._stack_bank(lambda a: self.agent.is_grasping(a))
-        return g[torch.arange(self.num_envs, device=self.device), self.target_index]
+        return self._per_target(lambda a: self.agent.is_grasping(a))
 
     def target_half_height(self) -> torch.Tensor:
         return self._half_heights[self.target_index]
@@ -388,7 +391,7 @@ class PutOnPlateEnv(BaseEnv):
         return {"tcp_pose": self.agent.tcp.pose.raw_pose, "obj_pose": pose.raw_pose,
                 "obj_half_height": self.target_half_height(), "obj_yaw_period": self._yaw_periods[self.target_index],
                 "place_pos": self.plate.pose.p + torch.tensor([0, 0, PLATE_TOP], device=self.device),
-                "is_grasped": self.target_grasped(), "elapsed_steps": self.elapsed_steps.clone()}
+                "is_grasped": self._last_grasped.clone(), "elapsed_steps": self.elapsed_steps.clone()}
 
     def evaluate(self):
         pose = self.target_pose()
@@ -399,6 +402,7 @@ class PutOnPlateEnv(BaseEnv):
         speed = torch.linalg.norm(self.target_velocity(), dim=1)
         on_plate = (xy < PLATE_INNER) & (gap > -0.006) & (gap < SUCCESS_MAX_GAP)
         success = on_plate & ~grasped & (speed < 0.05)
+        self._last_grasped = grasped
         self._grasp_run = torch.where(grasped, self._grasp_run + 1, torch.zeros_like(self._grasp_run))
         return {"success": success, "on_plate": on_plate, "is_grasped": grasped,
                 "grasp_held": self._grasp_run >= HOLD_STEPS}

@@ -347,3 +347,48 @@ def make_maniskill_vector_env(env_cfg: Any, num_envs: int | None = None, seed: i
     if seed is not None:
         env.reset(seed=seed)
     return env
+
+
+class ManiSkillGymEnv(gym.Env):
+    """One ManiSkill env (CPU simulation) as a plain, unbatched gymnasium env with numpy observations
+    laid out as ManiSkillVectorEnv's rows: for gymnasium tools (``check_env``, wrappers) and scripts."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env_id: str, **kwargs):
+        self._vec = ManiSkillVectorEnv(env_id, 1, sim_backend="cpu", **kwargs)
+        self.observation_space = self._vec.single_observation_space
+        self.action_space = self._vec.single_action_space
+        self._steps = 0
+
+    @property
+    def unwrapped_maniskill(self):
+        return self._vec.blocks[0]
+
+    def _row(self, obs: Any) -> Any:
+        return _tree_map(lambda t: t[0].cpu().numpy(), obs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        env = self._vec.blocks[0]
+        if seed is None:
+            seed = int(self.np_random.integers(2**31))
+        raw, _ = env.reset(seed=int(seed))
+        self._steps = 0
+        info = {"instruction": env.instructions[0]} if self._vec.is_put_on_plate else {}
+        return self._row(self._vec._convert_one(env, raw)), info
+
+    def step(self, action):
+        env = self._vec.blocks[0]
+        a = self._vec._to_env_action(np.asarray(action, np.float32)[None])
+        raw, reward, terminated, _, info = env.step(a)
+        self._steps += 1
+        out_info = {"success": bool(info["success"][0]) if "success" in info else False}
+        if self._vec.is_put_on_plate:
+            out_info["instruction"] = env.instructions[0]
+        truncated = self._steps >= self._vec.max_episode_steps
+        return (self._row(self._vec._convert_one(env, raw)), float(reward[0]), bool(terminated[0]), bool(truncated),
+                out_info)
+
+    def close(self):
+        self._vec.close()
