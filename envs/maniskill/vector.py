@@ -27,8 +27,9 @@ here (ManiSkill's own time-limit wrapper is not used); terminations are ManiSkil
 failure) unless ``ignore_terminations=True``.
 
 Seeding: ``reset(seed=int)`` derives one seed per env through a SeedSequence (as SyncVectorEnv);
-``reset(seed=[...])`` takes one per env. Every later episode of env b is seeded too, from a generator
-of env b's own, so a run is reproducible and the seed of each episode is in ``episode_seeds``. Whether
+``reset(seed=[...])`` takes one per env and uses it as that env's first episode's seed. Every later
+episode of env b is seeded too, by a hash of (env b's seed, episode count) computed for all finished
+rows at once, so a run is reproducible and the seed of each current episode is in ``episode_seeds``. Whether
 the same seed gives the same initial state in any position of a GPU batch depends on the task drawing
 from ManiSkill's per-env RNG (ZarlPutOnPlate-v1 does; ManiSkill's PickCube/PushCube use torch's RNG,
 which ManiSkill seeds with the first reset env's seed, so on the GPU they are reproducible per run,
@@ -66,6 +67,24 @@ def is_maniskill_id(env_id: str) -> bool:
 
 def maniskill_task_id(env_id: str) -> str:
     return env_id[len(MANISKILL_PREFIX):] if env_id.startswith(MANISKILL_PREFIX) else env_id
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays: a well-spread hash, vectorised."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def episode_seed(stream: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Seed of episode `count` of the env whose seed stream is `stream` (31-bit, as ManiSkill takes)."""
+    mixed = _mix64(_mix64(np.asarray(stream, np.uint64)) ^ np.asarray(count, np.uint64))
+    return (mixed >> np.uint64(33)).astype(np.int64)
 
 
 def _tree_map(fn, x):
@@ -158,7 +177,9 @@ class ManiSkillVectorEnv(Env):
         self._lengths = torch.zeros(n, dtype=torch.long, device=dev)
         self._success_once = torch.zeros(n, dtype=torch.bool, device=dev)
         self.reports_success = True
-        self._seed_rngs = [np.random.default_rng() for _ in range(n)]
+        # env b's k-th episode after a reset gets episode_seed(stream[b], k): reproducible, vectorised
+        self._streams = np.random.SeedSequence().generate_state(n, np.uint64)
+        self._counts = np.zeros(n, np.uint64)
         self.episode_seeds = np.zeros(n, np.int64)
         raw, _ = self._reset_blocks(self._draw_seeds(range(n)))
         self._obs = self._convert(raw)
@@ -200,12 +221,11 @@ class ManiSkillVectorEnv(Env):
 
     # ----------------------------------------------------------------- seeds
     def _draw_seeds(self, rows) -> dict[int, int]:
-        seeds = {}
-        for i in rows:
-            s = int(self._seed_rngs[i].integers(2**31))
-            self.episode_seeds[i] = s
-            seeds[i] = s
-        return seeds
+        rows = np.asarray(list(rows), np.int64)
+        seeds = episode_seed(self._streams[rows], self._counts[rows])
+        self._counts[rows] += np.uint64(1)
+        self.episode_seeds[rows] = seeds
+        return dict(zip(rows.tolist(), seeds.tolist()))
 
     def _reset_blocks(self, seeds: dict[int, int], rows: Sequence[int] | None = None):
         """Reset the given rows (all when None) with their seeds; returns per-block raw obs."""
@@ -234,7 +254,7 @@ class ManiSkillVectorEnv(Env):
     def reset(self, seed: int | Sequence[int] | None = None) -> Any:
         n = self.num_envs
         if seed is None:
-            self._seed_rngs = [np.random.default_rng() for _ in range(n)]
+            self._streams = np.random.SeedSequence().generate_state(n, np.uint64)
         else:
             if isinstance(seed, (int, np.integer)):
                 env_seeds = [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(n, np.uint32)]
@@ -242,7 +262,8 @@ class ManiSkillVectorEnv(Env):
                 env_seeds = [int(s) for s in seed]
                 if len(env_seeds) != n:
                     raise ValueError(f"reset got {len(env_seeds)} seeds for {n} envs")
-            self._seed_rngs = [np.random.default_rng(s) for s in env_seeds]
+            self._streams = np.asarray(env_seeds, np.uint64)
+        self._counts[:] = 0
         seeds = self._draw_seeds(range(n))
         if seed is not None and not isinstance(seed, (int, np.integer)):
             # explicit per-env seeds are the episodes' own seeds (e.g. a split's evaluation episodes)
