@@ -30,6 +30,8 @@ process and in alternating rounds (so that a shared machine's load hits both ali
   ``envs.maniskill.ManiSkillVectorEnv`` as the actors use it: actions in [-1, 1], seeded auto-reset,
   final observations, episode statistics and observations copied to the host as numpy arrays.
 * ``ratio`` = zarl / bare (goal >= 0.9). Rates are env steps per second (num_envs x vector steps).
+  ``cpu_ratio``: the same per CPU-second of this process (all its threads, the renderer's included),
+  which holds still when other programs take a changing share of a shared machine's cores.
   RGB: one 224x224 camera (the task's ``base_camera``).
 
 Prints a table, then (with ``--json``) one JSON line last.
@@ -136,10 +138,11 @@ class BareManiSkillLoop:
                         * 2 - 1).to(device)
         for env in self.envs:
             env.reset(seed=0)
-        self.steps, self.elapsed, self.t = 0, 0.0, 0
+        self.steps, self.elapsed, self.t, self.cpu = 0, 0.0, 0, 0.0
 
     def run(self, seconds: float) -> None:
         import torch
+        cpu0 = time.process_time()
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
             action = self.actions[self.t % len(self.actions)]
@@ -156,10 +159,15 @@ class BareManiSkillLoop:
         if self.envs[0].device.type == "cuda":
             torch.cuda.synchronize()
         self.elapsed += time.perf_counter() - start
+        self.cpu += time.process_time() - cpu0
 
     @property
     def rate(self) -> float:
         return self.steps / self.elapsed
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.steps / max(self.cpu, 1e-9)
 
     def close(self) -> None:
         for env in self.envs:
@@ -178,15 +186,17 @@ class ZarlManiSkillLoop(BareManiSkillLoop):
         self.actions = rng.uniform(-1, 1, (256, num_envs, *self.env.single_action_space.shape)).astype(np.float32)
         self.env.reset(seed=0)
         self.num_envs = num_envs
-        self.steps, self.elapsed, self.t = 0, 0.0, 0
+        self.steps, self.elapsed, self.t, self.cpu = 0, 0.0, 0, 0.0
 
     def run(self, seconds: float) -> None:
+        cpu0 = time.process_time()
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
             self.env.step(self.actions[self.t % len(self.actions)])
             self.t += 1
             self.steps += self.num_envs
         self.elapsed += time.perf_counter() - start
+        self.cpu += time.process_time() - cpu0
 
     def close(self) -> None:
         self.env.close()
@@ -207,7 +217,7 @@ def maniskill_main(args) -> int:
     figures = []
     print(f"ManiSkill {args.task} env steps/s, sim {backend} on {device}: project vector env vs ManiSkill's "
           f"bare loop ({args.seconds:g} s each, alternating rounds)")
-    print(f"  {'obs':<6}{'envs':>6}{'bare':>12}{'zarl':>12}{'ratio':>8}")
+    print(f"  {'obs':<6}{'envs':>6}{'bare':>12}{'zarl':>12}{'ratio':>8}{'per CPU-s':>11}")
     for mode in args.obs_modes:
         camera = args.camera_size if mode == "rgb" else None
         for n in counts:
@@ -215,16 +225,18 @@ def maniskill_main(args) -> int:
             zarl = ZarlManiSkillLoop(args.task, n, mode, backend, camera)
             bare.run(min(0.5, args.seconds / 4))  # warm-up, off the clock
             zarl.run(min(0.5, args.seconds / 4))
-            bare.steps = bare.elapsed = zarl.steps = zarl.elapsed = 0
+            for side in (bare, zarl):
+                side.steps, side.elapsed, side.cpu = 0, 0.0, 0.0
             rounds = max(1, round(args.seconds / 1.0))
             for r in range(rounds):
                 first, second = (bare, zarl) if r % 2 == 0 else (zarl, bare)
                 first.run(args.seconds / rounds)
                 second.run(args.seconds / rounds)
             row = {"obs_mode": mode, "num_envs": n, "camera": camera, "bare_steps_per_s": round(bare.rate, 1),
-                   "zarl_steps_per_s": round(zarl.rate, 1), "ratio": round(zarl.rate / bare.rate, 3)}
+                   "zarl_steps_per_s": round(zarl.rate, 1), "ratio": round(zarl.rate / bare.rate, 3),
+                   "cpu_ratio": round(zarl.cpu_rate / bare.cpu_rate, 3)}
             figures.append(row)
-            print(f"  {mode:<6}{n:>6}{bare.rate:>12.1f}{zarl.rate:>12.1f}{row['ratio']:>8.2f}")
+            print(f"  {mode:<6}{n:>6}{bare.rate:>12.1f}{zarl.rate:>12.1f}{row['ratio']:>8.2f}{row['cpu_ratio']:>11.2f}")
             bare.close()
             zarl.close()
     import mani_skill

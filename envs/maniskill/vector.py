@@ -227,16 +227,32 @@ class ManiSkillVectorEnv(Env):
         self.episode_seeds[rows] = seeds
         return dict(zip(rows.tolist(), seeds.tolist()))
 
+    def _partial_reset(self, env, local_rows: np.ndarray, seeds: np.ndarray):
+        """Reset rows of one ManiSkill env, each with its own episode seed, touching only those rows.
+
+        ManiSkill's own seeded reset re-seeds the RNGs of every env in the batch (and wants a seed for
+        each): O(num_envs) per call, which at 1024 envs costs more than a step. So the reset rows' RNGs
+        are set here (ManiSkill's per-env numpy RNGs, as its seeded path would set them) and ManiSkill
+        resets them unseeded; torch's RNG is forked and seeded as ManiSkill does for a seeded reset."""
+        env._episode_seed[local_rows] = seeds
+        env._batched_episode_rng[local_rows] = [np.random.RandomState(int(s)) for s in seeds]
+        env._episode_rng = env._batched_episode_rng[0]  # (ManiSkill's alias, which some scene builders draw from)
+        idx = torch.as_tensor(local_rows, dtype=torch.long, device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seeds[0]))
+            return env.reset(options={"env_idx": idx})
+
     def _reset_blocks(self, seeds: dict[int, int], rows: Sequence[int] | None = None):
-        """Reset the given rows (all when None) with their seeds; returns per-block raw obs."""
+        """Reset the given rows (all when None) with their seeds; returns the raw obs of the reset blocks
+        (GPU: the whole batch's)."""
         if self.sim_backend == "gpu":
             env = self.blocks[0]
-            full = [int(s) for s in self.episode_seeds]
             if rows is None:
-                raw, info = env.reset(seed=full)
+                raw, info = env.reset(seed=[int(s) for s in self.episode_seeds])
             else:
-                idx = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
-                raw, info = env.reset(seed=full, options={"env_idx": idx})
+                rows_np = np.asarray(list(rows), np.int64)
+                raw, info = self._partial_reset(env, rows_np, self.episode_seeds[rows_np])
             return [raw], [info]
         raws, infos = [], []
         for i, env in enumerate(self.blocks):
@@ -246,7 +262,11 @@ class ManiSkillVectorEnv(Env):
                 env.close()
                 env = self.blocks[i] = self._make(1)
                 self._block_steps[i] = 0
-            raw, info = env.reset(seed=seeds[i])
+                raw, info = env.reset(seed=seeds[i])
+            elif rows is None:
+                raw, info = env.reset(seed=seeds[i])
+            else:  # the same path as the GPU's partial resets
+                raw, info = self._partial_reset(env, np.zeros(1, np.int64), np.array([seeds[i]], np.int64))
             raws.append(raw)
             infos.append(info)
         return raws, infos

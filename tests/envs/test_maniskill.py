@@ -263,3 +263,33 @@ def test_record_expert_demos_round_trip(tmp_path, video):
             replay.close()
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("env_id", [PUT, "ManiSkill/PickCube-v1"])
+def test_auto_reset_episodes_are_seeded(env_id):
+    """An episode begun by an auto-reset (a partial reset, as on the GPU) starts as a fresh env reset
+    with that episode's seed does."""
+    env = ManiSkillVectorEnv(env_id, 2, obs_mode="state", max_episode_steps=3, ignore_terminations=True)
+    fresh = ManiSkillVectorEnv(env_id, 1, obs_mode="state")
+    try:
+        env.reset(seed=[7, 8])
+        zeros = np.zeros((2, 7), np.float32)
+        for _ in range(3):
+            obs, _, _, _, info = env.step(zeros)
+        assert info["done"].all()
+        for b in range(2):
+            start = fresh.reset(seed=[int(env.episode_seeds[b])])
+            np.testing.assert_allclose(obs[b], start[0], atol=1e-6)
+            if env_id == PUT:
+                assert env.instructions()[b] == fresh.instructions()[0]
+        again = ManiSkillVectorEnv(env_id, 2, obs_mode="state", max_episode_steps=3, ignore_terminations=True)
+        try:
+            again.reset(seed=[7, 8])
+            for _ in range(3):
+                obs2, *_ = again.step(zeros)
+            np.testing.assert_array_equal(obs2, obs)
+        finally:
+            again.close()
+    finally:
+        env.close()
+        fresh.close()
