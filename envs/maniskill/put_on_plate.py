@@ -307,6 +307,7 @@ class PutOnPlateEnv(BaseEnv):
             qpos_noise = rng.normal(0, self.robot_init_qpos_noise, size=(9,))
 
             chosen = np.zeros((b, OBJECTS_PER_EPISODE), np.int64)
+            tokens = np.zeros((b, INSTRUCTION_BYTES), np.uint8)
             for r in range(b):  # small bookkeeping per reset env (names, strings); physics is batched below
                 shapes = [str(target_shape[r])] + [TRAIN_SHAPES[k] for k in distractor_perm[r]
                                                    if TRAIN_SHAPES[k] != target_shape[r]][: OBJECTS_PER_EPISODE - 1]
@@ -316,9 +317,10 @@ class PutOnPlateEnv(BaseEnv):
                 self.target_colour[e] = colour
                 text = phrasings[phrase_i[r]].format(colour=colour, shape=shapes[0])
                 self.instructions[e] = text
-                self.instruction_tokens[e] = torch.from_numpy(encode_instruction(text))
+                tokens[r] = encode_instruction(text)
                 for k, j in enumerate(chosen[r]):
                     self._set_colour(self.bank[j], e, COLOURS[palette[colour_perm[r][k]]])
+            self.instruction_tokens[env_idx] = torch.as_tensor(tokens, device=self.device)
             chosen_t = torch.as_tensor(chosen, device=self.device)
             self.episode_objects[env_idx] = chosen_t
             self.target_index[env_idx] = chosen_t[:, 0]

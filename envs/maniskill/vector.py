@@ -93,6 +93,10 @@ def _tree_map(fn, x):
     return fn(x)
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.uint8: np.uint8, torch.bool: np.bool_, torch.int64: np.int64,
+                 torch.int32: np.int32, torch.float64: np.float64}
+
+
 def to_host(obs: Any) -> Any:
     """torch observations (on any device) -> numpy arrays on the host."""
     return _tree_map(lambda t: t.cpu().numpy() if isinstance(t, torch.Tensor) else t, obs)
@@ -335,6 +339,8 @@ class ManiSkillVectorEnv(Env):
         ep_success = done & self._success_once
         if bool(done.any()):
             final_obs = _tree_map(lambda t: t * done.view(-1, *([1] * (t.dim() - 1))).to(t.dtype), obs)
+            if not self.torch_obs:
+                final_obs = to_host(final_obs)
             rows = torch.nonzero(done).flatten().tolist()
             seeds = self._draw_seeds(rows)
             raws2, _ = self._reset_blocks(seeds, rows)
@@ -346,13 +352,16 @@ class ManiSkillVectorEnv(Env):
             self._returns[done] = 0
             self._lengths[done] = 0
             self._success_once[done] = False
-        else:
+        elif self.torch_obs:
             final_obs = _tree_map(torch.zeros_like, obs)
+        else:  # no copy from the device: host zeros (np.zeros maps zeroed pages lazily, nearly free)
+            final_obs = _tree_map(lambda t: np.zeros(tuple(t.shape), _NUMPY_DTYPES[t.dtype]), obs)
         self._obs = obs
         infos = {"done": done, "success": success, "episode_return": ep_return, "episode_length": ep_length,
-                 "episode_success": ep_success, "final_obs": final_obs}
+                 "episode_success": ep_success}
         if not self.torch_obs:
             infos = to_host(infos)
+        infos["final_obs"] = final_obs
         if self.is_put_on_plate:
             infos["instruction"] = self.instructions()
         return self._out(obs), to_host(reward).astype(np.float32), to_host(terminated), to_host(truncated), infos
