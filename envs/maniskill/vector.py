@@ -172,6 +172,7 @@ class ManiSkillVectorEnv(Env):
         if not isinstance(space, gym.spaces.Box):
             raise TypeError(f"unsupported ManiSkill action space {space}: Box expected")
         self.env_action_space = space
+        self.discrete = False
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
         self._low = torch.as_tensor(space.low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(space.high, dtype=torch.float32, device=self.device)
@@ -282,8 +283,9 @@ class ManiSkillVectorEnv(Env):
         else:
             if isinstance(seed, (int, np.integer)):
                 env_seeds = [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(n, np.uint32)]
-            else:
-                env_seeds = [int(s) for s in seed]
+            else:  # seeds ManiSkill cannot take (it wants 31 bits) are hashed down to 31 bits
+                env_seeds = [int(s) if 0 <= int(s) < 2**31 else int(episode_seed(np.uint64(int(s) & _M64), 0))
+                             for s in seed]
                 if len(env_seeds) != n:
                     raise ValueError(f"reset got {len(env_seeds)} seeds for {n} envs")
             self._streams = np.asarray(env_seeds, np.uint64)

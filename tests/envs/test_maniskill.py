@@ -66,7 +66,7 @@ def test_put_on_plate_observations_and_instruction():
         assert space["state"].dtype == np.float32 and space["state"].shape == (26,)
         assert env.single_action_space.shape == (7,)
         assert np.all(env.single_action_space.low == -1) and np.all(env.single_action_space.high == 1)
-        assert env.max_episode_steps == 80
+        assert env.max_episode_steps == 80 and env.discrete is False  # what the rollout actor reads
         obs = env.reset(seed=3)
         for key, sub in space.spaces.items():
             assert obs[key].shape == (2, *sub.shape) and obs[key].dtype == sub.dtype, key
