@@ -105,7 +105,14 @@ def to_host(obs: Any) -> Any:
 def _cat(parts: list[Any]) -> Any:
     if isinstance(parts[0], dict):
         return {k: _cat([p[k] for p in parts]) for k in parts[0]}
-    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].device.type == "cpu":
+        # numpy's single-threaded copy: torch.cat of images runs on torch's thread pool, which on a
+        # small machine fights the CPU renderer's threads for the cores (measured: 3 ms a call, 7% of
+        # a 4-env RGB step, against 0.1 ms this way)
+        return torch.from_numpy(np.concatenate([p.numpy() for p in parts], 0))
+    return torch.cat(parts, 0)
 
 
 def _set_row(dst: Any, i: int, src: Any) -> None:
