@@ -52,6 +52,7 @@ from mani_skill.utils.registration import register_env
 from mani_skill.utils.scene_builder.table import TableSceneBuilder
 from mani_skill.utils.structs.actor import Actor
 from mani_skill.utils.structs.pose import Pose
+from mani_skill.utils.structs.types import GPUMemoryConfig, SimConfig
 
 ENV_ID = "ZarlPutOnPlate-v1"
 MAX_EPISODE_STEPS = 80
@@ -151,7 +152,6 @@ class PutOnPlateEnv(BaseEnv):
         self.camera_size = int(camera_size)
         self.wrist_camera_size = int(wrist_camera_size)
         kwargs.setdefault("control_mode", "pd_ee_delta_pose")
-        kwargs.setdefault("sim_config", {"sim_freq": 100, "control_freq": 10})
         if robot_uids == "panda_wristcam":
             sensor_configs = dict(kwargs.pop("sensor_configs", None) or {})
             sensor_configs.setdefault("hand_camera", {"width": self.wrist_camera_size,
@@ -160,6 +160,14 @@ class PutOnPlateEnv(BaseEnv):
         super().__init__(*args, robot_uids=robot_uids, **kwargs)
 
     # ------------------------------------------------------------------ scene
+    @property
+    def _default_sim_config(self):
+        # 10 Hz control, 100 Hz physics; GPU contact buffers sized for ~1,000 sub-scenes of ~35 bodies
+        # (ManiSkill's defaults suit fewer bodies per scene; PhysX reports a buffer overflow when short)
+        return SimConfig(sim_freq=100, control_freq=10,
+                         gpu_memory_config=GPUMemoryConfig(max_rigid_contact_count=2**21, max_rigid_patch_count=2**20,
+                                                           found_lost_pairs_capacity=2**26))
+
     @property
     def _default_sensor_configs(self):
         pose = sapien_utils.look_at(eye=[0.35, 0.0, 0.45], target=[-0.05, 0.0, 0.0])
