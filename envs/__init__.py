@@ -1,6 +1,7 @@
 """Environments. Importing this package registers the project's gymnasium ids."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import gymnasium as gym
@@ -13,15 +14,14 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
     if e.name not in ("envs.franka",):
         raise
 
-# ManiSkill 3 (the `maniskill` extra): registers ZarlPutOnPlate-v1; without mani_skill installed the
-# rest of the project still imports, and asking for a ManiSkill env says what to install.
-try:
-    import envs.maniskill  # noqa: F401
-    MANISKILL_IMPORT_ERROR: Exception | None = None
-except ModuleNotFoundError as e:  # pragma: no cover - only without the maniskill extra
-    if e.name not in ("mani_skill", "sapien") and not (e.name or "").startswith(("mani_skill.", "sapien.")):
-        raise
-    MANISKILL_IMPORT_ERROR = e
+# ManiSkill 3 (the `maniskill` extra). Not imported here: importing mani_skill takes 3-9 s, which every
+# role process and test importing `envs` would pay. `envs.maniskill` is imported when a ManiSkill env is
+# made (make_vector_env, or gymnasium.make of ZarlPutOnPlate-v1 through the placeholder registered here);
+# importing it registers ZarlPutOnPlate-v1 with ManiSkill and with gymnasium for real.
+MANISKILL_AVAILABLE = importlib.util.find_spec("mani_skill") is not None
+if MANISKILL_AVAILABLE and "ZarlPutOnPlate-v1" not in gym.registry:
+    gym.register("ZarlPutOnPlate-v1", entry_point="envs.maniskill.gym_entry:make_put_on_plate",
+                 disable_env_checker=True)
 
 
 def uses_maniskill(env_cfg: Any) -> bool:
@@ -36,10 +36,10 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
     """B envs of `env_cfg.id`: the ManiSkill backend (envs.maniskill.ManiSkillVectorEnv, batched on the
     GPU) for ManiSkill ids, else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
     if uses_maniskill(env_cfg):
-        if MANISKILL_IMPORT_ERROR is not None:
+        if not MANISKILL_AVAILABLE:
             raise ModuleNotFoundError(
                 f"env {env_cfg.id} needs ManiSkill: install the `maniskill` extra (scripts/setup.sh does, "
-                f"with the Vulkan driver it needs): {MANISKILL_IMPORT_ERROR}")
+                f"with the Vulkan driver it needs)", name="mani_skill")
         from envs.maniskill import make_maniskill_vector_env
         return make_maniskill_vector_env(env_cfg, num_envs=num_envs, seed=seed)
     kwargs = dict(env_cfg.get("kwargs", {}) or {})

@@ -293,3 +293,16 @@ def test_auto_reset_episodes_are_seeded(env_id):
     finally:
         env.close()
         fresh.close()
+
+
+def test_import_envs_does_not_import_maniskill_and_gym_make_works():
+    """`import envs` stays fast (no ManiSkill import, 3-9 s, in every role process); gymnasium.make of
+    ZarlPutOnPlate-v1 after it imports ManiSkill then."""
+    import subprocess
+    import sys
+    code = ("import sys, envs, gymnasium as gym; assert 'mani_skill' not in sys.modules; "
+            "e = gym.make('ZarlPutOnPlate-v1', obs_mode='state', num_envs=1, sim_backend='cpu'); "
+            "o, _ = e.reset(seed=1); assert tuple(o.shape) == (1, 42), o.shape; e.close(); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
