@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from actors.weights import WeightsSubscriber
 from core import seeding
+from core.config import EnvConfig, RunConfig
 from core.devices import actor_device
 from core.net import endpoint
-from core.role_runtime import RoleRuntime
+from core.roles import Policy
 from envs import make_vector_env
-from policies.build import build_policy
+from wire.runtime import RoleRuntime
 
 
 def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
@@ -46,15 +48,15 @@ def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
 
 
 class Evaluator:
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: RunConfig, make_policy: Callable[..., Policy]):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "evaluator", "evaluator")
         self.log = self.rt.log
-        env_cfg = OmegaConf.merge(cfg.env, cfg.eval_env)
+        env_cfg: EnvConfig = OmegaConf.to_object(OmegaConf.merge(cfg.env, cfg.eval_env))  # eval_env overrides env
         self.env = make_vector_env(env_cfg, num_envs=cfg.eval.num_envs)
         device = actor_device(cfg.actor, 0)  # the evaluator shares actor 0's device
-        self.policy = build_policy(cfg, self.env.single_observation_space, self.env.single_action_space, device,
-                                   seed=seeding.seed_of(cfg.runner.seed, "evaluator_policy"))
+        self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, device,
+                                  seed=seeding.seed_of(cfg.runner.seed, "evaluator_policy"))
         self.weights = WeightsSubscriber(self.rt.ctx, endpoint(cfg, "weights", bind=False))
         self.next_eval = 0
         # Every evaluation starts from the same states, so that evaluations of successive weights compare.
@@ -99,7 +101,7 @@ class Evaluator:
                 new = self.weights.poll(timeout_ms=200)
                 if new is not None:
                     self.policy.load_weights(new)
-            if self.weights.version > 0:
+            if self.weights.policy_version > 0:
                 self.evaluate(final=True)
         else:
             self.log.info(f"no final evaluation: {self.rt.stop_reason}")

@@ -14,7 +14,7 @@ class WeightsSubscriber:
         self.sock = make_socket(ctx, zmq.SUB, hwm=2, curve="client")
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(address)
-        self.version = 0
+        self.policy_version = 0  # of the newest weights received (0: none yet)
         self.updates = 0  # learner updates behind the newest weights
         self.rejected = 0
         self.final = False  # the learner marks the weights it publishes as it stops
@@ -32,8 +32,8 @@ class WeightsSubscriber:
             except protocol.ProtocolError:
                 self.rejected += 1
                 continue
-            if msg.policy_version > self.version:
-                newest, self.version = msg, msg.policy_version
+            if msg.policy_version > self.policy_version:
+                newest, self.policy_version = msg, msg.policy_version
                 self.updates = int(msg.meta.get("updates", 0))
                 self.final = bool(msg.meta.get("final", False))
         return None if newest is None else newest.arrays

@@ -87,18 +87,18 @@ def bare_actor_loop(preset: str, overrides: Sequence[str], index: int, counter, 
     left out is everything the actor does around the step: chunking, credits, sending, weights.
     """
     _single_threaded_math()
-    from core.config import load_config
-    from core.devices import resolve_device
+    from core import seeding
+    from core.devices import actor_device
     from envs import make_vector_env
-    from policies.build import build_policy
+    from launch.run_config import builder, load_config, typed
 
     cfg = load_config(preset, list(overrides))
-    devices = list(cfg.actor.devices)
-    device = resolve_device(devices[index % len(devices)] if devices else cfg.actor.device)
-    env = make_vector_env(cfg.env)
-    policy = build_policy(cfg, env.single_observation_space, env.single_action_space, device,
-                          seed=cfg.runner.seed + index)
-    obs = env.reset(seed=cfg.runner.seed * 1000 + 100 * index)
+    run = typed(cfg)
+    device = actor_device(run.actor, index)
+    env = make_vector_env(run.env)
+    policy = builder(cfg).make_policy(run, env.single_observation_space, env.single_action_space, device,
+                                      seed=seeding.seed_of(run.runner.seed, "actor_policy", index))
+    obs = env.reset(seed=seeding.seeds(run.runner.seed, "actor_envs", index, 0, count=env.num_envs))
     for _ in range(10):  # first calls outside the count (lazy allocations)
         obs = env.step(policy.act(obs))[0]
     _ready(ready)
@@ -121,7 +121,7 @@ def bare_learner_loop(preset: str, overrides: Sequence[str], index: int, counter
     import torch
 
     from benchmarks.sac_update_speed import build_update
-    from core.config import load_config
+    from launch.run_config import load_config
 
     cfg = load_config(preset, list(overrides))
     torch.manual_seed(cfg.runner.seed)
@@ -254,7 +254,7 @@ class RunningSystem:
     def __init__(self, preset: str, overrides: Sequence[str], echo: bool = False):
         import zmq
 
-        from launch.local import prepare_run
+        from launch.launcher import prepare_run
         from launch.monitor import Monitor
 
         self._tmp = tempfile.TemporaryDirectory(prefix="zarl-bench-")

@@ -66,7 +66,7 @@ def system_overrides(cfg) -> list[str]:
 
 
 def measure_config(preset: str, bench: LearnerBenchConfig) -> dict:
-    from core.config import load_config
+    from launch.run_config import load_config
 
     cfg = load_config(preset, list(bench.overrides))
     overrides = [*system_overrides(cfg), *bench.overrides]

@@ -49,7 +49,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks.harness import describe_machine, machine_info  # noqa: E402
 from benchmarks.report import add_output_args, emit  # noqa: E402
-from replay.buffer import ReplayBuffer, Spec, flatten  # noqa: E402
+from core import tree  # noqa: E402
+from replay.buffer import ReplayBuffer  # noqa: E402
+from wire.schema import Spec  # noqa: E402
 
 CAMERA = (128, 128, 3)
 COLD_BYTES = 64 * 2**20  # more than a CPU's last-level cache
@@ -101,8 +103,8 @@ def make_chunk(spec: Spec, envs: int, steps: int, rng: np.random.Generator) -> d
             "final_index": np.stack([np.arange(envs), np.full(envs, steps // 2)], axis=1).astype(np.int32)}
 
 
-def nbytes(tree) -> int:
-    return sum(a.nbytes for a in flatten(tree).values())
+def nbytes(arrays) -> int:
+    return sum(a.nbytes for a in tree.leaves(arrays))
 
 
 def timed(step, seconds: float) -> tuple[int, float]:
@@ -135,7 +137,7 @@ class KindBench:
         self.sample_rng = np.random.default_rng(bench.seed + 1)
         self.batch_bytes = nbytes(self.buffer.sample(bench.batch, self.sample_rng))
         # memcpy's targets rotate over more memory than a CPU cache holds, as the buffer's ring does.
-        self.copy_sources = list(flatten(self.chunk).values())
+        self.copy_sources = list(tree.leaves(self.chunk))
         copies = min(16, -(-COLD_BYTES // self.chunk_bytes))
         self.copy_targets = [[np.ones_like(a) for a in self.copy_sources] for _ in range(copies)]
         self.copies = 0

@@ -14,6 +14,10 @@ ipc (unix socket) and tcp loopback. The receiver fully decodes every chunk. Meas
   sender copies the large arrays into a free slot of its shared-memory segment and sends the
   header; the receiver reads them in place and acknowledges, which frees the slot (3 slots, as an
   actor with 2 credits has). One copy per chunk instead of the sockets' two.
+
+Both ``wire`` methods speak the actors' session (``wire/session.py``): the sender is a
+``ClientSession`` (registration, 2 credits, slots), the receiver a ``ServiceSession`` whose
+acknowledgements come back over a second socket and return the credits, as the replay service's do.
 * ``raw_frames``: the same array buffers as bare ZeroMQ frames, no header, no checks: the
   ceiling of these sockets, so ``wire / raw_frames`` is the protocol's own efficiency.
 * ``pickle_lz4``: SERL's agentlace format, ``lz4.frame.compress(pickle.dumps(chunk))``; the
@@ -62,10 +66,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from core import tree  # noqa: E402
 from wire import protocol, shared_memory  # noqa: E402
+from wire.session import ClientSession, ServiceSession  # noqa: E402
 
 METHODS = ("raw_frames", "wire", "wire_shm", "pickle_lz4", "torch_save")
-SHM_SLOTS = 3
+CREDITS = 2  # chunks in flight, as an actor has (actor.credits)
+SHM_SLOTS = CREDITS + 1
 TRANSPORTS = ("ipc", "tcp")
 END_OF_STREAM = b""  # the baselines' end marker; wire sends a BYE message
 
@@ -131,63 +138,103 @@ def chunk_bytes(chunk: dict) -> int:
 # The formats: how each method turns a chunk into frames and back
 
 
-class SharedMemorySender:
-    """The sender's side of ``wire_shm``: place each chunk in a free slot, wait for an acknowledgement if none is."""
+class SessionSender:
+    """The sender's side of ``wire`` and ``wire_shm``: the actors' client session over PUSH, its replies over PULL."""
 
-    def __init__(self, chunk: dict, acks: zmq.Socket):
-        sizes = [array.nbytes for array in protocol.flatten_arrays(chunk).values()]
-        self.writer = shared_memory.SlotWriter(f"zarl-bench-{os.getpid()}", SHM_SLOTS,
-                                               shared_memory.slot_bytes_for(sizes))
-        self.acks = acks
+    def __init__(self, method: str, chunk: dict, sock: zmq.Socket, replies: zmq.Socket):
+        slots = None
+        if method == "wire_shm":
+            sizes = [array.nbytes for array in protocol.flatten_arrays(chunk).values()]
+            slot_bytes = shared_memory.slot_bytes_for(sizes)
+            slots = shared_memory.SlotWriter(f"zarl-bench-{os.getpid()}", SHM_SLOTS, slot_bytes)
+        self.session = ClientSession("bench", {}, resend_buffer_bytes=0, heartbeat_s=float("inf"), slots=slots)
+        self.sock, self.replies = sock, replies
+        self._send(self.session.register(0.0))
 
-    def send(self, sock: zmq.Socket, chunk: dict, seq: int) -> None:
-        while self.writer.in_use() == SHM_SLOTS:  # every slot holds a chunk the receiver has not finished
-            self.writer.release_through(int(self.acks.recv()))
-        rest, placed = self.writer.place(chunk, seq)
-        protocol.send(sock, protocol.Kind.CHUNK, rest, sender="bench", seq=seq, meta={"shm": placed})
+    def _send(self, messages: list) -> None:
+        for out in messages:
+            protocol.send(self.sock, out.kind, out.arrays, sender="bench", seq=out.seq, meta=out.meta)
+
+    def send(self, chunk: dict) -> None:
+        while self.session.credits <= 0:  # wait for the receiver's acknowledgements (the first: registered)
+            _, reply = protocol.recv(self.replies, kinds={protocol.Kind.CREDIT})
+            self._send(self.session.on_reply(reply.meta, 0.0))
+        self._send(self.session.add(chunk, {}, policy_version=0))
+
+    def close(self) -> None:
+        self._send([self.session.bye("done")])
+
+    def release(self) -> None:
+        if self.session.slots is not None:
+            self.session.slots.close()
 
 
-def send_chunk(method: str, sock: zmq.Socket, chunk: dict, seq: int, shm: SharedMemorySender | None = None) -> None:
-    if method == "wire_shm":
-        shm.send(sock, chunk, seq + 1)  # slot stamps start at 1
+class SessionReceiver:
+    """The receiver's side of ``wire`` and ``wire_shm``: the replay service's session, replies over PUSH."""
+
+    def __init__(self, replies: zmq.Socket):
+        self.session = ServiceSession(credits=CREDITS, max_actors=1, heartbeat_timeout_s=float("inf"), snapshots=False)
+        self.replies, self.shm = replies, shared_memory.SlotReader()
+        self.pending = None
+
+    def _reply(self, replies: list) -> None:
+        for reply in replies:
+            protocol.send(self.replies, protocol.Kind.CREDIT, sender="receiver", meta=reply.meta)
+
+    def recv(self, sock: zmq.Socket) -> dict | None:
+        """The next chunk's arrays (views on a slot for wire_shm); None at the end of the stream."""
+        while True:
+            _, message = protocol.recv(sock)
+            if message.kind == protocol.Kind.BYE:
+                return None
+            if message.kind == protocol.Kind.REGISTER:
+                registration = self.session.register("bench", [], 0.0)
+                shm = message.meta.get("shm")
+                if shm is not None:
+                    problem = self.shm.attach("bench", shm["segment"], shm["token"])
+                    if problem:
+                        raise RuntimeError(f"cannot read the sender's shared memory: {problem}")
+                    registration.reply.meta["shm"] = True
+                self._reply([registration.reply])
+                continue
+            self.pending = (self.session.seen("bench", [], 0.0), message.seq)
+            shm = message.meta.get("shm")
+            return message.arrays if shm is None else self.shm.resolve("bench", message.seq, shm, message.arrays)
+
+    def done(self) -> None:
+        """Done with the last chunk (no view on its slot is left): acknowledge it, which returns its credit."""
+        replies, _ = self.session.filed(*self.pending)
+        self._reply(replies)
+
+
+def send_chunk(method: str, sock: zmq.Socket, chunk: dict, wire: SessionSender | None = None) -> None:
+    if method in ("wire", "wire_shm"):
+        wire.send(chunk)
     elif method == "raw_frames":
         sock.send_multipart(list(protocol.flatten_arrays(chunk).values()), copy=False)
-    elif method == "wire":
-        protocol.send(sock, protocol.Kind.CHUNK, chunk, sender="bench", seq=seq)
     elif method == "pickle_lz4":
         import lz4.frame
         sock.send(lz4.frame.compress(pickle.dumps(chunk)), copy=False)
     elif method == "torch_save":
         import torch
         buffer = io.BytesIO()
-        torch.save(_to_torch(chunk, torch), buffer)
+        torch.save(tree.map(torch.from_numpy, chunk), buffer)
         sock.send(buffer.getbuffer(), copy=False)
     else:
         raise ValueError(f"unknown method {method!r}")
 
 
-def send_end(method: str, sock: zmq.Socket) -> None:
-    if method in ("wire", "wire_shm"):
-        protocol.send(sock, protocol.Kind.BYE, sender="bench")
+def send_end(method: str, sock: zmq.Socket, wire: SessionSender | None = None) -> None:
+    if wire is not None:
+        wire.close()
     else:
         sock.send(END_OF_STREAM)
 
 
-def recv_chunk(method: str, sock: zmq.Socket, shm: shared_memory.SlotReader | None = None) -> dict | None:
+def recv_chunk(method: str, sock: zmq.Socket, wire: SessionReceiver | None = None) -> dict | None:
     """Receives and fully decodes one chunk; None at the end of the stream."""
-    if method == "wire_shm":
-        _, message = protocol.recv(sock)
-        if message.kind == protocol.Kind.REGISTER:  # the sender's segment, once, before the chunks
-            problem = shm.attach("bench", message.meta["segment"], message.meta["token"])
-            if problem:
-                raise RuntimeError(f"cannot read the sender's shared memory: {problem}")
-            return recv_chunk(method, sock, shm)
-        if message.kind == protocol.Kind.BYE:
-            return None
-        return shm.resolve("bench", message.seq, message.meta["shm"], message.arrays)
-    if method == "wire":
-        _, message = protocol.recv(sock)
-        return None if message.kind == protocol.Kind.BYE else message.arrays
+    if wire is not None:
+        return wire.recv(sock)
     if method == "raw_frames":
         frames = sock.recv_multipart(copy=False)
         return None if len(frames[0]) == 0 else {str(i): frame for i, frame in enumerate(frames)}
@@ -208,11 +255,6 @@ def import_decoder(method: str) -> None:
         import torch  # noqa: F401
 
 
-def _to_torch(tree: dict, torch) -> dict:
-    return {key: _to_torch(value, torch) if isinstance(value, dict) else torch.from_numpy(value)
-            for key, value in tree.items()}
-
-
 # ---------------------------------------------------------------------------------------------
 # The two processes
 
@@ -227,14 +269,14 @@ def receiver_process(method: str, transport: str, directory: str, config: Transp
     sock.linger = 0
     sock.rcvtimeo = 60_000  # a dead sender ends the run with an error instead of a hang
     sock.bind(f"ipc://{directory}/{method}.sock" if transport == "ipc" else "tcp://127.0.0.1:*")
-    acks = context.socket(zmq.PUSH)  # wire_shm: "done with chunk #seq", which frees its slot
+    acks = context.socket(zmq.PUSH)  # wire methods: the session's acknowledgements, which return credits (and slots)
     acks.linger = 0
     acks.bind(f"ipc://{directory}/{method}-acks.sock" if transport == "ipc" else "tcp://127.0.0.1:*")
-    shm = shared_memory.SlotReader() if method == "wire_shm" else None
+    wire = SessionReceiver(acks) if method in ("wire", "wire_shm") else None
     import_decoder(method)  # before saying ready, so the first chunks do not wait for an import
     results.put(("endpoint", (sock.LAST_ENDPOINT.decode(), acks.LAST_ENDPOINT.decode())))
     received, timed_bytes, started, last = 0, 0, 0.0, 0.0
-    while (chunk := recv_chunk(method, sock, shm)) is not None:
+    while (chunk := recv_chunk(method, sock, wire)) is not None:
         last = time.perf_counter()
         received += 1
         if received <= config.warmup_chunks:
@@ -242,8 +284,8 @@ def receiver_process(method: str, transport: str, directory: str, config: Transp
         else:
             timed_bytes += chunk_bytes(chunk)
         del chunk  # frees the received buffers, as a real consumer would after storing the data
-        if shm is not None:
-            acks.send(str(received).encode())  # done with the views on the slot: the sender may reuse it
+        if wire is not None:
+            wire.done()  # done with the views on the slot: the sender may reuse it
     results.put(("result", {"chunks": received - config.warmup_chunks, "bytes": timed_bytes,
                             "seconds": last - started}))
     context.destroy(linger=0)
@@ -257,28 +299,26 @@ def sender_process(method: str, endpoints: tuple[str, str], config: TransportBen
     if config.socket_buffer_bytes:
         sock.sndbuf = config.socket_buffer_bytes
     sock.connect(endpoints[0])
-    shm = None
-    if method == "wire_shm":
+    wire = None
+    if method in ("wire", "wire_shm"):
         acks = context.socket(zmq.PULL)
         acks.connect(endpoints[1])
-        shm = SharedMemorySender(chunk, acks)
-        protocol.send(sock, protocol.Kind.REGISTER, sender="bench",
-                      meta={"segment": shm.writer.name, "token": shm.writer.token})
+        wire = SessionSender(method, chunk, sock, acks)
     sent = 0
     while sent < config.warmup_chunks:
-        send_chunk(method, sock, chunk, sent, shm)
+        send_chunk(method, sock, chunk, wire)
         sent += 1
     # Both limits must be met: enough time to smooth out noise, enough chunks for slow methods.
     deadline = time.perf_counter() + config.seconds
     while sent < config.warmup_chunks + config.chunks or time.perf_counter() < deadline:
-        send_chunk(method, sock, chunk, sent, shm)
+        send_chunk(method, sock, chunk, wire)
         sent += 1
-    send_end(method, sock)
+    send_end(method, sock, wire)
     # Stay connected until the receiver has everything: a peer that disconnects while the
     # receiver's queue is full can lose its last messages in ZeroMQ.
     finished.wait(timeout=600)
-    if shm is not None:
-        shm.writer.close()
+    if wire is not None:
+        wire.release()
     context.destroy(linger=0)
 
 

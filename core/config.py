@@ -1,25 +1,24 @@
 """Run configuration: typed schema, YAML presets, and ``key=value`` overrides.
 
 A run is described by one tree of settings. Its shape and defaults live in the
-dataclasses below (and in the algorithm configs next to each algorithm); the
-presets in ``configs/*.yaml`` only change values. On the command line,
+dataclasses below, plus the sections the run's pipeline declares (its algorithm's
+and policy's, e.g. ``sac`` and ``policy``): the caller passes them in, so this
+module knows no algorithm and imports no role package. The presets in
+``configs/*.yaml`` only change values. On the command line,
 ``key=value`` overrides any leaf, e.g. ``actor.num_actors=2 sac.batch_size=128``.
 An unknown key is an error that names the closest valid key, because a typo
 that is silently ignored costs a day of training.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
-
-from learner.grpo import GRPOConfig
-from learner.ppo import PPOConfig
-from learner.sac import SACConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -50,34 +49,6 @@ class EnvConfig:
 
 
 @dataclass
-class EncoderConfig:
-    type: str = "state"  # "state" (flatten vector observations) | "resnet10" (cameras + proprio)
-    cameras: list = field(default_factory=lambda: ["front", "wrist"])
-    weights: Optional[str] = None  # local file with pretrained ResNet-10 weights
-    pretrained: str = "none"  # "none" | "file" | "efficientnet_lite0"
-    trainable: bool = False  # False: backbone frozen, features computed once per batch
-    num_spatial_kernels: int = 8
-    image_feature_dim: int = 256
-    proprio_key: str = "state"
-    proprio_dim: int = 64
-    dropout: float = 0.1
-    channels_last: bool = False
-
-
-@dataclass
-class PolicyConfig:
-    hidden: list = field(default_factory=lambda: [256, 256])
-    activation: str = "tanh"  # "tanh" (with layer_norm, as RLinf/SERL heads) | "relu" | "elu"
-    layer_norm: bool = True
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    # On-policy (PPO/GRPO) state observations: normalise by running mean and std (updated by the learner from each
-    # rollout, sent to the actors with the weights). Positions in metres differ by centimetres that matter.
-    normalize_obs: bool = False
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-
-
-@dataclass
 class ActorConfig:
     num_actors: int = 1
     chunk_len: int = 64  # env steps per trajectory chunk sent to replay
@@ -87,7 +58,7 @@ class ActorConfig:
     credits: int = 2  # chunks an actor may have in flight before it waits for the replay service
     heartbeat_s: float = 1.0
     # 2: the envs form two groups that take turns, one stepping on the CPU while the policy computes the other's
-    # actions on the GPU (the seed documents' pipeline_stage_num); env.num_envs must be even. 1 on a CPU-only actor.
+    # actions on the GPU (what RLinf's examples call pipeline_stage_num); env.num_envs must be even. 1 on a CPU-only actor.
     pipeline_stages: int = 1
     weights_poll_s: float = 0.01  # how often the env loop looks at its sockets (weights, credits, heartbeats)
     # Chunks the replay service stored but has not yet written to a snapshot are kept (up to this many MB)
@@ -193,7 +164,8 @@ class LaunchConfig:
     mode: str = "local"  # "local" | "tmux" | "ssh" | "ray"
     wait: bool = True
     restart_actors: int = 3  # how often a crashed actor is restarted
-    restart_services: int = 2  # SAC runs: how often a crashed replay service or learner is restarted (they resume)
+    restart_services: int = 2  # how often a crashed replay service or learner is restarted, in pipelines whose
+    # services resume from their snapshot / checkpoint (the builder's services_resume: SAC)
     restart_backoff_s: float = 1.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     hosts_file: Optional[str] = None  # ssh: YAML describing how to reach each host (see docs/launch.md)
@@ -214,17 +186,16 @@ class SecurityConfig:
 @dataclass
 class RunConfig:
     name: str = "unnamed"
-    algo: str = "sac"  # "sac" (async, off-policy) | "ppo" | "grpo" (sync, on-policy)
+    algo: str = "sac"  # the pipeline, by its registered name (pipelines/__init__.py): "sac" | "ppo" | "grpo" | ...
+    # Modules (dotted names) or .py files imported by the launcher and every role before `algo` is looked up: an
+    # algorithm defined outside this package registers its pipeline there (pipelines.register).
+    imports: list = field(default_factory=list)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     eval_env: dict = field(default_factory=dict)  # overrides of env for evaluation (e.g. kwargs)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    sac: SACConfig = field(default_factory=SACConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -285,10 +256,45 @@ def parse_overrides(overrides: list[str]) -> list[str]:
     return list(overrides)
 
 
-def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -> DictConfig:
-    """Schema defaults <- preset YAML <- command-line overrides, validated at each step."""
+Sections = Mapping[str, type]  # config section name -> its dataclass
+# What the caller adds to the schema, from the run's `algo` and `imports` (launch/run_config.py asks the pipeline).
+SectionsFor = Callable[[str, List[str]], Sections]
+_schemas: dict[tuple, type] = {}
+
+
+def run_schema(sections: Sections) -> type:
+    """RunConfig with `sections` added as fields: one dataclass, so OmegaConf.to_object gives the whole run typed."""
+    if not sections:
+        return RunConfig
+    key = tuple(sections.items())
+    if key not in _schemas:
+        taken = {f.name for f in dataclasses.fields(RunConfig)} & set(sections)
+        if taken:
+            raise ConfigError(f"config sections {sorted(taken)} are already part of every run's config")
+        fields = [(name, cls, field(default_factory=cls)) for name, cls in sections.items()]
+        _schemas[key] = dataclasses.make_dataclass("RunConfig", fields, bases=(RunConfig,))
+    return _schemas[key]
+
+
+def _head(tree: DictConfig, overrides: list[str]) -> tuple[str, list[str]]:
+    """`algo` and `imports` as the schema default, the preset and the overrides set them (before the schema)."""
+    head = OmegaConf.structured(RunConfig)
+    picked = [item for item in overrides if item.split("=", 1)[0] in ("algo", "imports")]
+    try:
+        head = OmegaConf.merge(head, {k: tree[k] for k in ("algo", "imports") if k in tree},
+                               OmegaConf.from_dotlist(picked))
+    except Exception as e:
+        raise ConfigError(f"invalid config value: {e}") from None
+    return str(head.algo), [str(m) for m in head.imports]
+
+
+def load_config(preset: str | os.PathLike, overrides: list[str] | None = None,
+                sections: SectionsFor | None = None) -> DictConfig:
+    """Schema defaults <- preset YAML <- command-line overrides, validated at each step.
+
+    `sections(algo, imports)` names the config sections the run's pipeline adds (none without it).
+    """
     overrides = parse_overrides(list(overrides or []))
-    schema = OmegaConf.structured(RunConfig)
     path = Path(preset)
     if not path.suffix:
         path = CONFIG_DIR / f"{preset}.yaml"
@@ -299,6 +305,7 @@ def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -
     preset_tree = OmegaConf.load(path)
     if not isinstance(preset_tree, DictConfig):
         raise ConfigError(f"{path} must hold a mapping at the top level")
+    schema = OmegaConf.structured(run_schema(sections(*_head(preset_tree, overrides)) if sections else {}))
     _check_tree(schema, preset_tree)
     for item in overrides:
         _check_key(schema, item.split("=", 1)[0])
@@ -312,58 +319,50 @@ def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -
     return cfg
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks that types alone cannot express."""
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(msg)
+def require(cond: bool, msg: str) -> None:
+    """A config check: ConfigError(msg) unless `cond` (for validate() here and the pipelines' own checks)."""
+    if not cond:
+        raise ConfigError(msg)
 
-    need(cfg.algo in ("sac", "ppo", "grpo"), f"algo must be sac, ppo or grpo, not '{cfg.algo}'")
-    need(cfg.actor.num_actors >= 1, "actor.num_actors must be >= 1")
-    need(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
-    need(cfg.actor.credits >= 1, "actor.credits must be >= 1")
-    need(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
-    need(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2 (env groups taking turns "
-         f"with inference), not {cfg.actor.pipeline_stages}")
-    need(cfg.env.num_envs % cfg.actor.pipeline_stages == 0,
-         f"env.num_envs={cfg.env.num_envs} does not split into actor.pipeline_stages={cfg.actor.pipeline_stages} "
-         "equal env groups")
-    need(not cfg.learner.compile or cfg.algo == "sac", "learner.compile=true applies to SAC runs only")
-    need(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
-    need(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
-    need(cfg.runner.keep_checkpoints >= 1, "runner.keep_checkpoints must be >= 1")
-    need(cfg.replay.keep_snapshots >= 1, "replay.keep_snapshots must be >= 1")
-    need(cfg.replay.snapshot_every_s >= 0, "replay.snapshot_every_s must be >= 0 (0 = only on exit)")
-    need(cfg.replay.max_pending_samples >= cfg.replay.prefetch,
-         "replay.max_pending_samples must be >= replay.prefetch (the learner's requests in flight)")
-    need(cfg.actor.resend_buffer_mb >= 0, "actor.resend_buffer_mb must be >= 0")
-    need(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
-    need(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
-    need(cfg.launch.mode != "ssh" or bool(cfg.launch.hosts_file),
-         "launch.mode=ssh needs launch.hosts_file=PATH (a YAML file saying how to reach each host)")
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that types alone cannot express (the pipeline's sections are checked by its builder)."""
+    require(cfg.actor.num_actors >= 1, "actor.num_actors must be >= 1")
+    require(cfg.actor.chunk_len >= 1, "actor.chunk_len must be >= 1")
+    require(cfg.actor.credits >= 1, "actor.credits must be >= 1")
+    require(cfg.env.num_envs >= 1, "env.num_envs must be >= 1")
+    require(cfg.actor.pipeline_stages in (1, 2), "actor.pipeline_stages must be 1 or 2 (env groups taking turns "
+            f"with inference), not {cfg.actor.pipeline_stages}")
+    require(cfg.env.num_envs % cfg.actor.pipeline_stages == 0,
+            f"env.num_envs={cfg.env.num_envs} does not split into actor.pipeline_stages={cfg.actor.pipeline_stages} "
+            "equal env groups")
+    require(cfg.replay.capacity > 0 or cfg.replay.capacity_gb > 0, "replay.capacity must be > 0")
+    require(cfg.runner.max_env_steps > 0, "runner.max_env_steps must be > 0")
+    require(cfg.runner.keep_checkpoints >= 1, "runner.keep_checkpoints must be >= 1")
+    require(cfg.replay.keep_snapshots >= 1, "replay.keep_snapshots must be >= 1")
+    require(cfg.replay.snapshot_every_s >= 0, "replay.snapshot_every_s must be >= 0 (0 = only on exit)")
+    require(cfg.replay.max_pending_samples >= cfg.replay.prefetch,
+            "replay.max_pending_samples must be >= replay.prefetch (the learner's requests in flight)")
+    require(cfg.actor.resend_buffer_mb >= 0, "actor.resend_buffer_mb must be >= 0")
+    require(cfg.network.transport in ("tcp", "ipc"), "network.transport must be tcp or ipc")
+    require(cfg.launch.mode in ("local", "tmux", "ssh", "ray"), "launch.mode must be local, tmux, ssh or ray")
+    require(cfg.launch.mode != "ssh" or bool(cfg.launch.hosts_file),
+            "launch.mode=ssh needs launch.hosts_file=PATH (a YAML file saying how to reach each host)")
     for i, group in enumerate(cfg.launch.placement.actors):
-        need(group.count >= 1, f"launch.placement.actors[{i}].count must be >= 1")
-    need(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
-    need(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
-    if cfg.algo in ("ppo", "grpo"):
-        on_policy = cfg[cfg.algo]
-        need(on_policy.lr_schedule in ("constant", "linear"), f"{cfg.algo}.lr_schedule must be constant or linear")
-        need(on_policy.epochs >= 1 and on_policy.minibatch_size >= 1, f"{cfg.algo}.epochs and minibatch_size must be >= 1")
-        need(cfg.ppo.rollout_len >= 1, "ppo.rollout_len must be >= 1")
-    if cfg.algo == "grpo":
-        need(cfg.grpo.group_size >= 2 and cfg.env.num_envs % cfg.grpo.group_size == 0,
-             f"grpo.group_size ({cfg.grpo.group_size}) must be >= 2 and divide env.num_envs ({cfg.env.num_envs}): "
-             "the envs of a group live in one actor")
-        need(cfg.grpo.score in ("return", "success"), "grpo.score must be return or success")
+        require(group.count >= 1, f"launch.placement.actors[{i}].count must be >= 1")
+    require(cfg.logging.wandb in ("offline", "online", "disabled"), "logging.wandb must be offline, online or disabled")
+    require(cfg.learner.amp in ("none", "bf16"), "learner.amp must be none or bf16")
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     Path(path).write_text(OmegaConf.to_yaml(cfg))
 
 
-def read_run_config(run_dir: str | os.PathLike) -> DictConfig:
+def read_run_config(run_dir: str | os.PathLike, sections: SectionsFor | None = None) -> DictConfig:
     """The resolved config a launcher wrote into the run directory (what every role reads)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: start roles through launch/, which writes it")
-    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    tree = OmegaConf.load(path)
+    schema = run_schema(sections(*_head(tree, [])) if sections else {})
+    return OmegaConf.merge(OmegaConf.structured(schema), tree)

@@ -72,10 +72,10 @@ def endpoint(cfg: DictConfig, name: str, bind: bool) -> str:
     if cfg.network.transport == "ipc":
         return f"ipc://{Path(cfg.runner.run_dir).resolve() / (name + '.sock')}"
     port = cfg.network.ports[name]
-    owner_host = cfg.network.get("hosts", {}).get(ENDPOINT_OWNERS[name], cfg.network.host)
+    owner_host = (cfg.network.hosts or {}).get(ENDPOINT_OWNERS[name], cfg.network.host)
     if bind:
         # Across hosts a service must listen on all interfaces; on one host, loopback only.
-        host = "0.0.0.0" if cfg.network.get("hosts") else owner_host
+        host = "0.0.0.0" if cfg.network.hosts else owner_host
         return f"tcp://{host}:{port}"
     return f"tcp://{owner_host}:{port}"
 

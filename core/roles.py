@@ -89,3 +89,35 @@ class Learner(abc.ABC):
     def weights(self) -> dict[str, np.ndarray]:
         """The weights actors need, as host arrays."""
 
+
+class Builder(abc.ABC):
+    """One algorithm's pipeline (as Acme's ActorLearnerBuilder): what each role of a run is made of.
+
+    Registered by name in pipelines/ and picked by the run's `algo`. `cfg` is the run's config as
+    dataclasses (core.config.RunConfig with this builder's `config_sections`), read-only.
+    """
+
+    config_sections: Mapping[str, type] = {}  # section name -> dataclass, added to the run's config
+    services_resume: bool = False  # a crashed replay service or learner resumes from its snapshot/checkpoint,
+    # so the launcher restarts it (launch.restart_services times)
+    synchronous: bool = False  # on-policy lock step (started with launch/run_sync.py), else run_async.py
+
+    def validate(self, cfg: Any) -> None:
+        """Checks of the config that types alone cannot express; raise core.config.ConfigError."""
+
+    @abc.abstractmethod
+    def make_policy(self, cfg: Any, obs_space: Any, action_space: Any, device: str, seed: int) -> Policy: ...
+
+    @abc.abstractmethod
+    def make_actor(self, cfg: Any, index: int) -> Actor: ...
+
+    @abc.abstractmethod
+    def make_replay(self, cfg: Any) -> ReplayService: ...
+
+    @abc.abstractmethod
+    def make_learner(self, cfg: Any) -> Learner:
+        """The learner role; its run() -> exit code is the process."""
+
+    def make_evaluator(self, cfg: Any) -> Any:
+        """The evaluator role (run() -> exit code); runs with eval.enabled=false need none."""
+        raise NotImplementedError(f"{type(self).__name__} makes no evaluator: set eval.enabled=false")

@@ -25,9 +25,21 @@ def map(fn: Callable, tree: Any, *rest: Any) -> Any:  # noqa: A001 - the natural
     return optree.tree_map(fn, tree, *rest, none_is_leaf=True)
 
 
+def assign(dst: Any, index: Any, src: Any) -> None:
+    """``leaf[index] = src_leaf`` for every leaf of `dst` (arrays) and the matching one of `src`."""
+    optree.tree_map(lambda d, v: d.__setitem__(index, v), dst, src, none_is_leaf=True)
+
+
 def leaves(tree: Any) -> list:
     """The leaves, in the order `flatten` names them (dict keys sorted)."""
     return optree.tree_leaves(tree, none_is_leaf=True)
+
+
+def items(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list[tuple[tuple, Any]]:
+    """(path, leaf) pairs in `leaves` order; a path is the tuple of keys from the root to the leaf.
+    `is_leaf(node)` True stops the walk there (e.g. at lists, which are otherwise walked too)."""
+    paths, values, _ = optree.tree_flatten_with_path(tree, is_leaf=is_leaf, none_is_leaf=True)
+    return list(zip(paths, values))
 
 
 def flatten(tree: Mapping) -> dict[str, Any]:
@@ -36,8 +48,7 @@ def flatten(tree: Mapping) -> dict[str, Any]:
     Keys are checked by the caller that needs a rule for them (the wire protocol does); here they
     are joined with "/" as they are.
     """
-    paths, values, _ = optree.tree_flatten_with_path(tree, none_is_leaf=True)
-    return {SEPARATOR.join(str(part) for part in path): value for path, value in zip(paths, values)}
+    return {SEPARATOR.join(str(part) for part in path): value for path, value in items(tree)}
 
 
 def unflatten(flat: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> dict:

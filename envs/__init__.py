@@ -27,7 +27,7 @@ if MANISKILL_AVAILABLE and "ZarlPutOnPlate-v1" not in gym.registry:
 def uses_maniskill(env_cfg: Any) -> bool:
     """A ManiSkill env: id `ManiSkill/<task>` (e.g. ManiSkill/PickCube-v1), `ZarlPutOnPlate-v1`, or
     `env.kwargs.backend: maniskill` with a ManiSkill task id."""
-    kwargs = env_cfg.get("kwargs", {}) or {}
+    kwargs = getattr(env_cfg, "kwargs", None) or {}
     return (str(env_cfg.id).startswith("ManiSkill/") or str(env_cfg.id).startswith("ZarlPutOnPlate")
             or kwargs.get("backend") == "maniskill")
 
@@ -42,8 +42,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
                 f"with the Vulkan driver it needs)", name="mani_skill")
         from envs.maniskill import make_maniskill_vector_env
         return make_maniskill_vector_env(env_cfg, num_envs=num_envs, seed=seed)
-    kwargs = dict(env_cfg.get("kwargs", {}) or {})
-    if env_cfg.get("max_episode_steps"):
+    kwargs = dict(env_cfg.kwargs or {})
+    if env_cfg.max_episode_steps:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     if env_cfg.id not in gym.registry:
         raise ValueError(f"unknown environment id '{env_cfg.id}'; registered ids include "

@@ -13,27 +13,8 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
+from core import tree
 from core.roles import Env
-
-
-def _stack(items: list[Any]) -> Any:
-    if isinstance(items[0], dict):
-        return {k: _stack([it[k] for it in items]) for k in items[0]}
-    return np.stack(items)
-
-
-def _set_row(dst: Any, i: int, src: Any) -> None:
-    if isinstance(dst, dict):
-        for k in dst:
-            _set_row(dst[k], i, src[k])
-    else:
-        dst[i] = src
-
-
-def _empty_like(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: _empty_like(v) for k, v in obs.items()}
-    return np.zeros_like(obs)
 
 
 class SyncVectorEnv(Env):
@@ -77,7 +58,7 @@ class SyncVectorEnv(Env):
         self._returns[:] = 0
         self._lengths[:] = 0
         self._success_once[:] = False
-        self._obs = _stack(obs)
+        self._obs = tree.map(lambda *rows: np.stack(rows), *obs)
         return self._obs
 
     def _to_env_action(self, action: np.ndarray) -> Any:
@@ -113,15 +94,16 @@ class SyncVectorEnv(Env):
             if term or trunc:
                 done[i] = True
                 if final_obs is None:
-                    final_obs = _empty_like(self._obs)
-                _set_row(final_obs, i, o)
+                    final_obs = tree.map(np.zeros_like, self._obs)
+                tree.assign(final_obs, i, o)
                 ep_return[i], ep_length[i], ep_success[i] = self._returns[i], self._lengths[i], self._success_once[i]
                 self._returns[i], self._lengths[i], self._success_once[i] = 0.0, 0, False
                 o, _ = env.reset()
             next_obs.append(o)
-        self._obs = _stack(next_obs)
+        self._obs = tree.map(lambda *rows: np.stack(rows), *next_obs)
         infos = {"done": done, "success": success, "episode_return": ep_return, "episode_length": ep_length,
-                 "episode_success": ep_success, "final_obs": final_obs if final_obs is not None else _empty_like(self._obs)}
+                 "episode_success": ep_success, "final_obs": final_obs if final_obs is not None
+                 else tree.map(np.zeros_like, self._obs)}
         return self._obs, rewards, terminated, truncated, infos
 
     def chunk_step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:

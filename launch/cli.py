@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import sys
 
-from core.config import ConfigError, available_presets, load_config
+from core.config import ConfigError, available_presets
+from launch.run_config import builder, load_config
 
 USAGE = """usage: {prog} CONFIG [key=value ...]
 
 CONFIG   a preset name ({presets}) or a path to a YAML file
 key=value  override any setting, e.g. runner.max_env_steps=50000 actor.num_actors=2
 """
-
-ASYNC_ALGOS, SYNC_ALGOS = ("sac",), ("ppo", "grpo")
 
 
 def main(argv: list[str], expect: str) -> int:
@@ -22,8 +21,7 @@ def main(argv: list[str], expect: str) -> int:
     preset, overrides = argv[0], argv[1:]
     try:
         cfg = load_config(preset, overrides)
-        allowed = ASYNC_ALGOS if expect == "async" else SYNC_ALGOS
-        if cfg.algo not in allowed:
+        if builder(cfg).synchronous != (expect == "sync"):  # the pipeline says which command starts it
             other = "run_sync.py" if expect == "async" else "run_async.py"
             raise ConfigError(f"config '{preset}' uses algo={cfg.algo}; start it with launch/{other}")
         from launch.local import launch

@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from core.config import ConfigError
 from core.log import get_logger
 from launch import placement
-from launch.local import Launcher
+from launch.launcher import Launcher
 from launch.placement import ProcessPlacement
 from launch.processes import REPO_ROOT, die_with_parent, role_command
 

@@ -1,7 +1,7 @@
 """Entry point of every role process: `python -m launch.role ROLE --run-dir DIR [--index I]`.
 
 The launcher (local, tmux, SSH or Ray) only has to run this command line; the
-role reads everything else from DIR/config.yaml.
+role reads everything else from DIR/config.yaml, and the run's pipeline (pipelines/, by `algo`) makes it.
 """
 from __future__ import annotations
 
@@ -12,32 +12,18 @@ ROLES = ("replay", "learner", "actor", "evaluator")
 
 
 def run_role(role: str, run_dir: str, index: int = 0) -> int:
-    from core.config import read_run_config
+    from launch.run_config import builder, read_run_config, typed
 
     cfg = read_run_config(run_dir)
-    on_policy = cfg.algo in ("ppo", "grpo")
+    pipeline, run = builder(cfg), typed(cfg)  # the run's pipeline makes the role; roles get the typed config
     if role == "replay":
-        if on_policy:
-            from replay.rollout_service import RolloutService as Service
-        else:
-            from replay.service import OffPolicyReplayService as Service
-        return Service(cfg).serve()
+        return pipeline.make_replay(run).serve()
     if role == "learner":
-        if on_policy:
-            from learner.on_policy import OnPolicyLearner as LearnerRole
-        else:
-            from learner.off_policy import OffPolicyLearner as LearnerRole
-        return LearnerRole(cfg).run()
+        return pipeline.make_learner(run).run()
     if role == "actor":
-        if on_policy:
-            from actors.rollout_actor import RolloutActor as ActorRole
-        else:
-            from actors.actor import ChunkedActor as ActorRole
-        return ActorRole(cfg, index).run()
+        return pipeline.make_actor(run, index).run()
     if role == "evaluator":
-        from actors.evaluator import Evaluator
-
-        return Evaluator(cfg).run()
+        return pipeline.make_evaluator(run).run()
     raise ValueError(f"unknown role '{role}'; roles are {', '.join(ROLES)}")
 
 

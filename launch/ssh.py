@@ -49,7 +49,7 @@ from core.config import ConfigError
 from core.log import get_logger
 from core.security import keys_dir
 from launch import placement
-from launch.local import Launcher
+from launch.launcher import Launcher
 from launch.placement import ProcessPlacement
 from launch.processes import REPO_ROOT, RoleProcess, die_with_parent, role_command
 

@@ -32,12 +32,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from core.config import read_run_config
 from core.log import get_logger
 from launch import placement
-from launch.local import Launcher
+from launch.launcher import Launcher
 from launch.placement import ProcessPlacement
 from launch.processes import REPO_ROOT, role_command
+from launch.run_config import read_run_config
 
 log = get_logger("launcher")
 

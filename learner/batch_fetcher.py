@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import zmq
 
+from core import tree
 from core.net import make_socket
 from wire import protocol
 from wire.protocol import Kind
@@ -29,14 +30,12 @@ REASK_AFTER_S = 5.0  # how long the learner waits for an answer before it assume
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
-def to_device(tree, device: torch.device):
+def to_device(batch, device: torch.device):
     """numpy (nested dict) -> torch on device; host buffers are pinned first so the copy is asynchronous."""
-    if isinstance(tree, dict):
-        return {k: to_device(v, device) for k, v in tree.items()}
-    t = torch.from_numpy(np.ascontiguousarray(tree))
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
+    def move(array):
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+    return tree.map(move, batch)
 
 
 class BatchFetcher:

@@ -31,7 +31,14 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from core.atomic_dir import CorruptError, mark_corrupt, prune, read_manifest, saved_dirs, write_atomic_dir
+from core.atomic_dir import (
+    CorruptError,
+    mark_corrupt,
+    prune,
+    read_manifest,
+    saved_dirs,
+    write_atomic_dir,
+)
 
 PREFIX = "ckpt"
 TENSORS_FILE = "tensors.safetensors"

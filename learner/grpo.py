@@ -11,29 +11,15 @@ update is PPO's clipped surrogate with these advantages, and no value function.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 
 import torch
 
-from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, flat_obs, learning_rate, take
+from core import tree
+from learner.configs import GRPOConfig
+from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, learning_rate
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
-
-
-@dataclass
-class GRPOConfig:
-    group_size: int = 8  # each reset state is repeated this many times
-    score: str = "return"  # what ranks the members of a group: "return" | "success" (succeeded at any step)
-    clip: float = 0.2
-    epochs: int = 4
-    minibatch_size: int = 256
-    lr: float = 3e-4
-    lr_schedule: str = "constant"  # "constant" | "linear" (to 0 at runner.max_env_steps)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.5
-    entropy_coef: float = 0.0
-    filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded (all scores equal)
 
 
 def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool = True
@@ -68,7 +54,7 @@ class GRPO(OnPolicyAlgorithm):
         advantages, keep = group_advantages(scores, self.cfg.group_size, self.cfg.filter_uniform_groups)
         n, t = steps["valid"].shape
         mask = (steps["valid"] & keep[:, None]).reshape(-1)
-        data = {"obs": take(flat_obs(steps["obs"], n * t), mask),
+        data = {"obs": tree.map(lambda a: a.reshape(n * t, *a.shape[2:])[mask], steps["obs"]),
                 "action": steps["action"].reshape(n * t, *steps["action"].shape[2:])[mask],
                 "log_prob": steps["log_prob"].reshape(-1)[mask],
                 "advantage": advantages[:, None].expand(n, t).reshape(-1)[mask]}
@@ -90,7 +76,7 @@ class GRPO(OnPolicyAlgorithm):
         n, device = len(data["advantage"]), data["advantage"].device
         # No rows when every group was uniform: nothing to learn from this rollout.
         for idx in self.minibatches(n, device, cfg.epochs if n else 0, cfg.minibatch_size):
-            dist = model.distribution(model.features(take(data["obs"], idx)))
+            dist = model.distribution(model.features(tree.map(lambda a: a[idx], data["obs"])))
             policy_loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx],
                                                    data["advantage"][idx], cfg.clip)
             entropy = dist.entropy().mean()

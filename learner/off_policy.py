@@ -8,36 +8,43 @@ finite are never published or checkpointed: a NaN that got into the networks sta
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from core.atomic_dir import CorruptError
 from core import seeding
+from core.atomic_dir import CorruptError
+from core.config import RunConfig
 from core.devices import prepare_learner_device
 from core.net import endpoint
-from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import env_spaces
 from learner.batch_fetcher import BatchFetcher
-from learner.checkpoint import checkpoint_meta, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from learner.sac import SAC, SACConfig
+from learner.checkpoint import (
+    checkpoint_meta,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
+from learner.configs import SACConfig
+from learner.sac import SAC
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
+from wire.runtime import RoleRuntime
 
 
 class OffPolicyLearner(Learner):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: RunConfig, sac_cfg: SACConfig):
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
         self.device = prepare_learner_device(cfg.learner, self.seed)
         obs_space, act_space = env_spaces(cfg.env)
-        self.sac_cfg = SACConfig(**OmegaConf.to_container(cfg.sac, resolve=True))
+        self.sac_cfg = sac_cfg
         action_dim = int(np.prod(act_space.shape))
         self.agent = SACAgent(obs_space, action_dim, cfg.policy, self.sac_cfg.num_q, seed=self.seed).to(self.device)
         if cfg.learner.compile:
@@ -45,12 +52,12 @@ class OffPolicyLearner(Learner):
             self.log.info(f"torch.compile: {', '.join(compiled)} (compiled during the first updates)")
         self.sac = SAC(self.agent, action_dim, self.sac_cfg, self.device, amp=cfg.learner.amp)
         self.updates = 0  # critic updates (= batches consumed)
-        self.steps = 0  # learner steps (one actor update each)
+        self.learner_steps = 0  # one actor update each, after sac.critic_actor_ratio critic updates
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"
         self.nonfinite_weights = 0  # publications and checkpoints refused because a weight was NaN/Inf
         resumed_version = self._resume() if self._should_resume() else 0
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
-        self.publisher.version = resumed_version
+        self.publisher.policy_version = resumed_version
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
                                     cfg.replay.prefetch, self.device).start()
 
@@ -67,7 +74,7 @@ class OffPolicyLearner(Learner):
             batches.append(batch)
         metrics = self.sac.update(batches)
         self.updates += len(batches)
-        self.steps += 1
+        self.learner_steps += 1
         return metrics
 
     def _finite_weights(self, weights: dict[str, np.ndarray], what: str) -> bool:
@@ -82,7 +89,7 @@ class OffPolicyLearner(Learner):
         weights = self.weights()
         if not self._finite_weights(weights, "publishing"):
             return  # the actors keep the last finite weights
-        self.publisher.publish(weights, {"updates": self.updates, "steps": self.steps, "final": final,
+        self.publisher.publish(weights, {"updates": self.updates, "learner_steps": self.learner_steps, "final": final,
                                          "env_steps": self.fetcher.env_steps})
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -93,10 +100,10 @@ class OffPolicyLearner(Learner):
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {"sac": self.sac.state_dict(), "updates": self.updates, "steps": self.steps,
-                 "env_steps": self.fetcher.env_steps, "weights_version": self.publisher.version, "rng": rng,
-                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
-        meta = {"run_id": self.cfg.runner.run_id, "updates": self.updates, "steps": self.steps}
+        state = {"sac": self.sac.state_dict(), "updates": self.updates, "learner_steps": self.learner_steps,
+                 "env_steps": self.fetcher.env_steps, "policy_version": self.publisher.policy_version, "rng": rng,
+                 "config": dataclasses.asdict(self.cfg)}
+        meta = {"run_id": self.cfg.runner.run_id, "updates": self.updates, "learner_steps": self.learner_steps}
         t0 = time.time()
         path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
                                label=f"u{self.updates}", meta=meta)
@@ -118,14 +125,15 @@ class OffPolicyLearner(Learner):
         return same_launch
 
     def _resume(self) -> int:
-        """Load the newest intact checkpoint; returns the weights version to continue from (0: none)."""
+        """Load the newest intact checkpoint; returns the policy version to continue from (0: none)."""
         found = load_latest_checkpoint(self.checkpoint_dir, self.log)
         if found is None:
             self.log.info(f"no checkpoint in {self.checkpoint_dir}: starting fresh")
             return 0
         state, path = found
         self.sac.load_state_dict(state["sac"])
-        self.updates, self.steps = int(state["updates"]), int(state["steps"])
+        # Checkpoints written before the renames said "steps" and "weights_version".
+        self.updates, self.learner_steps = int(state["updates"]), int(state.get("learner_steps", state.get("steps")))
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -134,13 +142,14 @@ class OffPolicyLearner(Learner):
         # publish_every learner steps over a checkpoint interval, plus its first and last.
         steps_per_interval = self.cfg.runner.checkpoint_every_updates / max(1, self.sac_cfg.critic_actor_ratio)
         skip = int(np.ceil(steps_per_interval / max(1, self.cfg.learner.publish_every))) + 3
-        version = int(state["weights_version"]) + skip
-        self.log.info(f"resumed from {path}: {self.updates:,} updates, {self.steps:,} learner steps, "
-                      f"weights version {version}")
+        version = int(state.get("policy_version", state.get("weights_version"))) + skip
+        self.log.info(f"resumed from {path}: {self.updates:,} updates, {self.learner_steps:,} learner steps, "
+                      f"policy version {version}")
         return version
 
     def _counters(self) -> dict:
-        return {"updates": self.updates, "learner_steps": self.steps, "weights_version": self.publisher.version,
+        return {"updates": self.updates, "learner_steps": self.learner_steps,
+                "policy_version": self.publisher.policy_version,
                 "skipped_updates": self.sac.skipped_updates, "nonfinite_weights": self.nonfinite_weights}
 
     def run(self) -> int:
@@ -157,7 +166,7 @@ class OffPolicyLearner(Learner):
             if metrics:
                 busy += time.perf_counter() - t0
                 interval_metrics.append(metrics)
-                if self.steps % cfg.learner.publish_every == 0:
+                if self.learner_steps % cfg.learner.publish_every == 0:
                     self._publish()
                 if self.updates - last_ckpt >= cfg.runner.checkpoint_every_updates:
                     self._checkpoint()

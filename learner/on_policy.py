@@ -7,58 +7,43 @@ that joins late (or lost a message) still gets version v and can deliver its par
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import zmq
-from omegaconf import DictConfig, OmegaConf
 
-from core import seeding
+from core import seeding, tree
+from core.config import RunConfig
 from core.devices import prepare_learner_device
 from core.net import endpoint, make_socket
-from core.role_runtime import RoleRuntime
 from core.roles import Learner
 from envs import env_spaces
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
-from learner.grpo import GRPO, GRPOConfig
-from learner.ppo import PPO, PPOConfig
+from learner.ppo import OnPolicyAlgorithm
 from learner.weights_publisher import WeightsPublisher
-from policies.actor_critic import ActorCritic
 from wire import protocol
 from wire.protocol import Kind
+from wire.runtime import RoleRuntime
 
 REPUBLISH_WHILE_WAITING_S = 1.0
 
 
-def to_tensors(tree, device: torch.device):
-    """Received (read-only) arrays -> tensors on `device` (one copy)."""
-    if isinstance(tree, dict):
-        return {k: to_tensors(v, device) for k, v in tree.items()}
-    return torch.tensor(np.asarray(tree), device=device)
-
-
 class OnPolicyLearner(Learner):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: RunConfig, make_algorithm: Callable[..., OnPolicyAlgorithm]):
+        """`make_algorithm(obs_space, action_space, device, seed)`: the update (PPO, GRPO) with its model on device."""
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
         self.device = prepare_learner_device(cfg.learner, self.seed)
         obs_space, action_space = env_spaces(cfg.env)
-        if cfg.algo == "ppo":
-            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=True, seed=self.seed)
-            self.algorithm = PPO(model.to(self.device), PPOConfig(**OmegaConf.to_container(cfg.ppo, resolve=True)),
-                                 seed=self.seed)
-        elif cfg.algo == "grpo":
-            model = ActorCritic(obs_space, action_space, cfg.policy, with_critic=False, seed=self.seed)
-            self.algorithm = GRPO(model.to(self.device), GRPOConfig(**OmegaConf.to_container(cfg.grpo, resolve=True)),
-                                  seed=self.seed)
-        else:
-            raise ValueError(f"the on-policy learner runs algo ppo or grpo, not '{cfg.algo}'")
-        self.model = model
-        self.steps = 0  # rollouts trained on
+        self.algorithm = make_algorithm(obs_space, action_space, self.device, self.seed)
+        self.model = self.algorithm.model
+        self.learner_steps = 0  # rollouts trained on (one update of algorithm.cfg.epochs passes each)
         self.env_steps = 0  # the store's count of env steps handed out
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
@@ -70,6 +55,8 @@ class OnPolicyLearner(Learner):
 
     @property
     def updates(self) -> int:
+        """Gradient steps (one per minibatch): what eval.every_updates and checkpoint_every_updates count, as SAC's
+        critic updates there; learner_steps counts rollouts."""
         return self.algorithm.gradient_steps
 
     def weights(self) -> dict[str, np.ndarray]:
@@ -77,12 +64,12 @@ class OnPolicyLearner(Learner):
         return {k: v.detach().to("cpu", copy=True).numpy() for k, v in self.model.acting_weights().items()}
 
     def _publish(self, final: bool = False) -> None:
-        self.publisher.publish(self.weights(), {"updates": self.updates, "steps": self.steps, "final": final,
-                                                "env_steps": self.env_steps})
+        self.publisher.publish(self.weights(), {"updates": self.updates, "learner_steps": self.learner_steps,
+                                                "final": final, "env_steps": self.env_steps})
 
     def fetch_rollout(self) -> protocol.Message | None:
         """Ask for the rollout of the newest published version and wait for it; None if the run stops first."""
-        version = self.publisher.version
+        version = self.publisher.policy_version
         protocol.send(self.replay, Kind.SAMPLE, sender="learner", seq=version, policy_version=version)
         t0 = time.time()
         while not self.rt.should_stop():
@@ -113,21 +100,23 @@ class OnPolicyLearner(Learner):
         # The fraction of the run done before this rollout: the first update gets the full learning rate.
         before = self.env_steps - int(msg.meta.get("rollout_env_steps", 0))
         progress = before / max(1, self.cfg.runner.max_env_steps)
-        metrics = self.algorithm.train(to_tensors(msg.arrays, self.device), progress)
-        self.steps += 1
+        # torch.tensor copies: the received arrays are read-only views of the message's frames.
+        rollout = tree.map(lambda a: torch.tensor(np.asarray(a), device=self.device), msg.arrays)
+        metrics = self.algorithm.train(rollout, progress)
+        self.learner_steps += 1
         metrics.update({"learner/update_s": time.time() - t0, "learner/rollout_wait_s": self.wait_s,
                         "learner/rollout_actors": len(msg.meta.get("actors", [])),
                         "learner/rollout_missing_actors": len(msg.meta.get("missing", []))})
         return metrics
 
     def _checkpoint(self) -> None:
-        state = {"algorithm": self.algorithm.state_dict(), "version": self.publisher.version, "steps": self.steps,
-                 "env_steps": self.env_steps, "torch_rng": torch.get_rng_state(),
-                 "config": OmegaConf.to_container(self.cfg, resolve=True)}
+        state = {"algorithm": self.algorithm.state_dict(), "policy_version": self.publisher.policy_version,
+                 "learner_steps": self.learner_steps, "env_steps": self.env_steps, "torch_rng": torch.get_rng_state(),
+                 "config": dataclasses.asdict(self.cfg)}
         path = save_checkpoint(state, self.checkpoint_dir, keep=self.cfg.runner.keep_checkpoints,
                                label=f"u{self.updates}",
                                meta={"run_id": self.cfg.runner.run_id, "updates": self.updates})
-        self.log.info(f"checkpoint written: {path} (version {self.publisher.version}, {self.updates:,} updates)")
+        self.log.info(f"checkpoint written: {path} (version {self.publisher.policy_version}, {self.updates:,} updates)")
 
     def _resume(self) -> None:
         found = load_latest_checkpoint(self.checkpoint_dir, self.log)  # the newest intact one
@@ -136,10 +125,12 @@ class OnPolicyLearner(Learner):
             return
         state, path = found
         self.algorithm.load_state_dict(state["algorithm"])
-        self.steps, self.env_steps = int(state["steps"]), int(state["env_steps"])
-        self.publisher.version = int(state["version"])  # versions keep growing across the restart
+        # Checkpoints written before the renames said "steps" and "version".
+        self.learner_steps = int(state.get("learner_steps", state.get("steps")))
+        self.env_steps = int(state["env_steps"])
+        self.publisher.policy_version = int(state.get("policy_version", state.get("version")))  # keeps growing
         torch.set_rng_state(state["torch_rng"])
-        self.log.info(f"resumed from {path}: version {self.publisher.version}, {self.updates:,} updates")
+        self.log.info(f"resumed from {path}: version {self.publisher.policy_version}, {self.updates:,} updates")
 
     def run(self) -> int:
         cfg = self.cfg
@@ -151,16 +142,16 @@ class OnPolicyLearner(Learner):
             if not metrics:
                 continue
             self._publish()
-            self.rt.report(counters={"updates": self.updates, "learner_steps": self.steps,
-                                     "policy_version": self.publisher.version}, scalars=metrics)
+            self.rt.report(counters={"updates": self.updates, "learner_steps": self.learner_steps,
+                                     "policy_version": self.publisher.policy_version}, scalars=metrics)
             if self.updates - last_ckpt >= cfg.runner.checkpoint_every_updates:
                 self._checkpoint()
                 last_ckpt = self.updates
-        self.log.info(f"stopping ({self.rt.stop_reason}) after {self.steps} rollouts, {self.updates:,} updates")
+        self.log.info(f"stopping ({self.rt.stop_reason}) after {self.learner_steps} rollouts, {self.updates:,} updates")
         self._publish(final=True)
         self._checkpoint()
-        self.rt.report(counters={"updates": self.updates, "learner_steps": self.steps,
-                                 "policy_version": self.publisher.version})
+        self.rt.report(counters={"updates": self.updates, "learner_steps": self.learner_steps,
+                                 "policy_version": self.publisher.policy_version})
         self.replay.close(0)
         self.publisher.close()
         self.rt.close()

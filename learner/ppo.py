@@ -14,34 +14,15 @@ actually chose the actions.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import tree
+from learner.configs import PPOConfig
 from learner.gae import compute_gae
 from policies.actor_critic import ActorCritic
-
-
-@dataclass
-class PPOConfig:
-    rollout_len: int = 200  # env steps per env per rollout
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
-    value_clip: float = 0.2  # new values kept within this distance of the rollout's values; 0 = no value clipping
-    huber_delta: float = 10.0
-    epochs: int = 8
-    minibatch_size: int = 256
-    lr: float = 3e-4
-    lr_schedule: str = "constant"  # "constant" | "linear" (to 0 at runner.max_env_steps)
-    weight_decay: float = 0.01
-    max_grad_norm: float = 0.5
-    entropy_coef: float = 0.0
-    value_coef: float = 0.5
-    normalize_advantages: bool = True  # per minibatch
-    value_batch: int = 8192  # states per critic pass when computing the rollout's values
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -60,29 +41,12 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
     raise ValueError(f"lr_schedule must be 'constant' or 'linear', not '{schedule}'")
 
 
-def flat_obs(obs, lead: int):
-    """[N, T, ...] (or a dict of them) -> [N*T, ...]."""
-    if isinstance(obs, dict):
-        return {k: flat_obs(v, lead) for k, v in obs.items()}
-    return obs.reshape(lead, *obs.shape[2:])
-
-
-def take(obs, idx: torch.Tensor):
-    if isinstance(obs, dict):
-        return {k: take(v, idx) for k, v in obs.items()}
-    return obs[idx]
-
-
-def num_rows(obs) -> int:
-    return len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
-
-
 @torch.no_grad()
 def values_of(model: ActorCritic, obs, batch: int) -> torch.Tensor:
-    n = num_rows(obs)
+    n = len(tree.leaves(obs)[0])
     if n == 0:
         return torch.zeros(0, device=next(model.parameters()).device)
-    return torch.cat([model.value(model.features(take(obs, torch.arange(i, min(i + batch, n)))))
+    return torch.cat([model.value(model.features(tree.map(lambda a: a[i:i + batch], obs)))
                       for i in range(0, n, batch)])
 
 
@@ -165,7 +129,8 @@ class PPO(OnPolicyAlgorithm):
         """Rollout tensors [N, T] -> flat training tensors [N*T] and the rollout's metrics."""
         steps, finals = rollout["steps"], rollout["finals"]
         n, t = steps["reward"].shape
-        values = values_of(self.model, flat_obs(steps["obs"], n * t), self.cfg.value_batch).view(n, t)
+        obs = tree.map(lambda a: a.reshape(n * t, *a.shape[2:]), steps["obs"])  # [N, T, ...] -> [N*T, ...]
+        values = values_of(self.model, obs, self.cfg.value_batch).view(n, t)
         # V(s'_t): the next step's state, the last observation at the end, the final observation where an episode ended.
         last_values = values_of(self.model, rollout["envs"]["last_obs"], self.cfg.value_batch)
         next_values = torch.cat([values[:, 1:], last_values[:, None]], dim=1)
@@ -173,7 +138,7 @@ class PPO(OnPolicyAlgorithm):
         next_values[index[:, 0], index[:, 1]] = values_of(self.model, finals["obs"], self.cfg.value_batch)
         advantages, returns = compute_gae(steps["reward"], values, next_values, steps["terminated"],
                                           steps["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
-        data = {"obs": flat_obs(steps["obs"], n * t),
+        data = {"obs": obs,
                 "action": steps["action"].reshape(n * t, *steps["action"].shape[2:]),
                 "log_prob": steps["log_prob"].reshape(-1), "value": values.reshape(-1),
                 "advantage": advantages.reshape(-1), "return": returns.reshape(-1)}
@@ -192,7 +157,7 @@ class PPO(OnPolicyAlgorithm):
         history = collections.defaultdict(list)
         n, device = len(data["advantage"]), data["advantage"].device
         for idx in self.minibatches(n, device, cfg.epochs, cfg.minibatch_size):
-            features = model.features(take(data["obs"], idx))
+            features = model.features(tree.map(lambda a: a[idx], data["obs"]))
             dist, value = model.distribution(features), model.value(features)
             advantage = data["advantage"][idx]
             if cfg.normalize_advantages and len(idx) > 1:

@@ -5,49 +5,41 @@ and one temperature update, then Polyak averaging of the targets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
+from core import tree
+from learner.configs import SACConfig
 from policies.sac_agent import SACAgent
-
-
-@dataclass
-class SACConfig:
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005  # Polyak averaging rate of the target networks
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    temperature_lr: float = 3e-4
-    num_q: int = 2  # Q heads in the ensemble
-    num_min_q: int = 2  # target = min over a random subset of this many heads
-    critic_actor_ratio: int = 1  # critic updates (each on its own batch) per actor update
-    actor_q: str = "mean"  # how the actor loss combines the heads: "mean" | "min"
-    init_temperature: float = 1.0
-    target_entropy: Optional[float] = None  # None = -action_dim
-    backup_entropy: bool = True  # subtract alpha*log pi in the critic target
-    max_grad_norm: float = 0.0  # 0 = no clipping
-    augment_pad: int = 4  # DrQ random shift (images only)
 
 
 def concat_batches(observations: list):
     """Observations of several batches (tensors or dicts of tensors) -> one batch."""
-    if isinstance(observations[0], dict):
-        return {k: torch.cat([o[k] for o in observations]) for k in observations[0]}
-    return torch.cat(observations)
+    return tree.map(lambda *parts: torch.cat(parts), *observations)
 
 
 def split_batches(precomputed, parts: int) -> list:
     """Inverse of concat_batches for what an encoder's precompute returned (None stays None)."""
     if precomputed is None:
         return [None] * parts
-    if isinstance(precomputed, dict):
-        chunks = {k: v.chunk(parts) for k, v in precomputed.items()}
-        return [{k: c[i] for k, c in chunks.items()} for i in range(parts)]
-    return list(precomputed.chunk(parts))
+    return [tree.map(lambda v: v.chunk(parts)[i], precomputed) for i in range(parts)]
+
+
+def _leaves(tree) -> list[torch.Tensor]:
+    """The tensors of a (nested) list/dict of tensors, in a fixed order."""
+    if isinstance(tree, dict):
+        return [t for k in sorted(tree) for t in _leaves(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [t for x in tree for t in _leaves(x)]
+    return [tree]
+
+
+def _clone(tree):
+    if isinstance(tree, dict):
+        return {k: _clone(v) for k, v in tree.items()}
+    return tree.clone()
 
 
 def _inverse_softplus(x: float) -> float:
@@ -60,16 +52,26 @@ class SAC:
     def __init__(self, agent: SACAgent, action_dim: int, cfg: SACConfig, device: torch.device, amp: str = "none"):
         self.agent, self.cfg, self.device, self.amp = agent, cfg, device, amp
         self.target_entropy = -float(action_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        self.graphed = bool(cfg.cuda_graph) and device.type == "cuda"
+        if cfg.tf32_matmul and device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # process-wide: the learner process owns its GPU work
         # alpha = softplus(raw): always positive, and gradients do not vanish near zero as with exp.
         self.raw_alpha = torch.tensor(_inverse_softplus(cfg.init_temperature), device=device, requires_grad=True)
         trainable_encoder = [p for p in agent.encoder.parameters() if p.requires_grad]
-        # Fused Adam: one kernel per step, and it can skip a step on the device itself (see _step).
+        # Fused Adam: one kernel per step, and it can skip a step on the device itself (see _step). In a CUDA
+        # graph it must be capturable (its step count lives on the device).
+        adam = {"fused": True, "capturable": self.graphed}
         self.critic_opt = torch.optim.Adam(list(agent.critic.parameters()) + trainable_encoder, lr=cfg.critic_lr,
-                                           fused=True)
-        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr, fused=True)
-        self.alpha_opt = torch.optim.Adam([self.raw_alpha], lr=cfg.temperature_lr, fused=True)
+                                           **adam)
+        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr, **adam)
+        self.alpha_opt = torch.optim.Adam([self.raw_alpha], lr=cfg.temperature_lr, **adam)
         # Updates dropped because a loss or gradient was not finite, counted on the device (no host sync).
         self._skipped = torch.zeros((), device=device)
+        # CUDA graph state (cuda_graph): eager warm-up steps left, then the graph, its input buffers and outputs.
+        self._warmup_left = 3
+        self._graph: Optional[torch.cuda.CUDAGraph] = None
+        self._static_batches: list[dict] = []
+        self._static_out: tuple[list[str], torch.Tensor] = ([], torch.zeros(0))
 
     @property
     def skipped_updates(self) -> int:
@@ -81,6 +83,12 @@ class SAC:
 
     def update(self, batches: list[dict]) -> dict[str, float]:
         """One learner step: len(batches) critic updates, then one actor and one temperature update."""
+        names, values = self._graphed_update(batches) if self.graphed else self._update(batches)
+        # One device-to-host transfer for all metrics, instead of a GPU sync per number.
+        return dict(zip(names, values.tolist()))
+
+    def _update(self, batches: list[dict]) -> tuple[list[str], torch.Tensor]:
+        """The learner step on the device, without a host sync: (metric names, their values as one tensor)."""
         cfg, agent = self.cfg, self.agent
         metrics: dict[str, float] = {}
         # Augment every image once, then run the frozen backbone ONCE over all observations and next
@@ -95,7 +103,8 @@ class SAC:
             # Critic: regress every head on r + gamma * (min over a random subset of target heads).
             with torch.no_grad(), self._autocast():
                 next_action, next_logp = agent.actor(agent.encoder(next_obs, next_pre))
-                subset = torch.randperm(cfg.num_q, device=self.device)[: cfg.num_min_q]
+                # A uniformly random subset of heads (randperm's equal, written with ops a CUDA graph can hold).
+                subset = torch.rand(cfg.num_q, device=self.device).argsort()[: cfg.num_min_q]
                 next_q = agent.target_critic(agent.target_encoder(next_obs, next_pre), next_action)
                 next_q = next_q[subset].min(0).values.float()
                 if cfg.backup_entropy:
@@ -129,14 +138,51 @@ class SAC:
         self._polyak(agent.critic, agent.target_critic)
         self._polyak(agent.encoder, agent.target_encoder)
         metrics["train/skipped_updates"] = self._skipped
-        # One device-to-host transfer for all metrics, instead of a GPU sync per number.
-        values = torch.stack([v.float().reshape(()) for v in metrics.values()]).tolist()
-        return dict(zip(metrics.keys(), values))
+        return list(metrics), torch.stack([v.float().reshape(()) for v in metrics.values()])
+
+    def _graphed_update(self, batches: list[dict]) -> tuple[list[str], torch.Tensor]:
+        """The learner step as one CUDA graph: copy the batches into the graph's input buffers and replay it.
+
+        Warm-up steps first run eagerly on a side stream (as PyTorch asks before a capture: lazy
+        initialisation, optimiser state, compilation), then one step is captured, which runs nothing, and
+        replayed. Random numbers stay fresh on every replay: CUDA's generator advances its offset per replay.
+        """
+        if self._graph is None:
+            if self._warmup_left > 0:
+                self._warmup_left -= 1
+                side, current = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+                side.wait_stream(current)
+                with torch.cuda.stream(side):
+                    out = self._update(batches)
+                current.wait_stream(side)
+                return out
+            self._capture(batches)
+        flat_static, flat_new = _leaves(self._static_batches), _leaves(batches)
+        if len(flat_static) != len(flat_new) or any(a.shape != b.shape for a, b in zip(flat_static, flat_new)):
+            raise ValueError("a CUDA-graphed SAC update needs batches of the shapes it was captured with")
+        for static, new in zip(flat_static, flat_new):
+            static.copy_(new)
+        self._graph.replay()
+        return self._static_out
+
+    def _capture(self, batches: list[dict]) -> None:
+        self._static_batches = [_clone(b) for b in batches]
+        for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
+            opt.zero_grad(set_to_none=True)  # gradients are then allocated inside the graph's memory pool
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the batch fetcher's thread keeps copying the next batches (pinned memory, its own
+        # allocations) while this thread captures; in the default "global" mode those calls would be refused.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._static_out = self._update(self._static_batches)
+        self._graph = graph
 
     def _autocast(self):
         """bf16 autocast on the GPU when configured; losses and optimiser state stay fp32."""
-        enabled = self.amp == "bf16" and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        if not (self.amp == "bf16" and self.device.type == "cuda"):
+            return contextlib.nullcontext()
+        # A CUDA graph must not rely on autocast's cache of cast weights (it is emptied after the capture).
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed)
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
         """Backward and step, unless the gradient is NaN/Inf: then skip, count and keep the weights.
@@ -186,6 +232,8 @@ class SAC:
             # A saved group's settings replace the optimiser's own, and checkpoints written before the
             # optimisers were fused say fused=False: keep them fused, or the step would refuse found_inf.
             saved = state[name]
-            groups = [{**g, "fused": True, "foreach": None} for g in saved["param_groups"]]
+            groups = [{**g, "fused": True, "foreach": None, "capturable": self.graphed} for g in saved["param_groups"]]
             getattr(self, name).load_state_dict({**saved, "param_groups": groups})
         self._skipped.fill_(int(state["skipped_updates"]))
+        # The optimisers' state tensors were replaced: a graph captured before points at the old ones.
+        self._graph = None

@@ -16,12 +16,12 @@ class WeightsPublisher:
     def __init__(self, ctx: zmq.Context, address: str):
         self.sock = make_socket(ctx, zmq.PUB, hwm=2, curve="server")
         self.sock.bind(address)
-        self.version = 0
+        self.policy_version = 0  # of the newest weights published; the first publication is version 1
         self._last: tuple[dict, dict] | None = None
         self._last_time = 0.0
 
     def publish(self, weights: dict, meta: dict) -> None:
-        self.version += 1
+        self.policy_version += 1
         self._last = (weights, meta)
         self._send()
 
@@ -31,7 +31,7 @@ class WeightsPublisher:
 
     def _send(self) -> None:
         weights, meta = self._last
-        protocol.send(self.sock, Kind.WEIGHTS, weights, sender="learner", policy_version=self.version, meta=meta)
+        protocol.send(self.sock, Kind.WEIGHTS, weights, sender="learner", policy_version=self.policy_version, meta=meta)
         self._last_time = time.time()
 
     def close(self) -> None:

@@ -26,14 +26,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from core.roles import Policy
 from policies.build import build_encoder
-from policies.networks import activation_class, mlp
-from policies.sac_agent import to_tensors
+from policies.config import PolicyConfig
+from policies.networks import activation_class, as_tensors, mlp
 
 
 def _orthogonal_init(net: nn.Sequential, output_gain: float) -> None:
@@ -76,8 +75,8 @@ class ObsNormalizer(nn.Module):
 class ActorCritic(nn.Module):
     """encoder -> actor MLP (action mean or logits), encoder -> critic MLP (state value)."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, policy_cfg: DictConfig, with_critic: bool = True,
-                 seed: int = 0):
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, policy_cfg: PolicyConfig,
+                 with_critic: bool = True, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -85,7 +84,7 @@ class ActorCritic(nn.Module):
             raise TypeError(f"ActorCritic supports Box or Discrete actions, got {action_space}")
         out_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.obs_normalizer = None
-        if policy_cfg.get("normalize_obs", False):
+        if policy_cfg.normalize_obs:
             if not isinstance(obs_space, gym.spaces.Box):
                 raise ValueError(f"policy.normalize_obs needs a Box observation space, got {obs_space}")
             self.obs_normalizer = ObsNormalizer(tuple(obs_space.shape))
@@ -126,7 +125,7 @@ class ActorCritic(nn.Module):
 class ActorCriticPolicy(Policy):
     """The acting half of an ActorCritic, in an actor or evaluator process."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, policy_cfg: DictConfig, device: str,
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, policy_cfg: PolicyConfig, device: str,
                  seed: int = 0):
         self.device = torch.device(device)
         model = ActorCritic(obs_space, action_space, policy_cfg, with_critic=False, seed=seed)
@@ -140,7 +139,7 @@ class ActorCriticPolicy(Policy):
 
         Box actions are the raw Gaussian samples (not clipped): clip them before env.step.
         """
-        dist = self.model.distribution(self.model.features(to_tensors(obs, self.device)))
+        dist = self.model.distribution(self.model.features(as_tensors(obs, self.device)))
         if self.discrete:
             probs = dist.probs
             action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
@@ -156,7 +155,7 @@ class ActorCriticPolicy(Policy):
         if not deterministic:
             action, _ = self.sample(obs)
         else:
-            dist = self.model.distribution(self.model.features(to_tensors(obs, self.device)))
+            dist = self.model.distribution(self.model.features(as_tensors(obs, self.device)))
             action = (dist.probs.argmax(-1) if self.discrete else dist.base_dist.loc).cpu().numpy()
         return action if self.discrete else np.clip(action, -1.0, 1.0).astype(np.float32)
 
@@ -166,8 +165,3 @@ class ActorCriticPolicy(Policy):
         if missing or unexpected:
             raise ValueError(f"weights do not fit the actor-critic policy: missing {missing}, unexpected {unexpected}")
 
-
-def build_actor_critic_policy(cfg: DictConfig, obs_space: gym.Space, action_space: gym.Space, device: str,
-                              seed: int = 0) -> ActorCriticPolicy:
-    """The acting policy of a PPO or GRPO run (called by policies.build.build_policy)."""
-    return ActorCriticPolicy(obs_space, action_space, cfg.policy, device, seed=seed)

@@ -4,9 +4,17 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core import tree
+
+
+def as_tensors(obs, device: torch.device):
+    """An observation (array or dict of arrays) -> tensors on `device`; uint8 images stay uint8 until the encoder."""
+    return tree.map(lambda a: torch.as_tensor(np.asarray(a), device=device), obs)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, layer_norm: bool = False,

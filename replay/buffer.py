@@ -15,54 +15,10 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-
-def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
-    """{"obs": {"front": a}} -> {"obs/front": a}; a bare array under prefix p -> {p: a}."""
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}/{k}" if prefix else k))
-        return out
-    return {prefix: tree}
-
-
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for name, v in flat.items():
-        node = out
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Shape (without batch/time) and dtype of each observation entry and of the action."""
-
-    obs: dict  # name -> (shape tuple, dtype str); name "" = a plain array observation
-    action: tuple  # (shape tuple, dtype str)
-
-    @staticmethod
-    def from_meta(meta: dict) -> "Spec":
-        obs = {k: (tuple(int(d) for d in v[0]), str(v[1])) for k, v in meta["obs"].items()}
-        return Spec(obs=obs, action=(tuple(int(d) for d in meta["action"][0]), str(meta["action"][1])))
-
-    def to_meta(self) -> dict:
-        return {"obs": {k: [list(s), d] for k, (s, d) in self.obs.items()},
-                "action": [list(self.action[0]), self.action[1]]}
-
-    def obs_bytes(self) -> int:
-        return sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in self.obs.values())
-
-
-class ChunkError(ValueError):
-    """A chunk that does not fit the buffer's spec; it is rejected whole."""
+from wire.schema import ChunkError, ChunkSchema, Spec, flat_obs, nested_obs
 
 
 class ReplayBuffer:
@@ -70,6 +26,7 @@ class ReplayBuffer:
         if capacity <= 0:
             raise ValueError("replay capacity must be positive")
         self.spec, self.capacity, self.chunk_len = spec, int(capacity), int(chunk_len)
+        self.schema = ChunkSchema(spec)  # chunks of any [B, T]
         # Room for the bootstrap observation of every row and one episode end per row, plus one spare row.
         self.obs_capacity = math.ceil(self.capacity * (chunk_len + 2) / chunk_len) + 2 * (chunk_len + 1)
         self.obs = {k: np.zeros((self.obs_capacity, *s), dtype=d) for k, (s, d) in spec.obs.items()}
@@ -97,48 +54,12 @@ class ReplayBuffer:
         arrays = [*self.obs.values(), self.action, self.reward, self.terminated, self.obs_index, self.next_obs_index]
         return sum(a.nbytes for a in arrays)
 
-    def check_chunk(self, arrays: dict) -> None:
-        """Raise ChunkError unless the chunk matches the spec; called before anything is written."""
-        obs = flatten(arrays.get("obs"), "") if isinstance(arrays.get("obs"), dict) else {"": arrays.get("obs")}
-        if set(obs) != set(self.spec.obs):
-            raise ChunkError(f"observation keys {sorted(obs)} != expected {sorted(self.spec.obs)}")
-        for name in ("action", "reward", "terminated", "truncated"):
-            if not isinstance(arrays.get(name), np.ndarray):
-                raise ChunkError(f"chunk lacks array '{name}'")
-        B, T = arrays["reward"].shape[:2] if arrays["reward"].ndim == 2 else (None, None)
-        if B is None:
-            raise ChunkError(f"reward must be [B, T], got shape {arrays['reward'].shape}")
-        for k, (shape, dtype) in self.spec.obs.items():
-            a = obs[k]
-            if a.shape != (B, T + 1, *shape) or a.dtype != np.dtype(dtype):
-                raise ChunkError(f"obs '{k}' is {a.dtype}{list(a.shape)}, expected {dtype}{[B, T + 1, *shape]}")
-        a_shape, a_dtype = self.spec.action
-        if arrays["action"].shape != (B, T, *a_shape):
-            raise ChunkError(f"action shape {arrays['action'].shape} != {(B, T, *a_shape)}")
-        for name in ("terminated", "truncated"):
-            if arrays[name].shape != (B, T):
-                raise ChunkError(f"{name} shape {arrays[name].shape} != {(B, T)}")
-        if not np.all(np.isfinite(arrays["reward"])):
-            raise ChunkError("reward holds NaN or Inf")
-        idx = arrays.get("final_index", np.zeros((0, 2), np.int32))
-        done = arrays["terminated"] | arrays["truncated"]
-        if idx.ndim != 2 or idx.shape[1] != 2 or len(idx) != int(done.sum()):
-            raise ChunkError(f"final_index must list the {int(done.sum())} episode ends as (b, t) rows")
-        if len(idx) and not np.all(done[idx[:, 0], idx[:, 1]]):
-            raise ChunkError("final_index points at steps that did not end an episode")
-        finals = arrays.get("final_obs")
-        finals = {} if finals is None else (flatten(finals, "") if isinstance(finals, dict) else {"": finals})
-        for k, (shape, dtype) in self.spec.obs.items():
-            f = finals.get(k, np.zeros((0, *shape), dtype))
-            if f.shape != (len(idx), *shape) or f.dtype != np.dtype(dtype):
-                raise ChunkError(f"final_obs '{k}' is {f.dtype}{list(f.shape)}, expected {dtype}{[len(idx), *shape]}")
-
     def add_chunk(self, arrays: dict) -> int:
-        """Store a validated chunk; returns the number of transitions added."""
-        self.check_chunk(arrays)
-        obs = flatten(arrays["obs"], "") if isinstance(arrays["obs"], dict) else {"": arrays["obs"]}
-        finals = arrays.get("final_obs")
-        finals = {} if finals is None else (flatten(finals, "") if isinstance(finals, dict) else {"": finals})
+        """Check a chunk against the schema (raises ChunkError before anything is written), then store it;
+        returns the number of transitions added."""
+        self.schema.check(arrays)
+        obs = flat_obs(arrays["obs"])
+        finals = flat_obs(arrays["final_obs"]) if "final_obs" in arrays else {}
         final_index = arrays.get("final_index", np.zeros((0, 2), np.int32))
         done = arrays["terminated"] | arrays["truncated"]
         B, T = arrays["reward"].shape
@@ -185,12 +106,8 @@ class ReplayBuffer:
         t = (self.start + rng.integers(0, len(self), size=batch_size)) % self.capacity
         o = self.obs_index[t] % self.obs_capacity
         n = self.next_obs_index[t] % self.obs_capacity
-        obs = {k: v[o] for k, v in self.obs.items()}
-        next_obs = {k: v[n] for k, v in self.obs.items()}
-        if set(obs) == {""}:
-            obs, next_obs = obs[""], next_obs[""]
-        else:
-            obs, next_obs = unflatten(obs), unflatten(next_obs)
+        obs = nested_obs({k: v[o] for k, v in self.obs.items()})
+        next_obs = nested_obs({k: v[n] for k, v in self.obs.items()})
         return {"obs": obs, "next_obs": next_obs, "action": self.action[t], "reward": self.reward[t],
                 "terminated": self.terminated[t]}
 

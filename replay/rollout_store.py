@@ -31,9 +31,12 @@ is trained on what arrived, and the missing actors are reported.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from core import tree
+from core.tree import leaves
 
 GROUPS = ("steps", "finals", "envs")
 MAX_PARTS = 100_000
@@ -41,28 +44,6 @@ MAX_PARTS = 100_000
 
 class RolloutError(ValueError):
     """A chunk or rollout that does not fit the layout; the message says what is wrong."""
-
-
-# --------------------------------------------------------------------------------------------
-# Nested dicts of arrays
-
-
-def tree_map(fn: Callable, *trees: Any) -> Any:
-    """fn applied leaf-wise to trees of equal structure (dicts of ... of arrays)."""
-    if isinstance(trees[0], dict):
-        keys = trees[0].keys()
-        for other in trees[1:]:
-            if not isinstance(other, dict) or other.keys() != keys:
-                found = sorted(other.keys()) if isinstance(other, dict) else type(other).__name__
-                raise RolloutError(f"rollout parts differ in structure: {sorted(keys)} vs {found}")
-        return {k: tree_map(fn, *(t[k] for t in trees)) for k in keys}
-    return fn(*trees)
-
-
-def leaves(tree: Any) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in leaves(v)]
-    return [tree]
 
 
 def num_envs(rollout: dict) -> int:
@@ -116,9 +97,9 @@ def split_rollout(rollout: dict, part_len: int) -> list[dict]:
         rows = (index[:, 1] >= t0) & (index[:, 1] < t1)
         last = t1 == t_total
         parts.append({
-            "steps": tree_map(lambda a: a[:, t0:t1], rollout["steps"]),
-            "finals": tree_map(lambda a: a[rows], rollout["finals"]),
-            "envs": rollout["envs"] if last else tree_map(lambda a: a[:0], rollout["envs"]),
+            "steps": tree.map(lambda a: a[:, t0:t1], rollout["steps"]),
+            "finals": tree.map(lambda a: a[rows], rollout["finals"]),
+            "envs": rollout["envs"] if last else tree.map(lambda a: a[:0], rollout["envs"]),
         })
     return parts
 
@@ -127,8 +108,8 @@ def join_parts(parts: list[dict]) -> dict:
     """The inverse of split_rollout: parts in order -> one rollout."""
     try:
         rollout = {
-            "steps": tree_map(lambda *a: np.concatenate(a, axis=1), *(p["steps"] for p in parts)),
-            "finals": tree_map(lambda *a: np.concatenate(a, axis=0), *(p["finals"] for p in parts)),
+            "steps": tree.map(lambda *a: np.concatenate(a, axis=1), *(p["steps"] for p in parts)),
+            "finals": tree.map(lambda *a: np.concatenate(a, axis=0), *(p["finals"] for p in parts)),
             "envs": parts[-1]["envs"],
         }
     except ValueError as e:  # numpy's shape complaints, and RolloutError (a ValueError)
@@ -144,9 +125,9 @@ def concat_rollouts(rollouts: list[dict]) -> dict:
               for r, off in zip(rollouts, offsets)]
     try:
         return {
-            "steps": tree_map(lambda *a: np.concatenate(a, axis=0), *(r["steps"] for r in rollouts)),
-            "finals": tree_map(lambda *a: np.concatenate(a, axis=0), *finals),
-            "envs": tree_map(lambda *a: np.concatenate(a, axis=0), *(r["envs"] for r in rollouts)),
+            "steps": tree.map(lambda *a: np.concatenate(a, axis=0), *(r["steps"] for r in rollouts)),
+            "finals": tree.map(lambda *a: np.concatenate(a, axis=0), *finals),
+            "envs": tree.map(lambda *a: np.concatenate(a, axis=0), *(r["envs"] for r in rollouts)),
         }
     except ValueError as e:
         raise RolloutError(f"actors' rollouts do not fit together: {e}") from None
@@ -155,9 +136,9 @@ def concat_rollouts(rollouts: list[dict]) -> dict:
 def _signature(rollout: dict) -> Any:
     """What two actors' rollouts must share to be concatenated: structure, dtypes, T, trailing shapes."""
     return {
-        "steps": tree_map(lambda a: (a.dtype.str, a.shape[1:]), rollout["steps"]),
-        "finals": tree_map(lambda a: (a.dtype.str, a.shape[1:]), rollout["finals"]),
-        "envs": tree_map(lambda a: (a.dtype.str, a.shape[1:]), rollout["envs"]),
+        "steps": tree.map(lambda a: (a.dtype.str, a.shape[1:]), rollout["steps"]),
+        "finals": tree.map(lambda a: (a.dtype.str, a.shape[1:]), rollout["finals"]),
+        "envs": tree.map(lambda a: (a.dtype.str, a.shape[1:]), rollout["envs"]),
     }
 
 

@@ -1,8 +1,8 @@
-"""The replay service process: ingests actors' chunks, serves batches to the learner.
+"""The off-policy replay service: ingests actors' chunks into the ring buffer, serves batches to the learner.
 
-One thread, one poll loop, two ROUTER sockets:
-  actors  -> register / chunk / heartbeat / bye;  <- credit (+ the last accepted sequence number)
-  learner -> sample;                               <- batch
+The process, its two sockets and its poll loop are replay/role.py's; the session with each actor is
+wire/session.py's. This is what the buffer adds: chunks checked and stored, sample requests (each says
+its batch_size) served when the rate limiter agrees, snapshots.
 Flow control is by credits: an actor may only send a chunk it holds a credit
 for. Credits come back when a chunk is stored and the rate limiter allows
 more data, so with a paused learner the actors stop instead of filling RAM.
@@ -24,47 +24,31 @@ Reliability:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
-import zmq
-from omegaconf import DictConfig
 
 from core import seeding
 from core.atomic_dir import CorruptError
-from core.net import endpoint, make_socket
-from core.role_runtime import RoleRuntime
-from core.roles import ReplayService
-from replay.buffer import ChunkError, ReplayBuffer, Spec
+from core.config import RunConfig
+from replay.buffer import ReplayBuffer
 from replay.rate_limiter import RateLimiter
-from replay.snapshot import (BackgroundSnapshot, SnapshotDone, list_snapshots, load_latest_snapshot, save_snapshot,
-                             snapshot_meta)
+from replay.role import ReplayRole
+from replay.snapshot import (
+    BackgroundSnapshot,
+    SnapshotDone,
+    list_snapshots,
+    load_latest_snapshot,
+    save_snapshot,
+    snapshot_meta,
+)
 from wire import protocol
 from wire.protocol import Kind
+from wire.schema import ChunkError, Spec
+from wire.session import ActorSession, Reply
 from wire.shared_memory import SlotReader
-
-ACTOR_KINDS = {Kind.REGISTER, Kind.CHUNK, Kind.HEARTBEAT, Kind.BYE}
-LEARNER_KINDS = {Kind.SAMPLE, Kind.HEARTBEAT}
-
-
-@dataclasses.dataclass
-class ActorState:
-    """What the service knows of one actor name. Kept after the actor leaves, so that its sequence numbers
-    stay valid if it (or a replacement with the same name) comes back."""
-
-    route: list
-    last_seen: float
-    last_seq: int = 0  # highest chunk sequence number stored from this actor (exactly-once)
-    durable_seq: int = 0  # highest sequence number that the newest snapshot holds
-    owed_credits: int = 0  # credits withheld by the rate limiter, granted when the learner catches up
-    chunks: int = 0  # chunks stored (over the whole run, snapshots included)
-    lost: int = 0  # sequence numbers skipped: chunks that never arrived
-    waiting_since: float | None = None
-    connected: bool = True
 
 
 def _spec_problem(spec: Spec, capacity: int, capacity_gb: float, chunk_len: int) -> str | None:
@@ -96,45 +80,19 @@ def _episodes_problem(episodes) -> str | None:
     return None
 
 
-def _chunk_problem(arrays: dict) -> str | None:
-    """Checks the buffer does not make: dtypes of the flags, and that no float holds NaN or Inf."""
-    for name in ("terminated", "truncated"):
-        if isinstance(arrays.get(name), np.ndarray) and arrays[name].dtype != np.bool_:
-            return f"'{name}' is {arrays[name].dtype}, not bool"
-    index = arrays.get("final_index")
-    if isinstance(index, np.ndarray) and (not np.issubdtype(index.dtype, np.integer) or (index < 0).any()):
-        return "'final_index' must hold non-negative integers"
-    for name, array in protocol.flatten_arrays(arrays).items():
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            return f"'{name}' holds NaN or Inf"
-    return None
-
-
-class OffPolicyReplayService(ReplayService):
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.rt = RoleRuntime(cfg, "replay", "replay")
-        self.log = self.rt.log
-        # Bounded queues: ZeroMQ's default high-water mark (1000 messages per peer), and a size cap per message
-        # so that no peer can make this process buffer more than that before a message is even checked.
-        self.actors_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
-        self.actors_sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.actors_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        self.actors_sock.bind(endpoint(cfg, "replay_actors", bind=True))
-        self.learner_sock = make_socket(self.rt.ctx, zmq.ROUTER, hwm=0, curve="server")
-        self.learner_sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_HEADER_BYTES)  # sample requests are headers only
-        self.learner_sock.bind(endpoint(cfg, "replay_learner", bind=True))
-        self.buffer: ReplayBuffer | None = None
-        self.spec: Spec | None = None
+class OffPolicyReplayService(ReplayRole):
+    def __init__(self, cfg: RunConfig):
         rl = cfg.replay.rate_limit
         self.limiter = RateLimiter(rl.updates_per_step, cfg.replay.min_size, rl.slack_steps)
-        self.actors: dict[str, ActorState] = {}
+        # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
+        # durable, so they may drop a chunk as soon as it is stored.
+        self.periodic_snapshots = cfg.replay.snapshot_every_s > 0
+        super().__init__(cfg, snapshots=self.periodic_snapshots, can_grant=self.limiter.can_insert)
+        self.buffer: ReplayBuffer | None = None
+        self.spec: Spec | None = None
         self.pending_samples: collections.deque = collections.deque()
         self.rng = seeding.generator(cfg.runner.seed, "replay_sample")
         self.episodes: collections.deque = collections.deque(maxlen=1000)  # until the next report
-        self.duplicates = 0
-        self.rejected_chunks = 0
-        self.lost_chunks = 0
         self.snapshots = 0
         self.snapshot_failures = 0
         self.shm = SlotReader()  # same-host actors' shared-memory segments (wire/shared_memory.py)
@@ -142,96 +100,30 @@ class OffPolicyReplayService(ReplayService):
         self.snapshot_dir = Path(cfg.runner.run_dir) / "replay"
         self.snapshot_writer = BackgroundSnapshot(self.snapshot_dir, cfg.replay.keep_snapshots, cfg.runner.run_id,
                                                   self.log)
-        # With periodic snapshots, actors keep each chunk until a snapshot holds it; without, nothing is ever
-        # durable, so they may drop a chunk as soon as it is stored.
-        self.periodic_snapshots = cfg.replay.snapshot_every_s > 0
-        self.started = time.time()
+        self.last_snapshot, self.last_wait_log = time.time(), 0.0
         if self._should_restore():
             self._restore()
 
-    # -- actors ------------------------------------------------------------------------------------
-    def _on_actor_message(self, route: list, msg: protocol.Message) -> None:
-        now = time.time()
-        actor = self.actors.get(msg.sender)
-        if msg.kind == Kind.REGISTER:
-            self._register(route, msg)
-            return
-        if actor is None or not actor.connected:
-            # An actor we dropped (silent too long) or never saw: tell it to register again.
-            protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", meta={"credits": 0, "reregister": True},
-                          route=route)
-            return
-        actor.route, actor.last_seen = route, now
-        if msg.kind == Kind.CHUNK:
-            self._on_chunk(actor, msg)
-        elif msg.kind == Kind.BYE:
-            self.log.info(f"{msg.sender} left ({msg.meta.get('reason', 'bye')}) after {actor.chunks} chunks")
-            self._disconnect(msg.sender)
-            self.shm.detach(msg.sender)
-
-    def _refuse(self, route: list, sender: str, reason: str, why: str) -> None:
-        self.rt.rejects.reject(protocol.ProtocolError(reason, f"registration refused: {why}"), sender)
-        protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route, meta={"credits": 0, "refused": why})
-
-    def _register(self, route: list, msg: protocol.Message) -> None:
-        try:
-            spec = Spec.from_meta(msg.meta["spec"])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            self.rt.rejects.reject(protocol.ProtocolError("bad_meta", f"registration without a valid spec: {e}"),
-                                   msg.sender)
-            return
+    # -- actors (the session is replay/actor_port.py's; these are the buffer's parts of it) ----------
+    def spec_problem(self, spec: Spec) -> str | None:
         if self.spec is None:
             problem = _spec_problem(spec, int(self.cfg.replay.capacity), self.cfg.replay.capacity_gb,
                                     self.cfg.actor.chunk_len)
-            if problem:
-                self._refuse(route, msg.sender, "bad_spec", problem)
-                return
-            self._create_buffer(spec)
-        elif spec != self.spec:
-            self._refuse(route, msg.sender, "bad_spec", f"spec {spec} differs from the buffer's {self.spec}")
-            return
-        previous = self.actors.get(msg.sender)
-        connected = sum(a.connected for a in self.actors.values())
-        if (previous is None or not previous.connected) and connected >= self.cfg.replay.max_actors:
-            self._refuse(route, msg.sender, "too_many_actors",
-                         f"{connected} actors are connected (replay.max_actors={self.cfg.replay.max_actors})")
-            return
-        state = ActorState(route=route, last_seen=time.time())
-        if previous is not None:  # the same name again: a reconnect, or a replacement process
-            state.last_seq, state.durable_seq = previous.last_seq, previous.durable_seq
-            state.chunks, state.lost = previous.chunks, previous.lost
-        self.actors[msg.sender] = state
-        self._forget_departed()
-        # A same-host actor offers its shared-memory segment: say whether we can read it (else it sends frames).
-        shm_reply = {}
-        if isinstance(msg.meta.get("shm"), dict):
-            problem = self.shm.attach(msg.sender, msg.meta["shm"].get("segment"), msg.meta["shm"].get("token"))
-            shm_reply = {"shm": problem is None, **({"shm_problem": problem} if problem else {})}
-        else:
-            self.shm.detach(msg.sender)
-        verb = "rejoined" if previous else "joined"
-        self.log.info(f"{msg.sender} {verb} (pid {msg.meta.get('pid')}, device {msg.meta.get('device')}); "
-                      f"{sum(a.connected for a in self.actors.values())} actor(s) connected"
-                      + (f"; its chunks continue after #{state.last_seq}" if previous else ""))
-        protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=route,
-                      meta={"credits": int(self.cfg.actor.credits), "registered": True, **self._acks(state),
-                            **shm_reply})
+            if not problem:
+                self._create_buffer(spec)
+            return problem
+        return None if spec == self.spec else f"spec {spec} differs from the buffer's {self.spec}"
 
-    def _acks(self, actor: ActorState) -> dict:
-        """What every credit message tells an actor: the last chunk stored, and the last one a snapshot holds."""
-        durable = actor.durable_seq if self.periodic_snapshots else actor.last_seq
-        return {"last_seq": actor.last_seq, "durable_seq": durable}
-
-    def _disconnect(self, name: str) -> None:
-        actor = self.actors[name]
-        actor.connected, actor.owed_credits, actor.waiting_since = False, 0, None
-
-    def _forget_departed(self) -> None:
-        """Keep the sequence numbers of at most max_actors departed names (oldest forgotten first)."""
-        departed = sorted((a.last_seen, n) for n, a in self.actors.items() if not a.connected)
-        for _, name in departed[: max(0, len(departed) - self.cfg.replay.max_actors)]:
-            del self.actors[name]
+    def on_registered(self, name: str, meta: dict) -> dict:
+        """A same-host actor offers its shared-memory segment: say whether we can read it (else it sends frames)."""
+        if not isinstance(meta.get("shm"), dict):
             self.shm.detach(name)
+            return {}
+        problem = self.shm.attach(name, meta["shm"].get("segment"), meta["shm"].get("token"))
+        return {"shm": problem is None, **({"shm_problem": problem} if problem else {})}
+
+    def on_left(self, name: str) -> None:
+        self.shm.detach(name)
 
     def _capacity_for(self, spec: Spec) -> int:
         cfg = self.cfg.replay
@@ -249,72 +141,39 @@ class OffPolicyReplayService(ReplayService):
                       f"{self.buffer.nbytes() / 1e9:.2f} GB preallocated")
         return self.buffer
 
-    def _on_chunk(self, actor: ActorState, msg: protocol.Message) -> None:
-        if msg.seq <= actor.last_seq:
-            self.duplicates += 1  # a resend after a reconnect: acknowledge, do not store twice
-            protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, **self._acks(actor)})
-            return
+    def on_chunk(self, actor: ActorSession, msg: protocol.Message) -> list[Reply]:
         episodes = msg.meta.get("episodes", [])
         shm = msg.meta.get("shm")
         try:
             # Large arrays may wait in the actor's shared-memory slot rather than in frames: views on them.
             arrays = msg.arrays if shm is None else self.shm.resolve(msg.sender, msg.seq, shm, msg.arrays)
-            problem = _episodes_problem(episodes) or _chunk_problem(arrays)
+            problem = _episodes_problem(episodes)
             if problem:
                 raise ChunkError(problem)
-            n = self.buffer.add_chunk(arrays)
+            n = self.buffer.add_chunk(arrays)  # checks the chunk against the schema before it writes anything
             del arrays  # no views on the slot may outlive this: the actor reuses it once we acknowledge
-        # add_chunk checks everything before it writes anything; the other types are arrays of a kind its
-        # checks did not expect (e.g. a missing entry).
+        # The other types are arrays of a kind the schema's checks did not expect.
         except (ChunkError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:  # ProtocolError too
-            self.rejected_chunks += 1
             self.rt.rejects.reject(protocol.ProtocolError("bad_chunk", f"chunk #{msg.seq}: {e}"), msg.sender)
-            protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, **self._acks(actor), "rejected_seq": msg.seq})
-            return
+            return [self.sessions.rejected(actor, msg.seq)]
         if shm is not None and not self.shm.check(msg.sender, msg.seq, shm):
             # The actor wrote into the slot while we copied (it breaks the protocol: slots are reused only after
             # an acknowledgement). The rows are stored already; say so loudly rather than pretend.
             self.torn_chunks += 1
             self.log.error(f"{msg.sender}: chunk #{msg.seq}'s shared-memory slot changed while it was copied "
                            f"({self.torn_chunks} torn chunk(s) in all)")
-        if msg.seq > actor.last_seq + 1:
-            gap = msg.seq - actor.last_seq - 1
-            actor.lost += gap
-            self.lost_chunks += gap
-            self.log.warning(f"{msg.sender}: chunks #{actor.last_seq + 1}..#{msg.seq - 1} never arrived "
-                             f"({self.lost_chunks} lost in all)")
-        actor.last_seq = msg.seq
-        actor.chunks += 1
         self.limiter.inserted += n
         self.episodes.extend(episodes)
-        if self.limiter.can_insert():
-            protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                          meta={"credits": 1, **self._acks(actor)})
-        else:
-            actor.owed_credits += 1
-            if actor.waiting_since is None:
-                actor.waiting_since = time.time()
-
-    def _grant_owed_credits(self) -> None:
-        for name, actor in self.actors.items():
-            while actor.owed_credits and self.limiter.can_insert():
-                actor.owed_credits -= 1
-                actor.waiting_since = None
-                protocol.send(self.actors_sock, Kind.CREDIT, sender="replay", route=actor.route,
-                              meta={"credits": 1, **self._acks(actor)})
-
-    def _drop_silent_actors(self) -> None:
-        timeout = self.cfg.replay.heartbeat_timeout_s
-        now = time.time()
-        for name in [n for n, a in self.actors.items() if a.connected and now - a.last_seen > timeout]:
-            self.log.warning(f"{name} left: no heartbeat for {now - self.actors[name].last_seen:.0f} s")
-            self._disconnect(name)
+        first = actor.last_seq + 1
+        replies, gap = self.sessions.filed(actor, msg.seq)
+        if gap:
+            self.log.warning(f"{msg.sender}: chunks #{first}..#{msg.seq - 1} never arrived "
+                             f"({self.sessions.lost_chunks} lost in all)")
+        return replies
 
     # -- learner -----------------------------------------------------------------------------------
-    def _on_sample_request(self, route: list, msg: protocol.Message) -> None:
-        size = msg.meta.get("batch_size", int(self.cfg.sac.batch_size))
+    def on_sample(self, route: list, msg: protocol.Message) -> None:
+        size = msg.meta.get("batch_size")  # the learner says how many transitions it trains on
         if type(size) is not int or not 1 <= size <= self.cfg.replay.max_batch_size:
             self.rt.rejects.reject(protocol.ProtocolError(
                 "bad_meta", f"batch_size {protocol._short(size)} is not an int in [1, replay.max_batch_size="
@@ -336,14 +195,11 @@ class OffPolicyReplayService(ReplayService):
             self.limiter.updates += 1
             protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=seq, route=route,
                           meta={"env_steps": self.limiter.inserted, "size": len(self.buffer)})
-        self._grant_owed_credits()
+        self.actors.send(self.sessions.grant_owed())
 
     # -- snapshots ---------------------------------------------------------------------------------
     def _service_state(self) -> dict:
-        return {"limiter": self.limiter.state(), "duplicates": self.duplicates, "lost_chunks": self.lost_chunks,
-                "rejected_chunks": self.rejected_chunks,
-                "actors": {n: {"last_seq": a.last_seq, "chunks": a.chunks, "lost": a.lost}
-                           for n, a in self.actors.items()}}
+        return {"limiter": self.limiter.state(), **self.sessions.state()}
 
     def _snapshot(self, background: bool = False) -> None:
         """Write a snapshot: in a forked child when `background` (finished in _finish_snapshot), else here."""
@@ -371,9 +227,7 @@ class OffPolicyReplayService(ReplayService):
 
     def _snapshot_written(self, done: SnapshotDone, how: str) -> None:
         # Actors may now drop the chunks the snapshot holds: those up to each one's last_seq when it was taken.
-        for name, saved in done.service["actors"].items():
-            if name in self.actors:
-                self.actors[name].durable_seq = max(self.actors[name].durable_seq, int(saved["last_seq"]))
+        self.sessions.snapshot_written(done.service)
         self.snapshots += 1
         newest = list_snapshots(self.snapshot_dir)
         self.log.info(f"snapshot written{how}: {newest[0].name if newest else '?'} ({done.transitions:,} "
@@ -402,74 +256,42 @@ class OffPolicyReplayService(ReplayService):
         service = snapshot.service
         self.limiter.inserted = int(service["limiter"]["inserted"])
         self.limiter.updates = int(service["limiter"]["updates"])
-        self.duplicates, self.lost_chunks = int(service["duplicates"]), int(service["lost_chunks"])
-        self.rejected_chunks = int(service["rejected_chunks"])
-        for name, saved in service["actors"].items():
-            seq = int(saved["last_seq"])
-            self.actors[name] = ActorState(route=[], last_seen=time.time(), last_seq=seq, durable_seq=seq,
-                                           chunks=int(saved["chunks"]), lost=int(saved["lost"]), connected=False)
+        self.sessions.load_state(service, time.time())
         snapshot.arrays.clear()  # release the memory maps
         self.log.info(f"restored {snapshot.path.name}: {len(self.buffer):,} transitions, "
-                      f"{self.limiter.inserted:,} env steps, {len(self.actors)} actor sequence(s), "
+                      f"{self.limiter.inserted:,} env steps, {len(self.sessions.actors)} actor sequence(s), "
                       f"{time.time() - t0:.2f} s")
 
-    # -- loop --------------------------------------------------------------------------------------
-    def serve(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.actors_sock, zmq.POLLIN)
-        poller.register(self.learner_sock, zmq.POLLIN)
-        self.log.info(f"replay service listening for actors on {endpoint(self.cfg, 'replay_actors', True)}")
-        last_report = last_wait_log = 0.0
-        last_snapshot = time.time()
-        while not self.rt.should_stop():
-            events = dict(poller.poll(100))
-            if self.actors_sock in events:
-                # Drain a burst (64), then give the learner its turn.
-                for route, msg in protocol.recv_ready(self.actors_sock, self.rt.rejects, "actor socket",
-                                                      route_frames=1, kinds=ACTOR_KINDS, limit=64):
-                    self._on_actor_message(route, msg)
-            if self.learner_sock in events:
-                for route, msg in protocol.recv_ready(self.learner_sock, self.rt.rejects, "learner socket",
-                                                      route_frames=1, kinds=LEARNER_KINDS):
-                    if msg.kind == Kind.SAMPLE:
-                        self._on_sample_request(route, msg)
-            self._serve_samples()
-            now = time.time()
-            self._finish_snapshot(self.snapshot_writer.poll())
-            if (self.periodic_snapshots and not self.snapshot_writer.running
-                    and now - last_snapshot >= self.cfg.replay.snapshot_every_s):
-                self._snapshot(background=self.cfg.replay.background_snapshots)
-                last_snapshot = now = time.time()
-            if now - last_report >= self.cfg.runner.log_every_s:
-                self._drop_silent_actors()
-                self._report()
-                last_report = now
-            waiting = [n for n, a in self.actors.items()
-                       if a.connected and a.waiting_since and now - a.waiting_since > 30]
-            if waiting and now - last_wait_log > 60:
-                self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
-                              f"(debt {self.limiter.debt():.0f} updates)")
-                last_wait_log = now
+    # -- the loop's turns (replay/role.py) -------------------------------------------------------------
+    def tick(self) -> None:
+        self._serve_samples()
+        now = time.time()
+        self._finish_snapshot(self.snapshot_writer.poll())
+        if (self.periodic_snapshots and not self.snapshot_writer.running
+                and now - self.last_snapshot >= self.cfg.replay.snapshot_every_s):
+            self._snapshot(background=self.cfg.replay.background_snapshots)
+            self.last_snapshot = now = time.time()
+        waiting = [n for n, a in self.sessions.connected().items() if a.waiting_since and now - a.waiting_since > 30]
+        if waiting and now - self.last_wait_log > 60:
+            self.log.info(f"{', '.join(waiting)} waiting: the learner is behind the update-to-data ratio "
+                          f"(debt {self.limiter.debt():.0f} updates)")
+            self.last_wait_log = now
+
+    def finish(self) -> None:
         self.log.info(f"stopping ({self.rt.stop_reason}); stored {self.limiter.inserted:,} env steps")
         if self.snapshot_writer.running and self.cfg.replay.snapshot_on_exit:
             self.snapshot_writer.stop()  # it is older than the exit snapshot: stop it rather than wait for it
         self._finish_snapshot(self.snapshot_writer.wait(5))
         if self.cfg.replay.snapshot_on_exit:
             self._snapshot()
-        self._report()
-        self.actors_sock.close(0)
-        self.learner_sock.close(0)
-        self.rt.close()
-        return 0
 
-    def _report(self) -> None:
+    def report(self) -> None:
         episodes = list(self.episodes)
         self.episodes.clear()
-        connected = {name: a for name, a in self.actors.items() if a.connected}
+        connected = self.sessions.connected()
         self.rt.report(
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
-                      "duplicates": self.duplicates, "rejected_chunks": self.rejected_chunks,
-                      "lost_chunks": self.lost_chunks, "snapshots": self.snapshots,
+                      **self.sessions.counters(), "snapshots": self.snapshots,
                       "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),
@@ -479,9 +301,3 @@ class OffPolicyReplayService(ReplayService):
             actors={name: {"chunks": a.chunks, "last_seq": a.last_seq, "lost": a.lost, "waiting": bool(a.owed_credits)}
                     for name, a in connected.items()})
 
-
-def main(run_dir: str) -> int:
-    from core.config import read_run_config
-
-    cfg = read_run_config(run_dir)
-    return OffPolicyReplayService(cfg).serve()

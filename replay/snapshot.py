@@ -27,8 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic_dir import CorruptError, mark_corrupt, prune, read_manifest, saved_dirs, write_atomic_dir
-from replay.buffer import ReplayBuffer, Spec
+from core.atomic_dir import (
+    CorruptError,
+    mark_corrupt,
+    prune,
+    read_manifest,
+    saved_dirs,
+    write_atomic_dir,
+)
+from replay.buffer import ReplayBuffer
+from wire.schema import Spec
 
 PREFIX = "snapshot"
 # Arrays indexed by transition slot, and by observation slot; the rest (counters, rows) are saved whole.

@@ -23,13 +23,21 @@ FAST_PENDULUM = [
 ]
 
 
+def fast_overrides(preset: str) -> list[str]:
+    """FAST_PENDULUM, less the keys of sections the preset's pipeline does not have (sac.* in a PPO run)."""
+    from launch.run_config import load_config
+
+    sections = load_config(preset).keys()
+    return [item for item in FAST_PENDULUM if item.split(".", 1)[0] in sections]
+
+
 class System:
     """Roles started one by one as real processes, with the launcher's monitor in this process."""
 
     def __init__(self, run_dir: Path, preset: str, overrides: list[str]):
         import zmq
 
-        from launch.local import prepare_run
+        from launch.launcher import prepare_run
         from launch.monitor import Monitor
 
         self.cfg = prepare_run(preset, [*overrides, f"runner.run_dir={run_dir}"])
@@ -87,7 +95,7 @@ def system_factory(tmp_path):
     systems = []
 
     def make(preset: str = "pendulum_sac_mlp", overrides: list[str] | None = None) -> System:
-        s = System(tmp_path / f"run{len(systems)}", preset, [*FAST_PENDULUM, *(overrides or [])])
+        s = System(tmp_path / f"run{len(systems)}", preset, [*fast_overrides(preset), *(overrides or [])])
         systems.append(s)
         return s
 

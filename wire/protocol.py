@@ -53,6 +53,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from core import tree
+
 PROTOCOL_VERSION: int = 1
 MAX_MESSAGE_BYTES: int = 512 * 1024 * 1024  # default cap on one received message, all frames together
 MAX_HEADER_BYTES: int = 1024 * 1024  # headers hold names and small metadata, never bulk data
@@ -81,13 +83,12 @@ class Kind:
     REGISTER = "register"    # an actor or service announces itself
     HEARTBEAT = "heartbeat"  # I am still alive
     CHUNK = "chunk"          # a trajectory chunk from an actor
-    CREDIT = "credit"        # the receiver grants the sender room for more chunks (flow control)
-    ACK = "ack"              # a request was handled
+    CREDIT = "credit"        # the replay role's reply to an actor: credits and acknowledgements (wire/session.py)
     SAMPLE = "sample"        # the learner asks the replay service for a batch
     BATCH = "batch"          # a training batch
     WEIGHTS = "weights"      # versioned policy weights
     STATS = "stats"          # metrics for logging
-    CONTROL = "control"      # commands: pause, resume, stop, ...
+    CONTROL = "control"      # the launcher's broadcast to every role: {"command": "stop"} (the only command)
     BYE = "bye"              # orderly goodbye
 
 
@@ -130,18 +131,16 @@ class Message:
 # Nested dicts <-> "/"-joined names
 
 
-def flatten_arrays(arrays: Mapping | None, prefix: str = "") -> dict[str, Any]:
+def flatten_arrays(arrays: Mapping | None) -> dict[str, Any]:
     """``{"obs": {"front": a}}`` -> ``{"obs/front": a}``. Keys must be non-empty str without "/"."""
     flat: dict[str, Any] = {}
-    for key, value in (arrays or {}).items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise ProtocolError("bad_name", f"array key {_short(key)} under {prefix or 'the top level'!r} "
-                                "must be a non-empty string without '/'")
-        name = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, Mapping):
-            flat.update(flatten_arrays(value, name))
-        else:
-            flat[name] = value
+    for path, value in tree.items(arrays or {}, is_leaf=lambda node: not isinstance(node, dict)):
+        for depth, key in enumerate(path):
+            if not isinstance(key, str) or not key or "/" in key:
+                prefix = "/".join(path[:depth])
+                raise ProtocolError("bad_name", f"array key {_short(key)} under {prefix or 'the top level'!r} "
+                                    "must be a non-empty string without '/'")
+        flat["/".join(path)] = value
     return flat
 
 
@@ -150,23 +149,13 @@ def unflatten_arrays(flat: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> dic
 
     Takes a mapping or (name, value) pairs (pairs can hold the duplicates a mapping would hide).
     """
-    nested: dict = {}
-    pairs = flat.items() if isinstance(flat, Mapping) else flat
-    for name, value in pairs:
+    pairs = list(flat.items() if isinstance(flat, Mapping) else flat)
+    for name, _ in pairs:
         _check_name(name)
-        *parents, leaf = name.split("/")
-        node = nested
-        for depth, part in enumerate(parents):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ProtocolError("bad_name", f"array {_short(name)} lies under "
-                                    f"{'/'.join(parents[:depth + 1])!r}, which is itself an array")
-            node = child
-        if leaf in node:
-            what = "is listed twice" if not isinstance(node[leaf], dict) else "is also a prefix of other arrays"
-            raise ProtocolError("bad_name", f"array name {_short(name)} {what}")
-        node[leaf] = value
-    return nested
+    try:
+        return tree.unflatten(pairs)
+    except ValueError as e:
+        raise ProtocolError("bad_name", f"array name {e}") from None
 
 
 def _check_name(name: Any) -> None:

@@ -397,9 +397,9 @@ def make_maniskill_vector_env(env_cfg: Any, num_envs: int | None = None, seed: i
     """From a config: ``env.id`` = ``ManiSkill/<task>`` or ``ZarlPutOnPlate-v1``; ``env.kwargs`` are
     ManiSkillVectorEnv's options (obs_mode, sim_backend, camera_size, control_mode, torch_obs, ...) and the
     task's own (e.g. split, differenced_reward); ``env.max_episode_steps`` overrides the task's limit."""
-    kwargs = dict(env_cfg.get("kwargs", {}) or {})
+    kwargs = dict(getattr(env_cfg, "kwargs", None) or {})
     kwargs.pop("backend", None)
-    if env_cfg.get("max_episode_steps"):
+    if getattr(env_cfg, "max_episode_steps", None):
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     n = int(num_envs if num_envs is not None else env_cfg.num_envs)
     env = ManiSkillVectorEnv(env_cfg.id, n, **kwargs)

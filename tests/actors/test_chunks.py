@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from actors.chunk import ChunkBuilder
 from core.roles import Env
 from envs import make_vector_env
-from replay.buffer import ReplayBuffer, Spec
+from replay.buffer import ReplayBuffer
+from wire.schema import ChunkSchema, Spec
 
 
 def pendulum(num_envs: int, max_steps: int = 5):
@@ -48,7 +49,8 @@ def test_chunk_step_matches_step_by_step():
 def test_chunks_fill_the_buffer_with_correct_next_observations():
     env = pendulum(2, max_steps=5)
     obs = env.reset(seed=1)
-    builder = ChunkBuilder(2, 8, (1,), np.float32)
+    spec = Spec(obs={"": ((3,), "float32")}, action=((1,), "float32"))
+    builder = ChunkBuilder(ChunkSchema(spec, chunk_len=8, num_envs=2))
     builder.start(obs)
     true_next = []  # (obs, next obs) pairs as the env produced them
     while True:
@@ -61,7 +63,7 @@ def test_chunks_fill_the_buffer_with_correct_next_observations():
         if builder.add(action, r, term, trunc, obs, info["final_obs"]):
             break
     chunk = builder.finish()
-    buf = ReplayBuffer(Spec(obs={"": ((3,), "float32")}, action=((1,), "float32")), capacity=64, chunk_len=8)
+    buf = ReplayBuffer(spec, capacity=64, chunk_len=8)
     assert buf.add_chunk(chunk) == 16
     batch = buf.sample(256, np.random.default_rng(0))
     pairs = {tuple(np.round(o, 5)): tuple(np.round(n, 5)) for o, n in true_next}

@@ -16,7 +16,7 @@ from core import security
 from core.config import save_config
 from core.net import endpoint, make_socket
 from launch.keys import ensure_run_keys, generate_keys
-from launch.local import prepare_run
+from launch.launcher import prepare_run
 from launch.monitor import Monitor
 from launch.placement import local_env, plan
 from launch.processes import RoleProcess, role_command

@@ -5,7 +5,8 @@ import shlex
 
 import pytest
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError
+from launch.run_config import load_config
 from launch import placement
 from launch.ssh import Host, load_hosts
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from policies.config import PolicyConfig
 from learner.sac import SAC, SACConfig
 from policies.sac_agent import SACAgent
 

@@ -6,14 +6,13 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from core.config import RunConfig
 from learner.sac import SAC, SACConfig
+from policies.config import PolicyConfig
 from policies.sac_agent import SACAgent, SACPolicy
 
 
 def make(num_q=4, **kw):
-    cfg = OmegaConf.structured(RunConfig)
-    cfg.policy.hidden = [32, 32]
+    cfg = OmegaConf.create({"policy": PolicyConfig(hidden=[32, 32])})
     space = gym.spaces.Box(-1, 1, (3,), np.float32)
     agent = SACAgent(space, 2, cfg.policy, num_q)
     return cfg, space, agent, SAC(agent, 2, SACConfig(num_q=num_q, batch_size=32, **kw), torch.device("cpu"))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from policies.config import PolicyConfig
 from policies.actor_critic import ActorCritic, ActorCriticPolicy
 
 POLICY = OmegaConf.structured(PolicyConfig(hidden=[16, 16], layer_norm=False))

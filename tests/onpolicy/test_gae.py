@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from policies.config import PolicyConfig
 from learner.gae import compute_gae
 from learner.ppo import PPO, PPOConfig
 from policies.actor_critic import ActorCritic

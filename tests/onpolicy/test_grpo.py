@@ -8,7 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from actors.rollout_actor import reset_groups
-from core.config import EnvConfig, PolicyConfig
+from core.config import EnvConfig
+from policies.config import PolicyConfig
 from envs import make_vector_env
 from learner.grpo import GRPO, GRPOConfig, group_advantages
 

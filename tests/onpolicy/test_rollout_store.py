@@ -141,14 +141,14 @@ def test_stale_chunk_is_never_mixed_into_an_update(system_factory):
     spec = {"obs": {"": [[4], "float32"]}, "action": [[], "int64"]}
     try:
         protocol.send(actor, Kind.REGISTER, sender="actor-0", meta={"spec": spec, "pid": 0})
-        assert _recv(actor, {Kind.ACK}).meta.get("registered")
+        assert _recv(actor, {Kind.CREDIT}).meta.get("registered")
 
         def send_part(version: int, rollout: dict, part: int, parts: int, seq: int) -> str:
             piece = split_rollout(rollout, 3)[part]
             protocol.send(actor, Kind.CHUNK, piece, sender="actor-0", seq=seq, policy_version=version,
                           meta={"part": part, "parts": parts, "env_steps": B * T, "episodes": []})
-            reply = _recv(actor, {Kind.ACK})
-            assert reply.meta["seq"] == seq
+            reply = _recv(actor, {Kind.CREDIT})
+            assert reply.meta["last_seq"] == seq and reply.meta["credits"] == 1
             return reply.meta["outcome"]
 
         # Version 1: the learner asks, the actor delivers in two parts, the learner gets it.

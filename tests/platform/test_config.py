@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import ConfigError, available_presets, load_config
+from core.config import ConfigError, available_presets
+from launch.run_config import load_config
 
 
 def test_every_preset_loads():
@@ -60,3 +61,41 @@ def test_assigned_ports_are_outside_the_range_outgoing_connections_use():
     for port in list(ports)[:5]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # still free
+
+
+def test_sections_come_from_the_runs_pipeline():
+    sac = load_config("pendulum_sac_mlp")
+    assert "sac" in sac and "ppo" not in sac and "grpo" not in sac
+    with pytest.raises(ConfigError, match="unknown config key 'ppo.epochs'"):
+        load_config("pendulum_sac_mlp", ["ppo.epochs=2"])  # a PPO setting in a SAC run is a typo, not ignored
+    assert load_config("cartpole_ppo_mlp", ["ppo.epochs=2"]).ppo.epochs == 2
+    with pytest.raises(ConfigError, match="unknown algo 'ppp'. Did you mean 'ppo'"):
+        load_config("cartpole_ppo_mlp", ["algo=ppp"])
+
+
+def test_roles_get_the_config_as_dataclasses():
+    from launch.run_config import typed
+    from learner.configs import GRPOConfig
+    from policies.config import EncoderConfig
+
+    run = typed(load_config("cartpole_grpo_mlp", ["grpo.group_size=4"]))
+    assert isinstance(run.grpo, GRPOConfig) and run.grpo.group_size == 4
+    assert isinstance(run.policy.encoder, EncoderConfig) and run.env.id == "CartPole-v1"
+
+
+def test_reading_a_config_imports_no_torch():
+    """The replay service is numpy-only: its config, its pipeline's builder and its module load without torch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys\nfrom launch.run_config import builder, load_config, typed\n"
+            "for name in ('pendulum_sac_mlp', 'cartpole_ppo_mlp', 'cartpole_grpo_mlp', 'frankasim_sac_cnn'):\n"
+            "    cfg = load_config(name); typed(cfg); builder(cfg)\n"
+            "import replay.service, replay.rollout_service\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=repo)
+    assert result.returncode == 0, result.stderr

@@ -115,7 +115,7 @@ def test_two_env_groups_take_turns_and_send_their_own_chunks(system_factory):
     system.start("actor-0", "actor", 0)
     learner = lambda: system.report("learner").get("counters", {})  # noqa: E731
     # Past the random warm-up and acting with trained weights: the policy's start_act path is the one running.
-    system.wait_until(lambda: learner().get("weights_version", 0) > 3 and env_steps(system) >= 2048, 90,
+    system.wait_until(lambda: learner().get("policy_version", 0) > 3 and env_steps(system) >= 2048, 90,
                       "the learner publishing and the actor acting with its weights")
     record = connected(system)["actor-0"]
     assert record["lost"] == 0 and record["chunks"] == record["last_seq"]

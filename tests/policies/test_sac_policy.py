@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from policies.config import PolicyConfig
 from policies.sac_agent import SACPolicy
 
 POLICY = OmegaConf.structured(PolicyConfig(hidden=[16, 16]))

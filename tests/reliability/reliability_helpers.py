@@ -1,6 +1,7 @@
 """What several reliability tests share: reading the roles' reports, and a hand-driven actor on a real socket."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -14,14 +15,16 @@ import torch
 import zmq
 from omegaconf import OmegaConf
 
-from core.config import PolicyConfig
+from actors.replay_writer import ReplayWriter
 from core.net import endpoint
 from learner.sac import SAC, SACConfig
+from policies.config import PolicyConfig
 from policies.sac_agent import SACAgent
 from wire import protocol
 from wire.protocol import Kind
+from wire.session import ClientSession
 
-# The Pendulum-v1 spec an actor registers with (replay.buffer.Spec.to_meta of a (3,) float32 observation).
+# The Pendulum-v1 spec an actor registers with (wire.schema.Spec.to_meta of a (3,) float32 observation).
 PENDULUM_SPEC = {"obs": {"": [[3], "float32"]}, "action": [[1], "float32"]}
 
 
@@ -52,34 +55,35 @@ def pendulum_chunk(steps: int, reward: float = 0.0) -> dict:
 
 
 class HandActor:
-    """An actor driven by the test: registers with the Pendulum spec and sends chunks with chosen sequence
-    numbers over a real DEALER socket, as the actor process does."""
+    """An actor driven by the test: registers with the Pendulum spec and sends chunks with chosen sequence numbers
+    over a real DEALER socket, through the actors' own client (wire/session.py's ClientSession, whose `add` takes
+    a chosen `seq` for this, and actors/replay_writer.py). `sock` is the socket, for sending raw frames."""
 
     def __init__(self, cfg, name: str):
-        self.name = name
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint(cfg, "replay_actors", bind=False))
+        self.session = ClientSession(name, {"spec": PENDULUM_SPEC, "pid": os.getpid(), "device": "cpu"},
+                                     resend_buffer_bytes=0, heartbeat_s=float(cfg.actor.heartbeat_s))
+        self.writer = ReplayWriter(zmq.Context.instance(), endpoint(cfg, "replay_actors", bind=False), self.session,
+                                   logging.getLogger(name))
+        self.sock = self.writer.sock
 
-    def request(self, kind: str, arrays: dict | None = None, seq: int = 0, meta: dict | None = None,
-                timeout_s: float = 30.0) -> dict:
-        """Send one message and return the meta of the service's answer."""
-        protocol.send(self.sock, kind, arrays, sender=self.name, seq=seq, meta=meta or {})
+    def request(self, messages: list, timeout_s: float = 30.0) -> dict:
+        """Send the session's messages and return the meta of the service's answer (which the session takes)."""
+        assert self.writer.send(messages), "the socket to the replay service is full"
         if not self.sock.poll(int(timeout_s * 1000)):
-            raise AssertionError(f"no answer from the replay service to {kind} #{seq} within {timeout_s} s")
+            kinds = [m.kind for m in messages]
+            raise AssertionError(f"no answer from the replay service to {kinds} within {timeout_s} s")
         _, msg = protocol.recv(self.sock, kinds={Kind.CREDIT})
+        self.writer.handle(msg)
         return msg.meta
 
     def register(self) -> dict:
-        return self.request(Kind.REGISTER, meta={"spec": PENDULUM_SPEC, "pid": os.getpid(), "device": "cpu"})
+        return self.request(self.session.register(time.monotonic()))
 
     def chunk(self, seq: int, arrays: dict) -> dict:
-        return self.request(Kind.CHUNK, arrays, seq=seq, meta={"policy_version": 0, "episodes": []})
+        return self.request(self.session.add(arrays, {"policy_version": 0, "episodes": []}, 0, seq=seq))
 
     def close(self) -> None:
-        protocol.send(self.sock, Kind.BYE, sender=self.name, meta={"reason": "test done"})
-        time.sleep(0.1)
-        self.sock.close(0)
+        self.writer.close("test done")
 
 
 # -- an in-process SAC learner of Pendulum's shapes -------------------------------------------------------

@@ -91,7 +91,7 @@ def test_each_chunk_is_stored_once_across_resends_and_crashes(system_factory, fi
     assert lost == 0 and chunks == seq, f"{chunks} chunks stored for sequence numbers 1..{seq}, {lost} lost"
 
     # -- kill -9 the actor: the launcher's replacement continues its sequence with the newest weights ---------
-    newest_version = counters(system, "learner")["weights_version"]
+    newest_version = counters(system, "learner")["policy_version"]
     duplicates = counters(system, "replay")["duplicates"]
     killed = time.time()
     kill(system, "actor-0")

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from replay.buffer import ReplayBuffer, Spec
+from replay.buffer import ReplayBuffer
+from wire.schema import Spec
 from replay.snapshot import BackgroundSnapshot, list_snapshots, load_latest_snapshot, save_snapshot
 
 SPEC = Spec(obs={"front": ((8, 8, 3), "uint8"), "state": ((3,), "float32")}, action=((2,), "float32"))

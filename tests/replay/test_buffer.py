@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay.buffer import ChunkError, ReplayBuffer, Spec
+from replay.buffer import ReplayBuffer
+from wire.schema import ChunkError, Spec
 from replay.rate_limiter import RateLimiter
 
 
@@ -67,7 +68,7 @@ def test_images_are_stored_once():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c.update(obs=c["obs"][:, :-1]), "obs"),
-    (lambda c: c.update(action=c["action"][:, :, :0]), "action shape"),
+    (lambda c: c.update(action=c["action"][:, :, :0]), "action"),
     (lambda c: c["reward"].__setitem__((0, 0), np.nan), "NaN"),
     (lambda c: c.update(final_index=np.zeros((1, 2), np.int32)), "final_index"),
 ])

@@ -1,0 +1,68 @@
+"""The config sections of the learner's algorithms (sac, ppo, grpo). Plain dataclasses, without torch: the
+replay service and the launcher read a run's config without importing the networks. Each algorithm's pipeline
+(pipelines/) declares its section; the algorithm modules (learner/sac.py, ppo.py, grpo.py) use these."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class SACConfig:
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak averaging rate of the target networks
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    num_q: int = 2  # Q heads in the ensemble
+    num_min_q: int = 2  # target = min over a random subset of this many heads
+    critic_actor_ratio: int = 1  # critic updates (each on its own batch) per actor update
+    actor_q: str = "mean"  # how the actor loss combines the heads: "mean" | "min"
+    init_temperature: float = 1.0
+    target_entropy: Optional[float] = None  # None = -action_dim
+    backup_entropy: bool = True  # subtract alpha*log pi in the critic target
+    max_grad_norm: float = 0.0  # 0 = no clipping
+    augment_pad: int = 4  # DrQ random shift (images only)
+    # GPU speed switches; both keep the update's math, and neither does anything on a CPU.
+    # cuda_graph: capture the whole learner step (every critic update, the actor and temperature updates, the
+    # target averaging) once as a CUDA graph and replay it each step, so the host launches one graph instead
+    # of thousands of kernels. The first 3 steps run eagerly (compiling, if learner.compile), the 4th captures.
+    cuda_graph: bool = False
+    # tf32_matmul: matrix products in TF32, as PyTorch already runs the convolutions (cudnn.allow_tf32).
+    tf32_matmul: bool = False
+
+
+@dataclass
+class ClippedUpdateConfig:
+    """The settings PPO and GRPO share: `epochs` passes of minibatches of the clipped surrogate (learner/ppo.py)."""
+
+    clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
+    epochs: int = 8
+    minibatch_size: int = 256
+    lr: float = 3e-4
+    lr_schedule: str = "constant"  # "constant" | "linear" (to 0 at runner.max_env_steps)
+    weight_decay: float = 0.01
+    max_grad_norm: float = 0.5
+    entropy_coef: float = 0.0
+
+
+@dataclass
+class PPOConfig(ClippedUpdateConfig):
+    rollout_len: int = 200  # env steps per env per rollout
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    value_clip: float = 0.2  # new values kept within this distance of the rollout's values; 0 = no value clipping
+    huber_delta: float = 10.0
+    value_coef: float = 0.5
+    normalize_advantages: bool = True  # per minibatch
+    value_batch: int = 8192  # states per critic pass when computing the rollout's values
+
+
+@dataclass
+class GRPOConfig(ClippedUpdateConfig):
+    group_size: int = 8  # each reset state is repeated this many times
+    score: str = "return"  # what ranks the members of a group: "return" | "success" (succeeded at any step)
+    epochs: int = 4
+    weight_decay: float = 0.0
+    filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded (all scores equal)
