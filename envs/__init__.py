@@ -1,6 +1,7 @@
 """Environments. Importing this package registers the project's gymnasium ids."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import gymnasium as gym
@@ -13,9 +14,34 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
     if e.name not in ("envs.franka",):
         raise
 
+# ManiSkill 3 (the `maniskill` extra). Not imported here: importing mani_skill takes 3-9 s, which every
+# role process and test importing `envs` would pay. `envs.maniskill` is imported when a ManiSkill env is
+# made (make_vector_env, or gymnasium.make of ZarlPutOnPlate-v1 through the placeholder registered here);
+# importing it registers ZarlPutOnPlate-v1 with ManiSkill and with gymnasium for real.
+MANISKILL_AVAILABLE = importlib.util.find_spec("mani_skill") is not None
+if MANISKILL_AVAILABLE and "ZarlPutOnPlate-v1" not in gym.registry:
+    gym.register("ZarlPutOnPlate-v1", entry_point="envs.maniskill.gym_entry:make_put_on_plate",
+                 disable_env_checker=True)
 
-def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> SyncVectorEnv:
-    """B copies of `env_cfg.id`, each made by gymnasium.make with `env_cfg.kwargs`."""
+
+def uses_maniskill(env_cfg: Any) -> bool:
+    """A ManiSkill env: id `ManiSkill/<task>` (e.g. ManiSkill/PickCube-v1), `ZarlPutOnPlate-v1`, or
+    `env.kwargs.backend: maniskill` with a ManiSkill task id."""
+    kwargs = getattr(env_cfg, "kwargs", None) or {}
+    return (str(env_cfg.id).startswith("ManiSkill/") or str(env_cfg.id).startswith("ZarlPutOnPlate")
+            or kwargs.get("backend") == "maniskill")
+
+
+def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> Any:
+    """B envs of `env_cfg.id`: the ManiSkill backend (envs.maniskill.ManiSkillVectorEnv, batched on the
+    GPU) for ManiSkill ids, else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
+    if uses_maniskill(env_cfg):
+        if not MANISKILL_AVAILABLE:
+            raise ModuleNotFoundError(
+                f"env {env_cfg.id} needs ManiSkill: install the `maniskill` extra (scripts/setup.sh does, "
+                f"with the Vulkan driver it needs)", name="mani_skill")
+        from envs.maniskill import make_maniskill_vector_env
+        return make_maniskill_vector_env(env_cfg, num_envs=num_envs, seed=seed)
     kwargs = dict(env_cfg.kwargs or {})
     if env_cfg.max_episode_steps:
         kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)

@@ -1,20 +1,47 @@
 #!/usr/bin/env bash
 # Sets up everything on a fresh Debian machine (run as root or with sudo), idempotently:
-# system packages for headless MuJoCo rendering, tmux and OpenSSH; a virtualenv in .venv/ with
-# torch (a CPU build unless one is already there) and this project with its test extras.
+# system packages for headless MuJoCo rendering, tmux and OpenSSH; on Debian 12 the bookworm-backports
+# suite and Mesa's Vulkan driver from it (for ManiSkill/SAPIEN); a virtualenv in .venv/ with torch (a CPU
+# build unless one is already there) and this project with its test and ManiSkill extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="libosmesa6 libegl1 libgl1 libglfw3 tmux openssh-client openssh-server iproute2 ffmpeg"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=""
+apt_update() { [ -n "$apt_updated" ] || { $SUDO apt-get update -qq; apt_updated=1; }; }
+apt_install() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "setup: installing system packages:$missing"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    apt_update
+    apt_install $missing
+fi
+
+# ManiSkill (SAPIEN) needs a Vulkan device even for state observations; without a GPU that is Mesa's
+# CPU driver, lavapipe. Debian 12's own (Mesa 22.3) lacks descriptorBindingPartiallyBound, which SAPIEN
+# requires, and is refused; the one in bookworm-backports (Mesa 25) works. The suite is added on the
+# mirror the machine's Debian sources already use.
+if grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+        [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        [ -n "$mirror" ] || { echo "setup: no Debian mirror found in /etc/apt to add bookworm-backports from"; exit 1; }
+        echo "setup: adding the bookworm-backports suite ($mirror)"
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$mirror" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+        apt_updated=""
+    fi
+    if ! dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q 'bpo'; then
+        echo "setup: installing Mesa's Vulkan driver from bookworm-backports"
+        apt_update
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+            -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+    fi
 fi
 
 PY=${PYTHON:-python3}
@@ -25,7 +52,8 @@ install_python_packages() {
     .venv/bin/pip install --upgrade pip || return 1
     # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
     .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install torch==2.13.0 || return 1
-    .venv/bin/pip install -e ".[dev]" || return 1
+    # maniskill: ManiSkill 3 and SAPIEN (envs/maniskill; its tests run in CI)
+    .venv/bin/pip install -e ".[dev,maniskill]" || return 1
     # The Franka Panda + Robotiq meshes and MJCF come from gym-hil's package data. --no-deps: it pins
     # an old mujoco and pulls in pygame/pynput, none of which the assets need.
     .venv/bin/pip install --no-deps "gym-hil==0.1.14" || return 1

@@ -147,3 +147,13 @@ def test_snapshot_stall_benchmark_compares_inline_and_background_snapshots(tmp_p
     assert plausible(result["results"]["inline"]["serving_ratio"], 0.0, 5.0), result
     assert plausible(result["stall_ratio"], 1e-4, 5.0), result  # background's longest gap / inline's: 0.006-0.12
     assert len(list((tmp_path / "background").glob("snapshot-*"))) == 1  # the child's snapshot is complete
+
+
+def test_env_speed_benchmark_maniskill_project_vs_bare_loop():
+    result = run_script("benchmarks/env_speed.py", "--maniskill", "--seconds", "0.5", "--num-envs", "1",
+                        "--obs-modes", "state", timeout=240.0)
+    figures = result["maniskill"]["figures"]
+    assert [(f["obs_mode"], f["num_envs"]) for f in figures] == [("state", 1)]
+    for key in ("bare_steps_per_s", "zarl_steps_per_s"):
+        assert plausible(figures[0][key], *RATE), (key, result)
+    assert plausible(figures[0]["ratio"], *RATIO), result
