@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from envs.maniskill import put_on_plate
+import envs.maniskill.put_on_plate as put_on_plate
 
 MAX_DELTA = 0.1  # metres (and radians) per step at action 1 (pd_ee_delta_pose's bounds)
 

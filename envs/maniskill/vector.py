@@ -54,7 +54,7 @@ import torch
 from core.roles import Env
 from mani_skill.utils import common
 
-from envs.maniskill import put_on_plate
+import envs.maniskill.put_on_plate as put_on_plate
 
 MANISKILL_PREFIX = "ManiSkill/"
 DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"

@@ -129,11 +129,11 @@ def test_kill_9_of_a_tmux_launcher_ends_every_role_and_the_tmux_server(tmp_path,
 
 
 def test_the_resend_buffer_stays_within_its_bound_when_capacity_is_below_the_minimum_fill(system_factory, figures):
-    """Finding 10: replay.capacity below replay.min_size (the buffer evicts what the rate limiter still counts),
-    no snapshot in the window (nothing becomes durable): the actor's resend buffer keeps to actor.resend_buffer_mb,
-    plus at most the chunks in flight (actor.credits)."""
+    """Finding 10: a small buffer that evicts what the actor keeps for resending (capacity below min_size itself is
+    refused before anything starts: tests/platform/test_config_rules.py), no snapshot in the window (nothing becomes
+    durable): the actor's resend buffer keeps to actor.resend_buffer_mb, plus at most the chunks in flight."""
     limit_mb = 0.02
-    system = system_factory(overrides=["eval.enabled=false", "replay.capacity=100", "replay.min_size=1000",
+    system = system_factory(overrides=["eval.enabled=false", "replay.capacity=200", "replay.min_size=128",
                                        f"actor.resend_buffer_mb={limit_mb}", "replay.snapshot_every_s=600"])
     for name, role in (("replay", "replay"), ("learner", "learner"), ("actor-0", "actor")):
         system.start(name, role)
@@ -152,5 +152,5 @@ def test_the_resend_buffer_stays_within_its_bound_when_capacity_is_below_the_min
     assert peak <= limit_mb + (credits + 1) * chunk_mb, peak
     codes = system.stop()
     assert all(code == 0 for code in codes.values()), codes
-    figures.update({"resend buffer (capacity < min_size): peak MB / limit MB": f"{peak:.4f} / {limit_mb}",
+    figures.update({"resend buffer (capacity 200, no snapshot): peak MB / limit MB": f"{peak:.4f} / {limit_mb}",
                     "resend buffer: chunks sent": sent})
