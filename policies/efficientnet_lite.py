@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policies.resnet10 import same_padding
+from policies.resnet10 import check_tensors, same_padding
 
 # Per-channel statistics, on images scaled to [0, 1], that reproduce the Lite models'
 # training-time input (pixel - 127) / 128.
@@ -266,16 +266,5 @@ def load_efficientnet_lite0_weights(model: EfficientNetLite, path: str | Path | 
     if model._fc is None:
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or misshaped:
-        problems = [f"{path} does not match EfficientNet-Lite0:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                problems.append(f"  {len(items)} {title}: " + ", ".join(items))
-        raise ValueError("\n".join(problems))
+    check_tensors(state, expected, f"{path} does not match EfficientNet-Lite0")
     model.load_state_dict(state, strict=True)

@@ -232,6 +232,23 @@ def _accept_older_norm_names(state: dict[str, Tensor], expected: set[str]) -> di
     return renamed
 
 
+def check_tensors(state: dict[str, Tensor], expected: dict[str, Tensor], what: str) -> None:
+    """Raise ValueError, headed `what`, listing every tensor of `expected` missing from `state`, every
+    unexpected one and every one of another shape; return if the names and shapes match exactly."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshaped:
+        problems = [f"{what}:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                problems.append(f"  {len(items)} {title}: " + ", ".join(items))
+        raise ValueError("\n".join(problems))
+
+
 def load_resnet10_weights(model: ResNet10, path: str | Path, prefix: str = "") -> None:
     """Copy the tensors of a local weights file into ``model``, checking every name and shape.
 
@@ -247,18 +264,7 @@ def load_resnet10_weights(model: ResNet10, path: str | Path, prefix: str = "") -
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     expected = model.state_dict()
     state = _accept_older_norm_names(state, set(expected))
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or misshaped:
-        problems = [f"{path} does not match ResNet-10 (prefix {prefix!r}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                problems.append(f"  {len(items)} {title}: " + ", ".join(items))
-        raise ValueError("\n".join(problems))
+    check_tensors(state, expected, f"{path} does not match ResNet-10 (prefix {prefix!r})")
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(state[name])  # copy_ keeps the model's device and dtype
