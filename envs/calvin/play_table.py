@@ -1,0 +1,418 @@
+"""``CalvinPlayTable-v0``: the CALVIN-style play table in pybullet (one env, one pybullet client).
+
+Observation (a dict, CALVIN's layout):
+
+* ``rgb_static``: uint8 [200, 200, 3], a fixed camera behind and above the robot, looking at the desk;
+* ``rgb_gripper``: uint8 [84, 84, 3], a camera on the hand looking along the fingers;
+* ``robot_obs``: float32 [15]: tcp position (3), tcp euler angles (3, xyz), gripper opening (1, metres
+  between the fingers), the arm's 7 joint positions, the last gripper action (1: +1 open, -1 close);
+* ``scene_obs``: float32 [24]: door, drawer, button, switch, bulb, LED, then each block's (red, blue,
+  pink) position and euler angles (see :mod:`envs.calvin.state`).
+
+Action, float32 [7] in [-1, 1]: CALVIN's relative action: tcp position change (x 0.02 m at 1), tcp
+orientation change (world-frame rotation vector, 0.05 rad per axis at 1) and the gripper (> 0 open,
+<= 0 close). The new tcp target is the current tcp pose moved by the action, kept inside a workspace
+box; inverse kinematics (pybullet's, with the home posture as the null-space rest pose) turns it into
+arm joint targets for position control. 30 Hz control: 8 physics steps of 1/240 s per env step.
+
+Renderer (``renderer``): ``tiny`` is pybullet's software TinyRenderer (any CPU, the default);
+``egl`` loads pybullet's eglRenderer plugin and renders with the GPU's OpenGL (a GPU machine; the
+camera images then come from ER_BULLET_HARDWARE_OPENGL). ``cameras: false`` renders nothing and leaves
+the two images black (experts and oracle checks need no pixels).
+
+Seeding: ``reset(seed=s)`` determines the episode; all randomness comes from ``self.np_random``.
+``reset(options={"start": StartSpec})`` sets the symbolic start (door side, drawer, lights, where
+each block is: the chain evaluation uses it), the rest still drawn from the seed.
+
+Reward: 1 on the step where the episode's subtask (``options["task"]``, or ``task`` in the config)
+is completed by the oracle from the episode's start state, else 0; ``info["success"]`` likewise.
+Without a subtask the reward is 0 and ``info["completed"]`` lists every subtask completed so far.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.calvin import scene as S
+from envs.calvin.state import COLOURS, BlockState, SceneState, yaw_quat
+from envs.calvin.tasks import TASKS, completed_tasks, is_completed
+
+STATIC_SIZE = 200
+GRIPPER_SIZE = 84
+ROBOT_OBS_SIZE = 15
+SCENE_OBS_SIZE = 24
+PHYSICS_HZ = 240
+CONTROL_HZ = 30
+# The static camera: front-right of the desk, above it, so the arm hides little of the desk.
+STATIC_EYE = (0.95, -0.75, 0.80)
+STATIC_TARGET = (0.42, 0.0, 0.0)
+MAX_REL_POS = 0.02  # metres per step at |action| = 1 (CALVIN's scale)
+MAX_REL_ORN = 0.05  # radians per step at |action| = 1
+# The Panda's home posture: gripper pointing down above the middle of the desk.
+HOME_JOINTS = (0.0, -0.30, 0.0, -2.25, 0.0, 1.95, 0.785)
+ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
+FINGER_FORCE = 40.0
+FINGER_OPEN = 0.04
+TCP_LINK = 11  # panda_grasptarget, between the fingertips
+HAND_LINK = 8
+FINGER_LINKS = (9, 10)
+WORKSPACE_LOW = (0.10, -0.58, -0.14)
+WORKSPACE_HIGH = (0.80, 0.58, 0.60)
+# Desk link indices (the URDF's link order: drawer, door, button, switch, led, bulb).
+DRAWER, DOOR, BUTTON, SWITCH, LED, BULB = range(6)
+# Friction the moving parts' joints hold against (N): enough that they stay where they were pushed.
+JOINT_HOLD_FORCE = {DRAWER: 4.0, DOOR: 4.0, SWITCH: 2.0}
+BUTTON_SPRING_FORCE = 3.0  # the button's return spring
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    """A symbolic start state: where things are, not their exact poses."""
+
+    door: str = "right"  # which half the door covers: right (joint 0) or left (DOOR_TRAVEL)
+    drawer: str = "closed"  # closed | open
+    led: int = 0
+    bulb: int = 0
+    blocks: tuple = (("red", "table"), ("blue", "table"), ("pink", "table"))  # (colour, table|slider|drawer)
+
+    def where(self, colour: str) -> str:
+        return dict(self.blocks)[colour]
+
+
+@dataclass(frozen=True)
+class PlayTableConfig:
+    scene: str = "D"
+    renderer: str = "tiny"  # tiny (CPU) | egl (GPU)
+    cameras: bool = True
+    task: str | None = None  # the episode's subtask, when not given at reset
+    terminate_on_success: bool = True
+    static_size: int = STATIC_SIZE
+    gripper_size: int = GRIPPER_SIZE
+
+    def __post_init__(self) -> None:
+        S.variant(self.scene)
+        if self.renderer not in ("tiny", "egl"):
+            raise ValueError(f"renderer must be 'tiny' (CPU) or 'egl' (GPU), got {self.renderer!r}")
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"unknown subtask {self.task!r}; see envs.calvin.tasks.TASKS")
+        for name in ("static_size", "gripper_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 8:
+                raise ValueError(f"{name} must be an integer >= 8, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "PlayTableConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown CalvinPlayTable option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**kwargs)
+
+
+class CalvinPlayTableEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(self, render_mode: str | None = None, **config: Any):
+        import pybullet as p
+        import pybullet_data
+
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        self.config = PlayTableConfig.from_kwargs(**config)
+        self.variant = S.variant(self.config.scene)
+        self.p = p
+        self.client = p.connect(p.DIRECT)
+        c = self.client
+        self._egl_plugin = None
+        if self.config.renderer == "egl":
+            import pkgutil
+            egl = pkgutil.get_loader("eglRenderer")
+            if egl is None:
+                raise RuntimeError("renderer 'egl' needs pybullet's eglRenderer plugin, which this pybullet lacks")
+            self._egl_plugin = p.loadPlugin(egl.get_filename(), "_eglRendererPlugin", physicsClientId=c)
+            self._renderer_flag = p.ER_BULLET_HARDWARE_OPENGL
+        else:
+            self._renderer_flag = p.ER_TINY_RENDERER
+        p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=c)
+        p.setGravity(0, 0, -9.81, physicsClientId=c)
+        p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
+        data = pybullet_data.getDataPath()
+        self.floor = p.loadURDF(f"{data}/plane.urdf", [0, 0, S.FLOOR_Z], physicsClientId=c)
+        self.robot = p.loadURDF(f"{data}/franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
+                                flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c)
+        self.desk = p.loadURDF(str(S.ASSETS / f"desk_{self.config.scene}.urdf"), useFixedBase=True,
+                               physicsClientId=c)
+        self.blocks = {colour: p.loadURDF(str(S.ASSETS / f"block_{colour}.urdf"), [1.5, i, 0.1],
+                                          physicsClientId=c) for i, colour in enumerate(COLOURS)}
+        self.block_of = {uid: colour for colour, uid in self.blocks.items()}
+        for uid in self.blocks.values():
+            p.changeDynamics(uid, -1, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=c)
+        for link in FINGER_LINKS:
+            p.changeDynamics(self.robot, link, lateralFriction=1.5, physicsClientId=c)
+        for j in (DRAWER, DOOR, SWITCH, BUTTON):
+            p.changeDynamics(self.desk, j, lateralFriction=0.6, physicsClientId=c)
+        self.arm_joints = list(range(7))
+        info = [p.getJointInfo(self.robot, j, physicsClientId=c) for j in self.arm_joints]
+        self._lower = [i[8] for i in info] + [0.0, 0.0]
+        self._upper = [i[9] for i in info] + [FINGER_OPEN, FINGER_OPEN]
+        self._ranges = [u - lo for lo, u in zip(self._lower, self._upper)]
+        self._rest = list(HOME_JOINTS) + [FINGER_OPEN, FINGER_OPEN]
+        self._ws_low, self._ws_high = np.array(WORKSPACE_LOW), np.array(WORKSPACE_HIGH)
+        self._substeps = PHYSICS_HZ // CONTROL_HZ
+        self._static_view = p.computeViewMatrix(STATIC_EYE, STATIC_TARGET, [0, 0, 1])
+        self._static_proj = p.computeProjectionMatrixFOV(60, 1.0, 0.05, 5.0)
+        self._gripper_proj = p.computeProjectionMatrixFOV(75, 1.0, 0.01, 2.0)
+        self._black_static = np.zeros((self.config.static_size, self.config.static_size, 3), np.uint8)
+        self._black_gripper = np.zeros((self.config.gripper_size, self.config.gripper_size, 3), np.uint8)
+
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
+        s, g = self.config.static_size, self.config.gripper_size
+        self.observation_space = gym.spaces.Dict({
+            "rgb_static": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
+            "rgb_gripper": gym.spaces.Box(0, 255, (g, g, 3), np.uint8),
+            "robot_obs": gym.spaces.Box(-np.inf, np.inf, (ROBOT_OBS_SIZE,), np.float32),
+            "scene_obs": gym.spaces.Box(-np.inf, np.inf, (SCENE_OBS_SIZE,), np.float32),
+        })
+        self.led = self.bulb = 0
+        self._button_was_down = False
+        self._gripper_action = 1.0
+        self.task: str | None = None
+        self.start_state: SceneState | None = None
+
+    # ------------------------------------------------------------------------------------ reset
+    def sample_start(self) -> StartSpec:
+        """A random symbolic start: door side, drawer, lights at random; each block on the table, except
+        that one block starts in the slider's open half or (with the drawer open) in the drawer a quarter
+        of the time each."""
+        r = self.np_random
+        drawer = "open" if r.random() < 0.5 else "closed"
+        where = {c: "table" for c in COLOURS}
+        u = r.random()
+        if u < 0.25:
+            where[COLOURS[r.integers(3)]] = "slider"
+        elif u < 0.5 and drawer == "open":
+            where[COLOURS[r.integers(3)]] = "drawer"
+        return StartSpec(door="right" if r.random() < 0.5 else "left", drawer=drawer,
+                         led=int(r.integers(2)), bulb=int(r.integers(2)),
+                         blocks=tuple((c, where[c]) for c in COLOURS))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"start", "task"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; options are 'start' and 'task'")
+        spec = options.get("start") or self.sample_start()
+        if not isinstance(spec, StartSpec):
+            raise TypeError(f"reset option 'start' must be a StartSpec, got {type(spec).__name__}")
+        task = options.get("task", self.config.task)
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown subtask {task!r}; see envs.calvin.tasks.TASKS")
+        self.task = task
+        self._place(spec)
+        self.start_state = self.scene_state()
+        self._completed: set[str] = set()
+        return self._observation(), {"success": False, "completed": [], "task": self.task}
+
+    def _place(self, spec: StartSpec) -> None:
+        p, c, r, v = self.p, self.client, self.np_random, self.variant
+        for j, q in enumerate(HOME_JOINTS):
+            p.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
+        for j in FINGER_LINKS:
+            p.resetJointState(self.robot, j, FINGER_OPEN, 0.0, physicsClientId=c)
+        self._gripper_action = 1.0
+        self._set_arm_targets(list(HOME_JOINTS), FINGER_OPEN)
+        if spec.door not in ("left", "right") or spec.drawer not in ("open", "closed"):
+            raise ValueError(f"StartSpec door must be left|right and drawer open|closed, got {spec}")
+        door = (S.DOOR_TRAVEL - r.uniform(0, 0.02)) if spec.door == "left" else r.uniform(0, 0.02)
+        drawer = r.uniform(S.DRAWER_TRAVEL - 0.02, S.DRAWER_TRAVEL) if spec.drawer == "open" else r.uniform(0, 0.01)
+        self.led, self.bulb = int(spec.led), int(spec.bulb)
+        switch = r.uniform(S.SWITCH_TRAVEL - 0.02, S.SWITCH_TRAVEL) if self.bulb else r.uniform(0, 0.02)
+        for j, q in ((DRAWER, drawer), (DOOR, door), (BUTTON, 0.0), (SWITCH, switch)):
+            p.resetJointState(self.desk, j, q, 0.0, physicsClientId=c)
+        for j, force in JOINT_HOLD_FORCE.items():
+            p.setJointMotorControl2(self.desk, j, p.VELOCITY_CONTROL, targetVelocity=0, force=force,
+                                    physicsClientId=c)
+        p.setJointMotorControl2(self.desk, BUTTON, p.POSITION_CONTROL, targetPosition=0.0,
+                                force=BUTTON_SPRING_FORCE, positionGain=0.2, physicsClientId=c)
+        self._button_was_down = False
+        self._show_lights()
+        placed: list[tuple[float, float]] = []
+        for colour in COLOURS:
+            where = spec.where(colour)
+            sx, sy, sz = S.BLOCKS[colour]
+            yaw = r.uniform(-math.pi / 6, math.pi / 6)
+            if where == "table":
+                for _ in range(1000):
+                    x, y = r.uniform(0.36, 0.47), r.uniform(-0.30, 0.30)
+                    if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
+                        break
+                else:  # pragma: no cover - the area holds three blocks easily
+                    raise RuntimeError("could not place the blocks apart")
+                placed.append((x, y))
+                z = sz / 2 + 0.001
+            elif where == "slider":
+                lo, hi = v.open_half(door)
+                x, y = r.uniform(0.60, 0.64), r.uniform(lo + 0.08, hi - 0.08)
+                z = sz / 2 + 0.001
+            elif where == "drawer":
+                x = S.DRAWER_FRONT_X - drawer + 0.05 + r.uniform(0, 0.02)
+                y = v.drawer_y + r.uniform(-0.06, 0.06)
+                z = S.DRAWER_Z[0] + 0.01 + sz / 2 + 0.001
+                yaw = r.uniform(-0.2, 0.2)
+            else:
+                raise ValueError(f"a block starts on the table, in the slider or in the drawer, got {where!r}")
+            p.resetBasePositionAndOrientation(self.blocks[colour], [x, y, z], yaw_quat(yaw), physicsClientId=c)
+            p.resetBaseVelocity(self.blocks[colour], [0, 0, 0], [0, 0, 0], physicsClientId=c)
+        for _ in range(self._substeps * 3):  # let the blocks settle onto their supports
+            p.stepSimulation(physicsClientId=c)
+
+    # ------------------------------------------------------------------------------------ step
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (7,):
+            raise ValueError(f"action must have shape (7,), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        action = np.clip(action, -1.0, 1.0)
+        p, c = self.p, self.client
+        pos, orn = self._tcp()
+        target = np.clip(np.asarray(pos) + action[:3] * MAX_REL_POS, self._ws_low, self._ws_high)
+        rotvec = action[3:6] * MAX_REL_ORN
+        angle = float(np.linalg.norm(rotvec))
+        if angle > 1e-9:
+            delta = p.getQuaternionFromAxisAngle((rotvec / angle).tolist(), angle)
+            _, orn = p.multiplyTransforms([0, 0, 0], delta, [0, 0, 0], orn)
+        self._gripper_action = 1.0 if action[6] > 0 else -1.0
+        joints = p.calculateInverseKinematics(
+            self.robot, TCP_LINK, target.tolist(), orn, lowerLimits=self._lower, upperLimits=self._upper,
+            jointRanges=self._ranges, restPoses=self._rest, maxNumIterations=20, physicsClientId=c)
+        self._set_arm_targets(list(joints[:7]), FINGER_OPEN if self._gripper_action > 0 else 0.0)
+        for _ in range(self._substeps):
+            p.stepSimulation(physicsClientId=c)
+            self._update_lights()
+        state = self.scene_state()
+        if self.task is not None:
+            success = is_completed(self.task, self.start_state, state)
+            completed = [self.task] if success else []
+        else:
+            self._completed |= completed_tasks(self.start_state, state)
+            completed, success = sorted(self._completed), False
+        terminated = bool(success and self.config.terminate_on_success)
+        info = {"success": success, "completed": completed, "task": self.task}
+        return self._observation(state), float(success), terminated, False, info
+
+    def _set_arm_targets(self, joints: list[float], finger: float) -> None:
+        p, c = self.p, self.client
+        p.setJointMotorControlArray(self.robot, self.arm_joints, p.POSITION_CONTROL, targetPositions=joints,
+                                    forces=ARM_FORCES, physicsClientId=c)
+        p.setJointMotorControlArray(self.robot, list(FINGER_LINKS), p.POSITION_CONTROL,
+                                    targetPositions=[finger, finger], forces=[FINGER_FORCE] * 2, physicsClientId=c)
+
+    def _update_lights(self) -> None:
+        """The button toggles the LED when it goes down past BUTTON_PRESSED (once per press); the
+        switch sets the bulb with hysteresis."""
+        p, c = self.p, self.client
+        button = p.getJointState(self.desk, BUTTON, physicsClientId=c)[0]
+        down = button > S.BUTTON_PRESSED
+        changed = False
+        if down and not self._button_was_down:
+            self.led, changed = 1 - self.led, True
+        self._button_was_down = down if down else button > S.BUTTON_PRESSED / 2
+        switch = p.getJointState(self.desk, SWITCH, physicsClientId=c)[0]
+        bulb = 1 if switch > S.SWITCH_ON else 0 if switch < S.SWITCH_OFF else self.bulb
+        if bulb != self.bulb:
+            self.bulb, changed = bulb, True
+        if changed:
+            self._show_lights()
+
+    def _show_lights(self) -> None:
+        p, c = self.p, self.client
+        p.changeVisualShape(self.desk, LED, rgbaColor=S.LED_ON if self.led else S.LED_OFF, physicsClientId=c)
+        p.changeVisualShape(self.desk, BULB, rgbaColor=S.BULB_ON if self.bulb else S.BULB_OFF, physicsClientId=c)
+
+    # ------------------------------------------------------------------------------------ state
+    def _tcp(self):
+        s = self.p.getLinkState(self.robot, TCP_LINK, computeForwardKinematics=1, physicsClientId=self.client)
+        return s[4], s[5]
+
+    def scene_state(self) -> SceneState:
+        """The privileged state the oracles and experts read."""
+        p, c = self.p, self.client
+        joint = [p.getJointState(self.desk, j, physicsClientId=c)[0] for j in (DOOR, DRAWER, BUTTON, SWITCH)]
+        blocks = {}
+        for colour, uid in self.blocks.items():
+            pos, quat = p.getBasePositionAndOrientation(uid, physicsClientId=c)
+            fingers = {pt[4] for pt in p.getContactPoints(uid, self.robot, physicsClientId=c)}
+            held = all(f in fingers for f in FINGER_LINKS)
+            on = set()
+            for pt in p.getContactPoints(uid, self.desk, physicsClientId=c):
+                if pt[7][2] < 0.5:  # the normal on the desk points to the block: it rests on the desk only if up
+                    continue
+                link = pt[4]
+                if link == DRAWER:
+                    on.add("drawer")
+                elif link == -1:
+                    inside = (S.CABINET_FRONT_X - 0.005 < pos[0] < S.CABINET_BACK_X
+                              and self.variant.cabinet_y_range[0] < pos[1] < self.variant.cabinet_y_range[1])
+                    on.add("slider" if inside else "table")
+            for other, ouid in self.blocks.items():
+                if other != colour and p.getContactPoints(uid, ouid, physicsClientId=c):
+                    if pos[2] > p.getBasePositionAndOrientation(ouid, physicsClientId=c)[0][2] + 0.02:
+                        on.add(other)
+            blocks[colour] = BlockState(tuple(pos), tuple(quat), held, frozenset(on))
+        return SceneState(door=joint[0], drawer=joint[1], button=joint[2], switch=joint[3], led=self.led,
+                          bulb=self.bulb, blocks=blocks)
+
+    def robot_obs(self) -> np.ndarray:
+        p, c = self.p, self.client
+        pos, orn = self._tcp()
+        joints = [s[0] for s in p.getJointStates(self.robot, self.arm_joints + list(FINGER_LINKS), physicsClientId=c)]
+        out = np.empty(ROBOT_OBS_SIZE, np.float32)
+        out[0:3] = pos
+        out[3:6] = p.getEulerFromQuaternion(orn)
+        out[6] = joints[7] + joints[8]
+        out[7:14] = joints[:7]
+        out[14] = self._gripper_action
+        return out
+
+    # ------------------------------------------------------------------------------------ cameras
+    def render_cameras(self) -> tuple[np.ndarray, np.ndarray]:
+        p, c = self.p, self.client
+        s, g = self.config.static_size, self.config.gripper_size
+        static = p.getCameraImage(s, s, self._static_view, self._static_proj, renderer=self._renderer_flag,
+                                  flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=c)[2]
+        hand = p.getLinkState(self.robot, HAND_LINK, computeForwardKinematics=1, physicsClientId=c)
+        # The camera sits on the hand's back, 5 cm off its axis, looking down the fingers (the hand's z).
+        eye, _ = p.multiplyTransforms(hand[4], hand[5], [0.05, 0.0, 0.02], [0, 0, 0, 1])
+        look, _ = p.multiplyTransforms(hand[4], hand[5], [0.0, 0.0, 0.25], [0, 0, 0, 1])
+        up, _ = p.multiplyTransforms([0, 0, 0], hand[5], [1.0, 0.0, 0.0], [0, 0, 0, 1])
+        view = p.computeViewMatrix(eye, look, up)
+        gripper = p.getCameraImage(g, g, view, self._gripper_proj, renderer=self._renderer_flag,
+                                   flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=c)[2]
+        return (np.asarray(static, np.uint8).reshape(s, s, 4)[:, :, :3].copy(),
+                np.asarray(gripper, np.uint8).reshape(g, g, 4)[:, :, :3].copy())
+
+    def _observation(self, state: SceneState | None = None) -> dict:
+        state = state or self.scene_state()
+        if self.config.cameras:
+            static, gripper = self.render_cameras()
+        else:
+            static, gripper = self._black_static, self._black_gripper
+        return {"rgb_static": static, "rgb_gripper": gripper, "robot_obs": self.robot_obs(),
+                "scene_obs": state.scene_obs()}
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self.render_cameras()[0]
+
+    def close(self):
+        if getattr(self, "client", None) is not None:
+            self.p.disconnect(physicsClientId=self.client)
+            self.client = None
