@@ -23,6 +23,7 @@ STREAMS: dict[str, int] = {
     "evaluator_envs": 5,  # key: (evaluation number,), one seed per env
     "replay_sample": 6,  # which transitions a batch holds
     "group_resets": 7,  # GRPO: the shared reset seed of each group; key: (actor index, policy version)
+    "calvin_chains": 8,  # the play table's evaluation chains; key: (chain index,): its start state and subtasks
 }
 
 

@@ -323,7 +323,9 @@ class CalvinPlayTableEnv(gym.Env):
         changed = False
         if down and not self._button_was_down:
             self.led, changed = 1 - self.led, True
-        self._button_was_down = down if down else button > S.BUTTON_PRESSED / 2
+            self._button_was_down = True
+        elif button < S.BUTTON_PRESSED / 2:  # released far enough for the next press to count
+            self._button_was_down = False
         switch = p.getJointState(self.desk, SWITCH, physicsClientId=c)[0]
         bulb = 1 if switch > S.SWITCH_ON else 0 if switch < S.SWITCH_OFF else self.bulb
         if bulb != self.bulb:

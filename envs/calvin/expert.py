@@ -1,0 +1,283 @@
+"""Scripted experts for the 34 subtasks, from privileged state (the scene's geometry, block poses, joints).
+
+``expert = ScriptedExpert(env)`` (env: a CalvinPlayTableEnv or a gymnasium wrapper of one);
+``expert.start(task)`` plans from the current state; ``expert.act()`` -> the next 7-D action in [-1, 1]
+(the env's action), computed from the tcp pose and the scene state. Each subtask is a short script
+of tcp waypoints (position, gripper yaw, gripper open/closed) driven by a proportional controller
+with the gripper pointing down:
+
+* grasps (lift, place, stack, unstack, rotate, push into drawer) come from above, the fingers across
+  the block's 4.5 cm side (gripper yaw = block yaw, modulo 180 degrees);
+* pushes (blocks, door, drawer, switch) put the closed fingers beside the handle or block and move;
+* the button is pressed down with closed fingers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from envs.calvin import scene as S
+from envs.calvin.play_table import MAX_REL_ORN, MAX_REL_POS
+from envs.calvin.state import COLOURS, SceneState
+
+OPEN, CLOSED = 1.0, -1.0
+SAFE_Z = 0.22  # travel height between waypoints
+GAIN = 1.0
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def _grasp_yaw(block_yaw: float) -> float:
+    """The gripper yaw that puts the fingers across the block's y side, nearest to 0 (the arm's middle)."""
+    yaw = _wrap(block_yaw)
+    if yaw > math.pi / 2:
+        yaw -= math.pi
+    elif yaw < -math.pi / 2:
+        yaw += math.pi
+    return yaw
+
+
+class ScriptedExpert:
+    def __init__(self, env):
+        self.env = env.unwrapped
+        self.p = self.env.p
+        self._script: Iterator | None = None
+        self._target = None
+        self.task: str | None = None
+
+    # -------------------------------------------------------------------- control
+    def _tcp(self):
+        pos, orn = self.env._tcp()
+        return np.asarray(pos), orn
+
+    def _action(self, pos, yaw, grip) -> tuple[np.ndarray, float]:
+        tcp, orn = self._tcp()
+        err = np.asarray(pos) - tcp
+        a = np.zeros(7)
+        a[:3] = np.clip(GAIN * err / MAX_REL_POS, -1, 1)
+        want = self.p.getQuaternionFromEuler([math.pi, 0.0, yaw])
+        inv = self.p.invertTransform([0, 0, 0], orn)[1]
+        _, dq = self.p.multiplyTransforms([0, 0, 0], want, [0, 0, 0], inv)
+        axis, angle = self.p.getAxisAngleFromQuaternion(dq)
+        angle = _wrap(angle)
+        a[3:6] = np.clip(np.asarray(axis) * angle / MAX_REL_ORN, -1, 1)
+        a[6] = grip
+        return a.astype(np.float32), float(np.linalg.norm(err))
+
+    def _go(self, pos, yaw, grip, tol=0.006, max_steps=90):
+        """Drive to a waypoint; done when within tol (metres) or after max_steps."""
+        for _ in range(max_steps):
+            a, dist = self._action(pos, yaw, grip)
+            if dist < tol:
+                return
+            yield a
+
+    def _hold(self, pos, yaw, grip, steps):
+        for _ in range(steps):
+            yield self._action(pos, yaw, grip)[0]
+
+    def _yaw_now(self) -> float:
+        return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
+
+    # -------------------------------------------------------------------- scripts
+    def _above(self, xy, yaw, grip):
+        tcp, _ = self._tcp()
+        if tcp[2] < SAFE_Z - 0.02:
+            yield from self._go((tcp[0], tcp[1], SAFE_Z), yaw, grip, tol=0.02)
+        yield from self._go((xy[0], xy[1], SAFE_Z), yaw, grip, tol=0.01)
+
+    def _grasp(self, colour: str):
+        b = self.state().blocks[colour]
+        yaw = _grasp_yaw(b.yaw)
+        yield from self._above(b.pos, yaw, OPEN)
+        b = self.state().blocks[colour]
+        z = b.pos[2]
+        yield from self._go((b.pos[0], b.pos[1], z + 0.06), yaw, OPEN, tol=0.01)
+        yield from self._go((b.pos[0], b.pos[1], z - 0.005), yaw, OPEN, max_steps=40)
+        yield from self._hold((b.pos[0], b.pos[1], z - 0.005), yaw, CLOSED, 12)
+        return yaw, b.pos
+
+    def _release_at(self, pos, yaw):
+        yield from self._above(pos, yaw, CLOSED)
+        yield from self._go(pos, yaw, CLOSED, tol=0.008)
+        yield from self._hold(pos, yaw, OPEN, 10)
+        up = (pos[0], pos[1], pos[2] + 0.08)
+        yield from self._go(up, yaw, OPEN, tol=0.01, max_steps=30)
+
+    def _push(self, start, end, yaw):
+        """Closed fingers: above start, down to it, along to end, up."""
+        yield from self._above(start, yaw, CLOSED)
+        yield from self._go(start, yaw, CLOSED, tol=0.006)
+        yield from self._go(end, yaw, CLOSED, tol=0.008, max_steps=120)
+        yield from self._go((end[0], end[1], SAFE_Z), yaw, CLOSED, tol=0.02, max_steps=40)
+
+    def _lift(self, colour):
+        yaw, pos = yield from self._grasp(colour)
+        tcp, _ = self._tcp()
+        yield from self._go((tcp[0], tcp[1], tcp[2] + 0.12), yaw, CLOSED, tol=0.01)
+        yield from self._hold((tcp[0], tcp[1], tcp[2] + 0.12), yaw, CLOSED, 200)
+
+    def _rotate(self, colour, sign):
+        yaw, pos = yield from self._grasp(colour)
+        tcp, _ = self._tcp()
+        low = (tcp[0], tcp[1], tcp[2] + 0.01)
+        yield from self._go(low, yaw, CLOSED, max_steps=10)
+        # 80 degrees, towards whichever side keeps the last joint in range.
+        target = yaw + sign * math.radians(80)
+        for _ in range(40):
+            a, _ = self._action(low, target, CLOSED)
+            if abs(_wrap(self._yaw_now() - target)) < 0.05:
+                break
+            yield a
+        yield from self._hold(low, target, OPEN, 10)
+        yield from self._go((low[0], low[1], SAFE_Z), target, OPEN, tol=0.02)
+
+    def _push_block(self, colour, sign):
+        b = self.state().blocks[colour]
+        half = max(S.BLOCKS[colour][:2]) / 2
+        start = (b.pos[0], b.pos[1] - sign * (half + 0.035), 0.018)
+        end = (b.pos[0], b.pos[1] + sign * 0.13, 0.018)
+        yield from self._push(start, end, 0.0 + math.pi / 2)
+
+    def _slider(self, sign):
+        s = self.state()
+        y = self.env.variant.door_centre_y(s.door)
+        x = sum(S.DOOR_HANDLE["x"]) / 2
+        z = 0.07  # the hand, above the fingers, clears the handle's top (0.11)
+        start = (x, y - sign * 0.04, z)
+        end = (x, y - sign * 0.04 + sign * (S.DOOR_TRAVEL - 0.02), z)
+        yield from self._push(start, end, 0.0)
+
+    def _drawer(self, sign):
+        s, v = self.state(), self.env.variant
+        z = sum(S.DRAWER_HANDLE_Z) / 2
+        if sign > 0:  # open: fingers between the handle plate and the drawer's front, pull
+            x = (S.DRAWER_HANDLE_X + 0.01 + S.DRAWER_FRONT_X) / 2 - s.drawer
+            yield from self._push((x, v.drawer_y, z), (x - S.DRAWER_TRAVEL - 0.01, v.drawer_y, z), 0.0)
+        else:  # close: push the front's outer face beside the handle
+            y = v.drawer_y + math.copysign(0.12, v.drawer_y)
+            x = S.DRAWER_FRONT_X - s.drawer - 0.025
+            yield from self._push((x, y, z), (S.DRAWER_FRONT_X - 0.03, y, z), 0.0)
+
+    def _button(self):
+        bx, by = self.env.variant.button_xy
+        top = 0.01 + S.BUTTON_HEIGHT
+        yield from self._push((bx, by, top + 0.03), (bx, by, top - S.BUTTON_TRAVEL), 0.0)
+
+    def _switch(self, sign):
+        s, v = self.state(), self.env.variant
+        sx, sy = v.switch_xy
+        knob_y = sy - S.SWITCH_TRAVEL / 2 + s.switch
+        start = (sx, knob_y - sign * 0.035, 0.045)
+        end = (sx, knob_y - sign * 0.035 + sign * (S.SWITCH_TRAVEL + 0.01), 0.045)
+        yield from self._push(start, end, 0.0)
+
+    def _free_table_spot(self, exclude: str) -> tuple[float, float]:
+        s = self.state()
+        others = [b.pos for c, b in s.blocks.items() if c != exclude]
+        best, best_d = None, -1.0
+        for x in (0.37, 0.45):
+            for y in np.linspace(-0.28, 0.28, 15):
+                d = min(math.hypot(x - o[0], y - o[1]) for o in others)
+                if d > best_d:
+                    best, best_d = (x, float(y)), d
+        return best
+
+    def _place(self, where):
+        s, v = self.state(), self.env.variant
+        colour = s.held_block() or next(iter(COLOURS))
+        yaw = self._yaw_now()
+        h = S.BLOCKS[colour][2]
+        if where == "slider":
+            lo, hi = v.open_half(s.door)
+            pos = (0.61, (lo + hi) / 2, h / 2 + 0.012)
+            yield from self._go((0.42, self._tcp()[0][1], 0.20), yaw, CLOSED, tol=0.02)
+            yield from self._go((0.42, pos[1], 0.20), yaw, CLOSED, tol=0.01)
+            yield from self._go((pos[0], pos[1], 0.20), yaw, CLOSED, tol=0.01)
+            yield from self._go(pos, yaw, CLOSED, tol=0.008)
+            yield from self._hold(pos, yaw, OPEN, 10)
+            yield from self._go((0.42, pos[1], pos[2] + 0.02), yaw, OPEN, tol=0.02)
+            yield from self._go((0.42, pos[1], SAFE_Z), yaw, OPEN, tol=0.02)
+        else:
+            pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, v.drawer_y, S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
+            yield from self._release_at(pos, yaw)
+
+    def _push_into_drawer(self):
+        s, v = self.state(), self.env.variant
+        # The first block (in COLOURS order) on the table: the one the chain generator's symbolic model moves.
+        colour = next(c for c in COLOURS if "table" in s.blocks[c].on
+                      and not any(c in s.blocks[o].on for o in COLOURS))
+        h = S.BLOCKS[colour][2]
+        yield from self._grasp(colour)
+        yield from self._release_at((S.DRAWER_FRONT_X + 0.05, v.drawer_y, h / 2 + 0.01), 0.0)
+        b = self.state().blocks[colour]
+        half = max(S.BLOCKS[colour][:2]) / 2
+        yield from self._push((b.pos[0] + half + 0.035, b.pos[1], 0.02), (S.DRAWER_FRONT_X - 0.06, b.pos[1], 0.02),
+                              math.pi / 2)
+
+    def _stack(self):
+        s = self.state()
+        colour = s.held_block() or COLOURS[0]
+        # The first free block on the table (COLOURS order), as the chain generator's symbolic model has it.
+        below = next(c for c in COLOURS if c != colour and "table" in s.blocks[c].on
+                     and not any(c in s.blocks[o].on for o in COLOURS))
+        b = s.blocks[below]
+        z = b.pos[2] + S.BLOCKS[below][2] / 2 + S.BLOCKS[colour][2] / 2 + 0.01
+        yield from self._release_at((b.pos[0], b.pos[1], z), _grasp_yaw(b.yaw))
+
+    def _unstack(self):
+        s = self.state()
+        colour = next(c for c in COLOURS if s.blocks[c].on & set(COLOURS))
+        yaw, _ = yield from self._grasp(colour)
+        x, y = self._free_table_spot(colour)
+        yield from self._release_at((x, y, S.BLOCKS[colour][2] / 2 + 0.008), yaw)
+
+    def _script_for(self, task: str):
+        for colour in COLOURS:
+            if task == f"rotate_{colour}_block_left":
+                return self._rotate(colour, +1)
+            if task == f"rotate_{colour}_block_right":
+                return self._rotate(colour, -1)
+            if task == f"push_{colour}_block_left":
+                return self._push_block(colour, +1)
+            if task == f"push_{colour}_block_right":
+                return self._push_block(colour, -1)
+            if task.startswith(f"lift_{colour}_block_"):
+                return self._lift(colour)
+        scripts = {
+            "move_slider_left": lambda: self._slider(+1), "move_slider_right": lambda: self._slider(-1),
+            "open_drawer": lambda: self._drawer(+1), "close_drawer": lambda: self._drawer(-1),
+            "place_in_slider": lambda: self._place("slider"), "place_in_drawer": lambda: self._place("drawer"),
+            "push_into_drawer": self._push_into_drawer, "stack_block": self._stack,
+            "unstack_block": self._unstack,
+            "turn_on_lightbulb": lambda: self._switch(+1), "turn_off_lightbulb": lambda: self._switch(-1),
+            "turn_on_led": self._button, "turn_off_led": self._button,
+        }
+        if task not in scripts:
+            raise ValueError(f"no expert for subtask {task!r}")
+        return scripts[task]()
+
+    # -------------------------------------------------------------------- API
+    def state(self) -> SceneState:
+        return self.env.scene_state()
+
+    def start(self, task: str) -> None:
+        self.task = task
+        self._script = self._script_for(task)
+        self._last = None
+
+    def act(self) -> np.ndarray:
+        """The next action; once the script has run out, hold still with the last gripper command."""
+        if self._script is not None:
+            try:
+                self._last = next(self._script)
+                return self._last
+            except StopIteration:
+                self._script = None
+        a = np.zeros(7, np.float32)
+        a[6] = self._last[6] if self._last is not None else OPEN
+        return a

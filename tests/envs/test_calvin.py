@@ -1,0 +1,237 @@
+"""The CALVIN-style play table (envs/calvin): assets, the env's API and determinism, the 34 oracles, the
+language annotations, the chain protocol and a few scripted-expert runs in the physics."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet")
+
+import envs  # noqa: E402,F401
+from core.config import EnvConfig  # noqa: E402
+from envs.calvin import scene as S  # noqa: E402
+from envs.calvin.chains import (CHAIN_LENGTH, NUM_CHAINS, SETTINGS, Symbolic, effect, make_chain,  # noqa: E402
+                                make_chains, run_subtask, start_for, summarise)
+from envs.calvin.expert import ScriptedExpert  # noqa: E402
+from envs.calvin.language import ANNOTATIONS, instruction, phrasings  # noqa: E402
+from envs.calvin.play_table import CalvinPlayTableEnv, StartSpec  # noqa: E402
+from envs.calvin.state import COLOURS, BlockState, SceneState, yaw_quat  # noqa: E402
+from envs.calvin.tasks import TASKS, completed_tasks, is_completed  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------- assets
+def test_assets_are_written_from_scene_py():
+    for name, text in S.asset_texts().items():
+        assert (S.ASSETS / name).read_text() == text, f"{name} is stale: run python -m envs.calvin.scene"
+
+
+def test_variants_move_static_elements_and_change_colours():
+    vs = [S.variant(n) for n in S.SCENES]
+    assert len({v.drawer_y for v in vs}) == 4 and len({v.cabinet_y for v in vs}) == 4
+    assert len({v.button_xy for v in vs}) == 4 and len({v.switch_xy for v in vs}) == 4
+    assert len({v.top_rgba for v in vs}) == 4
+    with pytest.raises(ValueError, match="unknown scene 'E'"):
+        S.variant("E")
+
+
+# ----------------------------------------------------------------------------------------------- env
+@pytest.fixture(scope="module")
+def env():
+    e = CalvinPlayTableEnv(scene="D", cameras=False)
+    yield e
+    e.close()
+
+
+def test_check_env_with_cameras():
+    from gymnasium.utils.env_checker import check_env
+    e = gym.make("CalvinPlayTable-v0", scene="A").unwrapped
+    try:
+        check_env(e, skip_render_check=True)
+        obs, _ = e.reset(seed=3)
+        assert obs["rgb_static"].shape == (200, 200, 3) and obs["rgb_gripper"].shape == (84, 84, 3)
+        assert obs["robot_obs"].shape == (15,) and obs["scene_obs"].shape == (24,)
+        # Both cameras see something (not one flat colour).
+        assert obs["rgb_static"].std() > 10 and obs["rgb_gripper"].std() > 10
+    finally:
+        e.close()
+
+
+def test_same_seed_same_episode_other_seed_other_start(env):
+    actions = np.random.default_rng(0).uniform(-1, 1, (15, 7)).astype(np.float32)
+
+    def roll(seed):
+        obs, _ = env.reset(seed=seed)
+        out = [np.concatenate([obs["robot_obs"], obs["scene_obs"]])]
+        for a in actions:
+            obs, *_ = env.step(a)
+            out.append(np.concatenate([obs["robot_obs"], obs["scene_obs"]]))
+        return np.stack(out)
+
+    a, b, c = roll(7), roll(7), roll(8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[0], c[0])
+
+
+def test_observation_layout_matches_the_scene(env):
+    obs, _ = env.reset(seed=1, options={"start": StartSpec(door="left", drawer="open", led=1, bulb=1)})
+    so, ro = obs["scene_obs"], obs["robot_obs"]
+    assert so[0] > S.DOOR_TRAVEL - 0.03 and so[1] > S.DRAWER_TRAVEL - 0.03 and so[3] > S.SWITCH_ON
+    assert so[4] == 1 and so[5] == 1
+    red = env.scene_state().blocks["red"]
+    np.testing.assert_allclose(so[6:9], red.pos, atol=1e-6)
+    assert ro[6] == pytest.approx(0.08, abs=0.002)  # fingers open
+    assert ro[14] == 1.0 and abs(ro[3]) == pytest.approx(math.pi, abs=0.01)  # gripper pointing down
+
+
+def test_action_moves_the_tcp_by_its_scale(env):
+    obs, _ = env.reset(seed=2)
+    y0 = obs["robot_obs"][1]
+    for _ in range(10):
+        obs, *_ = env.step(np.array([0, 0.5, 0, 0, 0, 0, 1], np.float32))
+    # 10 steps x 1 cm commanded; each step's target is the tcp's pose plus the action, and position
+    # control covers part of it within the step, so the tcp moves less, never more.
+    assert 0.03 < obs["robot_obs"][1] - y0 <= 0.105
+
+
+def test_bad_input_is_refused(env):
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(6))
+    with pytest.raises(ValueError, match="unknown subtask"):
+        env.reset(options={"task": "fly"})
+    with pytest.raises(TypeError, match="unknown CalvinPlayTable option"):
+        CalvinPlayTableEnv(scen="D")
+    with pytest.raises(ValueError, match="renderer"):
+        CalvinPlayTableEnv(renderer="vulkan")
+
+
+def test_make_vector_env_runs_the_play_table():
+    cfg = EnvConfig(id="CalvinPlayTable-v0", num_envs=2, kwargs={"cameras": False})
+    venv = envs.make_vector_env(cfg, seed=0)
+    try:
+        obs, r, term, trunc, info = venv.step(np.zeros((2, 7), np.float32))
+        assert obs["scene_obs"].shape == (2, 24) and r.shape == (2,)
+    finally:
+        venv.close()
+
+
+# ----------------------------------------------------------------------------------------------- oracles
+def _base() -> SceneState:
+    blocks = {"red": BlockState((0.40, 0.0, 0.0225), yaw_quat(0.0), False, frozenset({"table"})),
+              "blue": BlockState((0.40, 0.2, 0.0225), yaw_quat(0.0), False, frozenset({"table"})),
+              "pink": BlockState((0.40, -0.2, 0.0175), yaw_quat(0.0), False, frozenset({"table"}))}
+    return SceneState(door=0.0, drawer=0.0, button=0.0, switch=0.0, led=0, bulb=0, blocks=blocks)
+
+
+def _with(s: SceneState, colour: str, **kw) -> SceneState:
+    return replace(s, blocks={**s.blocks, colour: replace(s.blocks[colour], **kw)})
+
+
+def _pair(task: str) -> tuple[SceneState, SceneState]:
+    """A (start, end) that completes `task` and nothing else."""
+    s = _base()
+    for c in COLOURS:
+        b = s.blocks[c]
+        for side, sign in (("left", 1), ("right", -1)):
+            if task == f"rotate_{c}_block_{side}":
+                return s, _with(s, c, quat=yaw_quat(sign * math.radians(70)))
+            if task == f"push_{c}_block_{side}":
+                return s, _with(s, c, pos=(b.pos[0], b.pos[1] + sign * 0.12, b.pos[2]))
+        for where in ("table", "slider", "drawer"):
+            if task == f"lift_{c}_block_{where}":
+                st = _with(s, c, on=frozenset({where}))
+                return st, _with(st, c, held=True, on=frozenset(), pos=(b.pos[0], b.pos[1], b.pos[2] + 0.08))
+    held = _with(s, "red", held=True, on=frozenset(), pos=(0.4, 0.0, 0.1))
+    pairs = {
+        "move_slider_left": (s, replace(s, door=0.2)),
+        "move_slider_right": (replace(s, door=0.25), replace(s, door=0.05)),
+        "open_drawer": (s, replace(s, drawer=0.12)),
+        "close_drawer": (replace(s, drawer=0.12), s),
+        "place_in_slider": (held, _with(held, "red", held=False, on=frozenset({"slider"}))),
+        "place_in_drawer": (held, _with(held, "red", held=False, on=frozenset({"drawer"}))),
+        "push_into_drawer": (s, _with(s, "red", on=frozenset({"drawer"}), pos=(0.25, 0.0, -0.12))),
+        "stack_block": (held, _with(held, "red", held=False, on=frozenset({"blue"}))),
+        "unstack_block": (_with(s, "red", on=frozenset({"blue"})), s),
+        "turn_on_lightbulb": (s, replace(s, bulb=1)),
+        "turn_off_lightbulb": (replace(s, bulb=1), s),
+        "turn_on_led": (s, replace(s, led=1)),
+        "turn_off_led": (replace(s, led=1), s),
+    }
+    return pairs[task]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_oracle_completed_not_completed_and_other_actions(task):
+    start, end = _pair(task)
+    assert is_completed(task, start, end)
+    assert not is_completed(task, start, start)  # nothing happened
+    assert not is_completed(task, end, start) or task in ("unstack_block",)  # undoing it is not doing it
+    # Every other subtask's change completes that subtask only, never this one.
+    for other in TASKS:
+        if other != task:
+            assert not is_completed(task, *_pair(other)), f"{other}'s change completes {task}"
+    assert completed_tasks(start, end) == {task}
+
+
+def test_oracle_thresholds():
+    s = _base()
+    assert not is_completed("push_red_block_left", s, _with(s, "red", pos=(0.4, 0.09, 0.0225)))
+    assert not is_completed("rotate_red_block_left", s, _with(s, "red", quat=yaw_quat(math.radians(55))))
+    assert not is_completed("lift_red_block_table", s, _with(s, "red", held=True, on=frozenset(),
+                                                                pos=(0.4, 0.0, 0.06)))
+    # A block rotated but still held at the end is not done yet.
+    assert not is_completed("rotate_red_block_left", s, _with(s, "red", quat=yaw_quat(1.3), held=True))
+    with pytest.raises(ValueError, match="unknown subtask"):
+        is_completed("dance", s, s)
+
+
+# ----------------------------------------------------------------------------------------------- language
+def test_annotations_train_and_validation_differ():
+    assert set(ANNOTATIONS) == set(TASKS)
+    for task in TASKS:
+        train, val = phrasings(task, "train"), phrasings(task, "validation")
+        assert len(train) >= 3 and len(val) >= 2 and not set(train) & set(val)
+    assert instruction("open_drawer", "validation", 1) == phrasings("open_drawer", "validation")[1]
+    with pytest.raises(ValueError, match="split"):
+        phrasings("open_drawer", "test")
+
+
+# ----------------------------------------------------------------------------------------------- chains
+def test_chains_are_fixed_distinct_and_feasible():
+    chains = make_chains(NUM_CHAINS)
+    assert [c.tasks for c in chains[:20]] == [make_chain(i).tasks for i in range(20)]
+    assert len({c.tasks for c in chains}) > 990
+    used = set()
+    for c in chains:
+        assert len(c.tasks) == CHAIN_LENGTH == len(set(c.tasks))
+        s = Symbolic.of(c.start)
+        for t in c.tasks:
+            s = effect(s, t)
+            assert s is not None
+            used.add(t)
+    assert used == set(TASKS)
+    assert SETTINGS["D->D"]["eval"] == SETTINGS["ABC->D"]["eval"] == "D"
+
+
+def test_summarise():
+    out = summarise([5, 0, 2, 3])
+    assert out["avg_len"] == 2.5 and out["success_1"] == 0.75 and out["success_5"] == 0.25
+
+
+# ----------------------------------------------------------------------------------------------- experts
+# Seeded trials in the physics: the switch, button and drawer scripts every time; the grasping scripts
+# (lift) in at least 2 of 3, the block push in at least 1 (benchmarks/calvin_expert.py measures all 34 over more).
+@pytest.mark.parametrize("task,need", [("turn_on_led", 3), ("open_drawer", 3), ("turn_on_lightbulb", 3),
+                                       ("lift_red_block_table", 2), ("push_blue_block_left", 1)])
+def test_expert_completes_subtask(env, task, need):
+    from core import seeding
+    wins = 0
+    for trial in range(3):
+        rng = seeding.generator(0, "calvin_chains", 999, trial)
+        spec, prefix = start_for(task, rng)
+        ok, steps = run_subtask(env, ScriptedExpert(env), task, spec, prefix, seed=int(rng.integers(2 ** 63)))
+        wins += ok
+    assert wins >= need
