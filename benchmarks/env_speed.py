@@ -34,6 +34,11 @@ process and in alternating rounds (so that a shared machine's load hits both ali
   which holds still when other programs take a changing share of a shared machine's cores.
   RGB: one 224x224 camera (the task's ``base_camera``).
 
+With ``--calvin`` (needs the `calvin` extra): ``CalvinPlayTable-v0`` (scene D) stepped with random
+actions in [-1, 1], with both cameras (200x200 static, 84x84 gripper) and without (physics, inverse
+kinematics and the scene state only), in one process and in N processes at once (one env each,
+started together; the rate is their sum). ``--renderer egl`` for the GPU machine's eglRenderer plugin.
+
 Prints a table, then (with ``--json``) one JSON line last.
 """
 from __future__ import annotations
@@ -50,7 +55,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-if "--maniskill" not in sys.argv:  # the Franka envs and mujoco only when they are measured
+if "--maniskill" not in sys.argv and "--calvin" not in sys.argv:  # the Franka envs and mujoco only when they are measured
     import envs.franka  # noqa: E402,F401  (registers the ids and picks the GL backend before mujoco loads)
     import mujoco  # noqa: E402
 
@@ -252,6 +257,46 @@ def maniskill_main(args) -> int:
     return 0
 
 
+def _calvin_worker(args: tuple) -> tuple[int, float]:
+    """Steps of one play-table env in `seconds` (after a warm-up step), from its own process."""
+    seconds, cameras, renderer, seed = args
+    from envs.calvin.play_table import CalvinPlayTableEnv
+    env = CalvinPlayTableEnv(scene="D", cameras=cameras, renderer=renderer)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (512, 7)).astype(np.float32)
+    env.reset(seed=seed)
+    env.step(actions[0])
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(actions[steps % len(actions)])
+        steps += 1
+        if steps % 360 == 0:  # CALVIN's subtask length: reset as an evaluation would
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps, elapsed
+
+
+def calvin_main(args) -> int:
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    rows = []
+    for cameras in (True, False):
+        for n in args.num_envs or [1, 2]:
+            with ctx.Pool(n) as pool:
+                results = pool.map(_calvin_worker, [(args.seconds, cameras, args.renderer, i) for i in range(n)])
+            rate = sum(steps / elapsed for steps, elapsed in results)
+            rows.append({"cameras": cameras, "processes": n, "steps_per_s": rate, "per_process": rate / n})
+            print(f"CalvinPlayTable-v0 cameras={str(cameras):5s} processes={n}: {rate:8.1f} env steps/s "
+                  f"({rate / n:.1f} per process)", flush=True)
+    out = {"env": "CalvinPlayTable-v0", "scene": "D", "renderer": args.renderer, "cpu_count": os.cpu_count(),
+           "rows": rows}
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,6 +304,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement (default 3)")
     parser.add_argument("--control-hz", type=float, default=10.0, help="env control rate (default 10)")
     parser.add_argument("--maniskill", action="store_true", help="measure ManiSkill instead of the Franka envs")
+    parser.add_argument("--calvin", action="store_true", help="measure the CALVIN-style play table (pybullet)")
+    parser.add_argument("--renderer", default="tiny", choices=["tiny", "egl"], help="play table renderer (--calvin)")
     parser.add_argument("--task", default="PickCube-v1", help="ManiSkill task (default PickCube-v1)")
     parser.add_argument("--num-envs", type=int, nargs="+", help="env counts (default 64 256 1024 on a GPU, 1 2 4 on the CPU)")
     parser.add_argument("--obs-modes", nargs="+", default=["state", "rgb"], choices=["state", "rgb"])
@@ -268,6 +315,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.seconds > 0:
         parser.error("--seconds must be > 0")
+    if args.calvin:
+        return calvin_main(args)
     if args.maniskill:
         return maniskill_main(args)
 

@@ -10,8 +10,8 @@ least 1, 2, ..., 5. Settings: D->D (train on scene D) and ABC->D (train on A, B,
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -36,13 +36,13 @@ class Symbolic:
     where: tuple  # ((colour, table|slider|drawer|grasped|on_<colour>), ...)
 
     @classmethod
-    def of(cls, spec: StartSpec) -> "Symbolic":
+    def of(cls, spec: StartSpec) -> Symbolic:
         return cls(spec.door, spec.drawer, spec.led, spec.bulb, tuple(spec.blocks))
 
     def at(self, colour):
         return dict(self.where)[colour]
 
-    def moved(self, colour, place) -> "Symbolic":
+    def moved(self, colour, place) -> Symbolic:
         return replace(self, where=tuple((c, place if c == colour else w) for c, w in self.where))
 
     def grasped(self):
@@ -142,7 +142,7 @@ def make_chains(count: int = NUM_CHAINS, seed: int = PROTOCOL_SEED) -> list[Chai
 def summarise(lengths: list[int]) -> dict:
     """Average completed length and success rate at lengths 1..5."""
     lengths = np.asarray(lengths)
-    return {"chains": int(len(lengths)), "avg_len": float(lengths.mean()) if len(lengths) else 0.0,
+    return {"chains": len(lengths), "avg_len": float(lengths.mean()) if len(lengths) else 0.0,
             **{f"success_{k}": float((lengths >= k).mean()) if len(lengths) else 0.0
                for k in range(1, CHAIN_LENGTH + 1)}}
 

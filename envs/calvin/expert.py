@@ -14,7 +14,7 @@ with the gripper pointing down:
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

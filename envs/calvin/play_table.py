@@ -48,8 +48,8 @@ ROBOT_OBS_SIZE = 15
 SCENE_OBS_SIZE = 24
 PHYSICS_HZ = 240
 CONTROL_HZ = 30
-# The static camera: front-right of the desk, above it, so the arm hides little of the desk.
-STATIC_EYE = (0.95, -0.75, 0.80)
+# The static camera: above the desk, to the robot's right, so neither the arm nor the cabinet hides the top.
+STATIC_EYE = (0.10, -0.85, 0.85)
 STATIC_TARGET = (0.42, 0.0, 0.0)
 MAX_REL_POS = 0.02  # metres per step at |action| = 1 (CALVIN's scale)
 MAX_REL_ORN = 0.05  # radians per step at |action| = 1
@@ -105,7 +105,7 @@ class PlayTableConfig:
                 raise ValueError(f"{name} must be an integer >= 8, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "PlayTableConfig":
+    def from_kwargs(cls, **kwargs: Any) -> PlayTableConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:

@@ -23,7 +23,7 @@ into the drawer, stack/unstack, the LED and the bulb on/off). The thresholds are
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from envs.calvin.state import COLOURS, SceneState
 

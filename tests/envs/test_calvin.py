@@ -11,16 +11,26 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-import envs  # noqa: E402,F401
-from core.config import EnvConfig  # noqa: E402
-from envs.calvin import scene as S  # noqa: E402
-from envs.calvin.chains import (CHAIN_LENGTH, NUM_CHAINS, SETTINGS, Symbolic, effect, make_chain,  # noqa: E402
-                                make_chains, run_subtask, start_for, summarise)
-from envs.calvin.expert import ScriptedExpert  # noqa: E402
-from envs.calvin.language import ANNOTATIONS, instruction, phrasings  # noqa: E402
-from envs.calvin.play_table import CalvinPlayTableEnv, StartSpec  # noqa: E402
-from envs.calvin.state import COLOURS, BlockState, SceneState, yaw_quat  # noqa: E402
-from envs.calvin.tasks import TASKS, completed_tasks, is_completed  # noqa: E402
+import envs
+from core.config import EnvConfig
+from envs.calvin import scene as S
+from envs.calvin.chains import (
+    CHAIN_LENGTH,
+    NUM_CHAINS,
+    SETTINGS,
+    Symbolic,
+    effect,
+    make_chain,
+    make_chains,
+    run_subtask,
+    start_for,
+    summarise,
+)
+from envs.calvin.expert import ScriptedExpert
+from envs.calvin.language import ANNOTATIONS, instruction, phrasings
+from envs.calvin.play_table import CalvinPlayTableEnv, StartSpec
+from envs.calvin.state import COLOURS, BlockState, SceneState, yaw_quat
+from envs.calvin.tasks import TASKS, completed_tasks, is_completed
 
 
 # ----------------------------------------------------------------------------------------------- assets
