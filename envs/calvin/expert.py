@@ -115,7 +115,23 @@ class ScriptedExpert:
         yield from self._go(end, yaw, CLOSED, tol=0.008, max_steps=120)
         yield from self._go((end[0], end[1], SAFE_Z), yaw, CLOSED, tol=0.02, max_steps=40)
 
+    def _grasp_in_slider(self, colour: str):
+        """From the front, at the block's height: the cabinet's roof and door leave no way in from above."""
+        b = self.state().blocks[colour]
+        yaw = _grasp_yaw(b.yaw)
+        out_x = S.CABINET_FRONT_X - 0.10
+        yield from self._above((out_x, b.pos[1]), yaw, OPEN)
+        yield from self._go((out_x, b.pos[1], b.pos[2]), yaw, OPEN, tol=0.008)
+        yield from self._go((b.pos[0], b.pos[1], b.pos[2]), yaw, OPEN, tol=0.006)
+        yield from self._hold((b.pos[0], b.pos[1], b.pos[2]), yaw, CLOSED, 12)
+        return yaw, b.pos
+
     def _lift(self, colour):
+        if "slider" in self.state().blocks[colour].on:
+            yaw, pos = yield from self._grasp_in_slider(colour)
+            yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01)
+            yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200)
+            return
         yaw, pos = yield from self._grasp(colour)
         tcp, _ = self._tcp()
         yield from self._go((tcp[0], tcp[1], tcp[2] + 0.12), yaw, CLOSED, tol=0.01)
@@ -124,11 +140,11 @@ class ScriptedExpert:
     def _rotate(self, colour, sign):
         yaw, pos = yield from self._grasp(colour)
         tcp, _ = self._tcp()
-        low = (tcp[0], tcp[1], tcp[2] + 0.01)
+        low = (tcp[0], tcp[1], tcp[2] + 0.015)  # off the table while turning, so it does not drag
         yield from self._go(low, yaw, CLOSED, max_steps=10)
         # 80 degrees, towards whichever side keeps the last joint in range.
         target = yaw + sign * math.radians(80)
-        for _ in range(40):
+        for _ in range(100):  # 1.4 rad at up to 0.05 rad per step, and the arm lags
             a, _ = self._action(low, target, CLOSED)
             if abs(_wrap(self._yaw_now() - target)) < 0.05:
                 break
@@ -158,10 +174,17 @@ class ScriptedExpert:
         if sign > 0:  # open: fingers between the handle plate and the drawer's front, pull
             x = (S.DRAWER_HANDLE_X + 0.01 + S.DRAWER_FRONT_X) / 2 - s.drawer
             yield from self._push((x, v.drawer_y, z), (x - S.DRAWER_TRAVEL - 0.01, v.drawer_y, z), 0.0)
-        else:  # close: push the front's outer face beside the handle
-            y = v.drawer_y + math.copysign(0.12, v.drawer_y)
-            x = S.DRAWER_FRONT_X - s.drawer - 0.025
-            yield from self._push((x, y, z), (S.DRAWER_FRONT_X - 0.03, y, z), 0.0)
+        else:  # close: into the same gap, now near the robot, and push the front away
+            # Reached from below the travel height: above the open drawer, then over its front wall (the
+            # arm cannot reach the gap's x from above at the travel height, this close to its base).
+            x = (S.DRAWER_HANDLE_X + 0.01 + S.DRAWER_FRONT_X) / 2 - s.drawer
+            y = v.drawer_y
+            yield from self._above((S.DRAWER_FRONT_X - 0.03, y), 0.0, CLOSED)
+            yield from self._go((S.DRAWER_FRONT_X - 0.03, y, 0.01), 0.0, CLOSED, tol=0.01)
+            yield from self._go((x, y, 0.01), 0.0, CLOSED, tol=0.008)
+            yield from self._go((x, y, z), 0.0, CLOSED, tol=0.008)
+            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, z), 0.0, CLOSED, tol=0.008, max_steps=120)
+            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, SAFE_Z), 0.0, CLOSED, tol=0.02, max_steps=40)
 
     def _button(self):
         bx, by = self.env.variant.button_xy

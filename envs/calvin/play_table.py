@@ -59,6 +59,7 @@ ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
 FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
 TCP_LINK = 11  # panda_grasptarget, between the fingertips
+IK_ITERATIONS = 50
 HAND_LINK = 8
 FINGER_LINKS = (9, 10)
 WORKSPACE_LOW = (0.10, -0.58, -0.14)
@@ -249,7 +250,8 @@ class CalvinPlayTableEnv(gym.Env):
             yaw = r.uniform(-math.pi / 6, math.pi / 6)
             if where == "table":
                 for _ in range(1000):
-                    x, y = r.uniform(0.36, 0.47), r.uniform(-0.30, 0.30)
+                    # Clear of the door handle (it reaches out to x = 0.46) and of the table's front edge.
+                    x, y = r.uniform(0.34, 0.42), r.uniform(-0.30, 0.30)
                     if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
                         break
                 else:  # pragma: no cover - the area holds three blocks easily
@@ -258,7 +260,9 @@ class CalvinPlayTableEnv(gym.Env):
                 z = sz / 2 + 0.001
             elif where == "slider":
                 lo, hi = v.open_half(door)
-                x, y = r.uniform(0.60, 0.64), r.uniform(lo + 0.08, hi - 0.08)
+                # Near the open half's middle, so the hand reaching in from the front clears the door.
+                x, y = r.uniform(0.60, 0.63), (lo + hi) / 2 + r.uniform(-0.03, 0.03)
+                yaw = r.uniform(-0.15, 0.15)  # square to the front: the gripper reaches it along x
                 z = sz / 2 + 0.001
             elif where == "drawer":
                 x = S.DRAWER_FRONT_X - drawer + 0.05 + r.uniform(0, 0.02)
@@ -291,7 +295,8 @@ class CalvinPlayTableEnv(gym.Env):
         self._gripper_action = 1.0 if action[6] > 0 else -1.0
         joints = p.calculateInverseKinematics(
             self.robot, TCP_LINK, target.tolist(), orn, lowerLimits=self._lower, upperLimits=self._upper,
-            jointRanges=self._ranges, restPoses=self._rest, maxNumIterations=20, physicsClientId=c)
+            jointRanges=self._ranges, restPoses=self._rest, maxNumIterations=IK_ITERATIONS,
+            residualThreshold=1e-4, physicsClientId=c)
         self._set_arm_targets(list(joints[:7]), FINGER_OPEN if self._gripper_action > 0 else 0.0)
         for _ in range(self._substeps):
             p.stepSimulation(physicsClientId=c)

@@ -245,3 +245,25 @@ def test_expert_completes_subtask(env, task, need):
         ok, steps = run_subtask(env, ScriptedExpert(env), task, spec, prefix, seed=int(rng.integers(2 ** 63)))
         wins += ok
     assert wins >= need
+
+
+# ----------------------------------------------------------------------------------------------- demos
+def test_expert_demonstrations_round_trip(tmp_path):
+    pytest.importorskip("pyarrow")
+    from core import seeding
+    from envs.calvin.demos import record_subtask_demos
+    from envs.demos import DemoDataset
+    cam_env = CalvinPlayTableEnv(scene="D", static_size=64, gripper_size=32)
+    try:
+        counts = record_subtask_demos(cam_env, ScriptedExpert(cam_env), tmp_path / "demos", ["turn_on_led"],
+                                      seeding.generator(0, "calvin_chains", 998))
+    finally:
+        cam_env.close()
+    assert counts == {"attempted": 1, "successes": 1, "written": 1}
+    ds = DemoDataset(tmp_path / "demos")
+    ep = ds.episode(0)
+    T = len(ep["action"])
+    assert 0 < T < 360 and ep["observation.state"].shape == (T, 15)
+    assert ep["observation.images.rgb_static"].shape == (T, 64, 64, 3)
+    assert ep["observation.images.rgb_gripper"].shape == (T, 32, 32, 3)
+    assert ep["task"] in phrasings("turn_on_led", "train") and bool(ep["next.success"][-1])

@@ -1,0 +1,70 @@
+"""Play-table demonstrations from the scripted experts, in the project's one on-disk format (envs/demos.py,
+LeRobot v2.1 layout): one episode per subtask, the steps from the subtask's start until its oracle says
+done (the steps of a prefix that sets it up, e.g. the lift before a place, are not recorded).
+
+Per step: ``observation.state`` = ``robot_obs`` (15), ``observation.images.rgb_static`` (200x200) and
+``observation.images.rgb_gripper`` (84x84), ``action`` (7, in [-1, 1]); the episode's task is a train
+phrasing of its subtask (envs/calvin/language.py), cycling over the phrasings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from envs.calvin.chains import STEPS_PER_SUBTASK, start_for
+from envs.calvin.language import instruction
+from envs.calvin.play_table import CONTROL_HZ, ROBOT_OBS_SIZE
+from envs.calvin.tasks import is_completed
+from envs.demos import DemoWriter
+
+
+def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: np.random.Generator,
+                         video: bool = False, only_successes: bool = True) -> dict:
+    """One expert episode per entry of `tasks` (starts from ``start_for(task, rng)``) written under root;
+    `env` must render its cameras. Returns counts."""
+    base = env.unwrapped
+    if not base.config.cameras:
+        raise ValueError("recording demonstrations needs the cameras: make the env with cameras=True")
+    space = base.observation_space
+    cameras = {k: tuple(space[k].shape) for k in ("rgb_static", "rgb_gripper")}
+    writer = DemoWriter(root, fps=CONTROL_HZ, state_dim=ROBOT_OBS_SIZE, action_dim=7, cameras=cameras,
+                        video=video, env_id=f"CalvinPlayTable-v0/{base.config.scene}")
+    attempted = written = successes = 0
+    for i, task in enumerate(tasks):
+        spec, prefix = start_for(task, rng)
+        seed = int(rng.integers(2 ** 63))
+        obs, _ = base.reset(seed=seed, options={"start": spec})
+        for t in prefix:
+            expert.start(t)
+            start = base.scene_state()
+            for _ in range(STEPS_PER_SUBTASK):
+                obs, *_ = base.step(expert.act())
+                if is_completed(t, start, base.scene_state()):
+                    break
+        expert.start(task)
+        start = base.scene_state()
+        rows = {"state": [], "action": [], "success": [], **{c: [] for c in cameras}}
+        for _ in range(STEPS_PER_SUBTASK):
+            action = expert.act()
+            rows["state"].append(obs["robot_obs"])
+            for c in cameras:
+                rows[c].append(obs[c])
+            rows["action"].append(action)
+            obs, *_ = base.step(action)
+            done = is_completed(task, start, base.scene_state())
+            rows["success"].append(done)
+            if done:
+                break
+        attempted += 1
+        ok = bool(rows["success"][-1])
+        successes += ok
+        if ok or not only_successes:
+            n = len(rows["action"])
+            success = np.asarray(rows["success"], bool)
+            writer.add_episode(np.stack(rows["state"]), np.stack(rows["action"]), success.astype(np.float32),
+                               np.arange(n) == n - 1, success, {c: np.stack(rows[c]) for c in cameras},
+                               task=instruction(task, "train", i), seed=seed)
+            written += 1
+    writer.close()
+    return {"attempted": attempted, "successes": successes, "written": written}
