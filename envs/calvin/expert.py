@@ -93,12 +93,15 @@ class ScriptedExpert:
     def _grasp(self, colour: str):
         b = self.state().blocks[colour]
         yaw = _grasp_yaw(b.yaw)
-        yield from self._above(b.pos, yaw, OPEN)
+        # In the drawer, the hand (3.6 cm either side of the fingers along x) must stay in front of the
+        # desk top's edge: a block deeper under the top is grasped off its centre (it is 5-7.5 cm long).
+        x = min(b.pos[0], S.DRAWER_FRONT_X - 0.045) if "drawer" in b.on else b.pos[0]
+        yield from self._above((x, b.pos[1]), yaw, OPEN)
         b = self.state().blocks[colour]
         z = b.pos[2]
-        yield from self._go((b.pos[0], b.pos[1], z + 0.06), yaw, OPEN, tol=0.01)
-        yield from self._go((b.pos[0], b.pos[1], z - 0.005), yaw, OPEN, max_steps=40)
-        yield from self._hold((b.pos[0], b.pos[1], z - 0.005), yaw, CLOSED, 12)
+        yield from self._go((x, b.pos[1], z + 0.06), yaw, OPEN, tol=0.01)
+        yield from self._go((x, b.pos[1], z - 0.005), yaw, OPEN, max_steps=40)
+        yield from self._hold((x, b.pos[1], z - 0.005), yaw, CLOSED, 12)
         return yaw, b.pos
 
     def _release_at(self, pos, yaw):
@@ -120,10 +123,12 @@ class ScriptedExpert:
         b = self.state().blocks[colour]
         yaw = _grasp_yaw(b.yaw)
         out_x = S.CABINET_FRONT_X - 0.10
+        # 1.2 cm above the block's middle, so the fingertips pass over the door's rail.
+        z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
-        yield from self._go((out_x, b.pos[1], b.pos[2]), yaw, OPEN, tol=0.008)
-        yield from self._go((b.pos[0], b.pos[1], b.pos[2]), yaw, OPEN, tol=0.006)
-        yield from self._hold((b.pos[0], b.pos[1], b.pos[2]), yaw, CLOSED, 12)
+        yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008)
+        yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, tol=0.006)
+        yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12)
         return yaw, b.pos
 
     def _lift(self, colour):
@@ -217,7 +222,7 @@ class ScriptedExpert:
         h = S.BLOCKS[colour][2]
         if where == "slider":
             lo, hi = v.open_half(s.door)
-            pos = (0.61, (lo + hi) / 2, h / 2 + 0.012)
+            pos = (0.58, (lo + hi) / 2, h / 2 + 0.012)
             yield from self._go((0.42, self._tcp()[0][1], 0.20), yaw, CLOSED, tol=0.02)
             yield from self._go((0.42, pos[1], 0.20), yaw, CLOSED, tol=0.01)
             yield from self._go((pos[0], pos[1], 0.20), yaw, CLOSED, tol=0.01)

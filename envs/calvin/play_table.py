@@ -230,7 +230,8 @@ class CalvinPlayTableEnv(gym.Env):
         self._set_arm_targets(list(HOME_JOINTS), FINGER_OPEN)
         if spec.door not in ("left", "right") or spec.drawer not in ("open", "closed"):
             raise ValueError(f"StartSpec door must be left|right and drawer open|closed, got {spec}")
-        door = (S.DOOR_TRAVEL - r.uniform(0, 0.02)) if spec.door == "left" else r.uniform(0, 0.02)
+        # The door at (within 5 mm of) an end: the open half is then wide enough for the hand to reach in.
+        door = (S.DOOR_TRAVEL - r.uniform(0, 0.005)) if spec.door == "left" else r.uniform(0, 0.005)
         drawer = r.uniform(S.DRAWER_TRAVEL - 0.02, S.DRAWER_TRAVEL) if spec.drawer == "open" else r.uniform(0, 0.01)
         self.led, self.bulb = int(spec.led), int(spec.bulb)
         switch = r.uniform(S.SWITCH_TRAVEL - 0.02, S.SWITCH_TRAVEL) if self.bulb else r.uniform(0, 0.02)
@@ -250,8 +251,8 @@ class CalvinPlayTableEnv(gym.Env):
             yaw = r.uniform(-math.pi / 6, math.pi / 6)
             if where == "table":
                 for _ in range(1000):
-                    # Clear of the door handle (it reaches out to x = 0.46) and of the table's front edge.
-                    x, y = r.uniform(0.34, 0.42), r.uniform(-0.30, 0.30)
+                    # Clear of the door handle (it reaches out to x = 0.44) and of the table's front edge.
+                    x, y = r.uniform(0.34, 0.40), r.uniform(-0.30, 0.30)
                     if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
                         break
                 else:  # pragma: no cover - the area holds three blocks easily
@@ -261,7 +262,7 @@ class CalvinPlayTableEnv(gym.Env):
             elif where == "slider":
                 lo, hi = v.open_half(door)
                 # Near the open half's middle, so the hand reaching in from the front clears the door.
-                x, y = r.uniform(0.60, 0.63), (lo + hi) / 2 + r.uniform(-0.03, 0.03)
+                x, y = r.uniform(0.57, 0.59), (lo + hi) / 2 + r.uniform(-0.01, 0.01)
                 yaw = r.uniform(-0.15, 0.15)  # square to the front: the gripper reaches it along x
                 z = sz / 2 + 0.001
             elif where == "drawer":
@@ -293,9 +294,10 @@ class CalvinPlayTableEnv(gym.Env):
             delta = p.getQuaternionFromAxisAngle((rotvec / angle).tolist(), angle)
             _, orn = p.multiplyTransforms([0, 0, 0], delta, [0, 0, 0], orn)
         self._gripper_action = 1.0 if action[6] > 0 else -1.0
+        # Damped least squares from the current joint positions (no null-space term: pybullet's null-space
+        # variant trades the orientation away near the workspace's far corners).
         joints = p.calculateInverseKinematics(
-            self.robot, TCP_LINK, target.tolist(), orn, lowerLimits=self._lower, upperLimits=self._upper,
-            jointRanges=self._ranges, restPoses=self._rest, maxNumIterations=IK_ITERATIONS,
+            self.robot, TCP_LINK, target.tolist(), orn, maxNumIterations=IK_ITERATIONS,
             residualThreshold=1e-4, physicsClientId=c)
         self._set_arm_targets(list(joints[:7]), FINGER_OPEN if self._gripper_action > 0 else 0.0)
         for _ in range(self._substeps):

@@ -37,15 +37,15 @@ DRAWER_HANDLE_Z = (-0.12, -0.07)
 
 # Cabinet: back wall, two side walls, a roof; the compartment's floor is the desk top. The sliding door
 # (half the cabinet's width) runs along its front on a prismatic joint.
-CABINET_FRONT_X = 0.52
-CABINET_BACK_X = 0.72
+CABINET_FRONT_X = 0.50  # near enough that the hand reaches the compartment's far corners pointing down
+CABINET_BACK_X = 0.68
 CABINET_WIDTH = 0.56
-CABINET_HEIGHT = 0.46
+CABINET_HEIGHT = 0.58  # the roof stays above the forearm when the hand reaches into the compartment
 DOOR_HEIGHT = 0.30
 DOOR_THICKNESS = 0.02
 DOOR_TRAVEL = CABINET_WIDTH / 2
 # The handle stays low, so the hand (above the closed fingers) clears its top while the fingers push its side.
-DOOR_HANDLE = dict(x=(0.46, 0.50), z=(0.035, 0.11), width=0.025)
+DOOR_HANDLE = dict(x=(0.44, 0.48), z=(0.035, 0.11), width=0.025)
 
 # Button (pressed down by up to BUTTON_TRAVEL) and the LED beside it.
 BUTTON_RADIUS = 0.03
@@ -98,9 +98,13 @@ class SceneVariant:
         return self.cabinet_y - CABINET_WIDTH / 4 + q
 
     def open_half(self, q: float) -> tuple[float, float]:
-        """The y range of the compartment the door leaves open (the half it is farther from)."""
+        """The y range of the compartment the door leaves open at joint value q: from the door's edge to
+        the far side wall's inner face."""
         lo, hi = self.cabinet_y_range
-        return (self.cabinet_y, hi) if q < DOOR_TRAVEL / 2 else (lo, self.cabinet_y)
+        centre = self.door_centre_y(q)
+        if q < DOOR_TRAVEL / 2:
+            return centre + CABINET_WIDTH / 4, hi - 0.02
+        return lo + 0.02, centre - CABINET_WIDTH / 4
 
 
 VARIANTS: dict[str, SceneVariant] = {
