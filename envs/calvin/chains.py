@@ -74,8 +74,8 @@ def effect(s: Symbolic, task: str) -> Symbolic | None:
         want = "open" if task == "open_drawer" else "closed"
         ok = g is None and s.drawer != want and (want == "open" or all(w != "drawer" for _, w in s.where))
         return replace(s, drawer=want) if ok else None
-    if task == "place_in_slider":
-        return s.moved(g, "slider") if g is not None else None
+    if task == "place_in_slider":  # the open half holds one block
+        return s.moved(g, "slider") if g is not None and all(w != "slider" for _, w in s.where) else None
     if task == "place_in_drawer":
         return s.moved(g, "drawer") if g is not None and s.drawer == "open" else None
     if task == "push_into_drawer":

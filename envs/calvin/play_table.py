@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -115,7 +115,7 @@ class PlayTableConfig:
 
 
 class CalvinPlayTableEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
     def __init__(self, render_mode: str | None = None, **config: Any):
         import pybullet as p
@@ -179,6 +179,10 @@ class CalvinPlayTableEnv(gym.Env):
             "robot_obs": gym.spaces.Box(-np.inf, np.inf, (ROBOT_OBS_SIZE,), np.float32),
             "scene_obs": gym.spaces.Box(-np.inf, np.inf, (SCENE_OBS_SIZE,), np.float32),
         })
+        # Every reset starts from this snapshot (bodies, joints and the solver's cached contacts): moving
+        # bodies with resetBasePositionAndOrientation alone keeps the last episode's contact cache, which
+        # warm-starts the solver differently, and one seed would not give one episode.
+        self._initial_state = p.saveState(physicsClientId=c)
         self.led = self.bulb = 0
         self._button_was_down = False
         self._gripper_action = 1.0
@@ -222,6 +226,7 @@ class CalvinPlayTableEnv(gym.Env):
 
     def _place(self, spec: StartSpec) -> None:
         p, c, r, v = self.p, self.client, self.np_random, self.variant
+        p.restoreState(self._initial_state, physicsClientId=c)
         for j, q in enumerate(HOME_JOINTS):
             p.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
         for j in FINGER_LINKS:
@@ -247,12 +252,13 @@ class CalvinPlayTableEnv(gym.Env):
         placed: list[tuple[float, float]] = []
         for colour in COLOURS:
             where = spec.where(colour)
-            sx, sy, sz = S.BLOCKS[colour]
+            _sx, _sy, sz = S.BLOCKS[colour]
             yaw = r.uniform(-math.pi / 6, math.pi / 6)
             if where == "table":
                 for _ in range(1000):
-                    # Clear of the door handle (it reaches out to x = 0.44) and of the table's front edge.
-                    x, y = r.uniform(0.34, 0.40), r.uniform(-0.30, 0.30)
+                    # Clear of the door handle (it reaches out to x = 0.44) and of the table's front edge; with room
+                    # on both sides for a 10 cm push before the button and switch plates (|y| > 0.38).
+                    x, y = r.uniform(0.34, 0.40), r.uniform(-0.25, 0.25)
                     if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
                         break
                 else:  # pragma: no cover - the area holds three blocks easily
@@ -267,7 +273,7 @@ class CalvinPlayTableEnv(gym.Env):
                 z = sz / 2 + 0.001
             elif where == "drawer":
                 x = S.DRAWER_FRONT_X - drawer + 0.05 + r.uniform(0, 0.02)
-                y = v.drawer_y + r.uniform(-0.06, 0.06)
+                y = v.drawer_y + r.uniform(-0.02, 0.02)  # the hand (21 cm across) fits between the side walls
                 z = S.DRAWER_Z[0] + 0.01 + sz / 2 + 0.001
                 yaw = r.uniform(-0.2, 0.2)
             else:
@@ -371,9 +377,10 @@ class CalvinPlayTableEnv(gym.Env):
                               and self.variant.cabinet_y_range[0] < pos[1] < self.variant.cabinet_y_range[1])
                     on.add("slider" if inside else "table")
             for other, ouid in self.blocks.items():
-                if other != colour and p.getContactPoints(uid, ouid, physicsClientId=c):
-                    if pos[2] > p.getBasePositionAndOrientation(ouid, physicsClientId=c)[0][2] + 0.02:
-                        on.add(other)
+                # Resting on another block: touching it, with the centre at least 2 cm higher.
+                if (other != colour and p.getContactPoints(uid, ouid, physicsClientId=c)
+                        and pos[2] > p.getBasePositionAndOrientation(ouid, physicsClientId=c)[0][2] + 0.02):
+                    on.add(other)
             blocks[colour] = BlockState(tuple(pos), tuple(quat), held, frozenset(on))
         return SceneState(door=joint[0], drawer=joint[1], button=joint[2], switch=joint[3], led=self.led,
                           bulb=self.bulb, blocks=blocks)

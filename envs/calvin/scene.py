@@ -45,7 +45,7 @@ DOOR_HEIGHT = 0.30
 DOOR_THICKNESS = 0.02
 DOOR_TRAVEL = CABINET_WIDTH / 2
 # The handle stays low, so the hand (above the closed fingers) clears its top while the fingers push its side.
-DOOR_HANDLE = dict(x=(0.44, 0.48), z=(0.035, 0.11), width=0.025)
+DOOR_HANDLE = {"x": (0.44, 0.48), "z": (0.035, 0.11), "width": 0.025}
 
 # Button (pressed down by up to BUTTON_TRAVEL) and the LED beside it.
 BUTTON_RADIUS = 0.03

@@ -29,7 +29,7 @@ class BlockState:
     @property
     def tilt(self) -> float:
         """Angle between the block's z axis and the world's (radians)."""
-        x, y, z, w = self.quat
+        x, y, _z, _w = self.quat
         return math.acos(max(-1.0, min(1.0, 1 - 2 * (x * x + y * y))))
 
 
