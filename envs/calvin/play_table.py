@@ -119,7 +119,6 @@ class CalvinPlayTableEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, **config: Any):
         import pybullet as p
-        import pybullet_data
 
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -139,24 +138,7 @@ class CalvinPlayTableEnv(gym.Env):
             self._renderer_flag = p.ER_BULLET_HARDWARE_OPENGL
         else:
             self._renderer_flag = p.ER_TINY_RENDERER
-        p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=c)
-        p.setGravity(0, 0, -9.81, physicsClientId=c)
-        p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
-        data = pybullet_data.getDataPath()
-        self.floor = p.loadURDF(f"{data}/plane.urdf", [0, 0, S.FLOOR_Z], physicsClientId=c)
-        self.robot = p.loadURDF(f"{data}/franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
-                                flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c)
-        self.desk = p.loadURDF(str(S.ASSETS / f"desk_{self.config.scene}.urdf"), useFixedBase=True,
-                               physicsClientId=c)
-        self.blocks = {colour: p.loadURDF(str(S.ASSETS / f"block_{colour}.urdf"), [1.5, i, 0.1],
-                                          physicsClientId=c) for i, colour in enumerate(COLOURS)}
-        self.block_of = {uid: colour for colour, uid in self.blocks.items()}
-        for uid in self.blocks.values():
-            p.changeDynamics(uid, -1, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=c)
-        for link in FINGER_LINKS:
-            p.changeDynamics(self.robot, link, lateralFriction=1.5, physicsClientId=c)
-        for j in (DRAWER, DOOR, SWITCH, BUTTON):
-            p.changeDynamics(self.desk, j, lateralFriction=0.6, physicsClientId=c)
+        self._build()
         self.arm_joints = list(range(7))
         info = [p.getJointInfo(self.robot, j, physicsClientId=c) for j in self.arm_joints]
         self._lower = [i[8] for i in info] + [0.0, 0.0]
@@ -179,15 +161,37 @@ class CalvinPlayTableEnv(gym.Env):
             "robot_obs": gym.spaces.Box(-np.inf, np.inf, (ROBOT_OBS_SIZE,), np.float32),
             "scene_obs": gym.spaces.Box(-np.inf, np.inf, (SCENE_OBS_SIZE,), np.float32),
         })
-        # Every reset starts from this snapshot (bodies, joints and the solver's cached contacts): moving
-        # bodies with resetBasePositionAndOrientation alone keeps the last episode's contact cache, which
-        # warm-starts the solver differently, and one seed would not give one episode.
-        self._initial_state = p.saveState(physicsClientId=c)
         self.led = self.bulb = 0
         self._button_was_down = False
         self._gripper_action = 1.0
         self.task: str | None = None
         self.start_state: SceneState | None = None
+        self._completed: set[str] = set()
+
+    def _build(self) -> None:
+        """Load the world into an empty client (at construction and at every reset: a fresh world is the
+        only state pybullet fully resets; restoring a saved state or moving bodies keeps solver and
+        inverse-kinematics caches that make an episode depend on the ones before it)."""
+        import pybullet_data
+        p, c = self.p, self.client
+        p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=c)
+        p.setGravity(0, 0, -9.81, physicsClientId=c)
+        p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
+        data = pybullet_data.getDataPath()
+        self.floor = p.loadURDF(f"{data}/plane.urdf", [0, 0, S.FLOOR_Z], physicsClientId=c)
+        self.robot = p.loadURDF(f"{data}/franka_panda/panda.urdf", [0, 0, 0], useFixedBase=True,
+                                flags=p.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c)
+        self.desk = p.loadURDF(str(S.ASSETS / f"desk_{self.config.scene}.urdf"), useFixedBase=True,
+                               physicsClientId=c)
+        self.blocks = {colour: p.loadURDF(str(S.ASSETS / f"block_{colour}.urdf"), [1.5, i, 0.1],
+                                          physicsClientId=c) for i, colour in enumerate(COLOURS)}
+        self.block_of = {uid: colour for colour, uid in self.blocks.items()}
+        for uid in self.blocks.values():
+            p.changeDynamics(uid, -1, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=c)
+        for link in FINGER_LINKS:
+            p.changeDynamics(self.robot, link, lateralFriction=1.5, physicsClientId=c)
+        for j in (DRAWER, DOOR, SWITCH, BUTTON):
+            p.changeDynamics(self.desk, j, lateralFriction=0.6, physicsClientId=c)
 
     # ------------------------------------------------------------------------------------ reset
     def sample_start(self) -> StartSpec:
@@ -226,7 +230,8 @@ class CalvinPlayTableEnv(gym.Env):
 
     def _place(self, spec: StartSpec) -> None:
         p, c, r, v = self.p, self.client, self.np_random, self.variant
-        p.restoreState(self._initial_state, physicsClientId=c)
+        p.resetSimulation(physicsClientId=c)
+        self._build()
         for j, q in enumerate(HOME_JOINTS):
             p.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
         for j in FINGER_LINKS:
