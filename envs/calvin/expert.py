@@ -167,7 +167,9 @@ class ScriptedExpert:
     def _slider(self, sign):
         s = self.state()
         y = self.env.variant.door_centre_y(s.door)
-        x = sum(S.DOOR_HANDLE["x"]) / 2
+        # The handle's front part, so that the hand (3.6 cm behind the fingers' axis) stays clear of the
+        # cabinet's side walls when the door is at an end.
+        x = S.DOOR_HANDLE["x"][0] + 0.008
         z = 0.07  # the hand, above the fingers, clears the handle's top (0.11)
         start = (x, y - sign * 0.04, z)
         end = (x, y - sign * 0.04 + sign * (S.DOOR_TRAVEL - 0.02), z)

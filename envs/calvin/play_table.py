@@ -305,10 +305,14 @@ class CalvinPlayTableEnv(gym.Env):
             delta = p.getQuaternionFromAxisAngle((rotvec / angle).tolist(), angle)
             _, orn = p.multiplyTransforms([0, 0, 0], delta, [0, 0, 0], orn)
         self._gripper_action = 1.0 if action[6] > 0 else -1.0
-        # Damped least squares from the current joint positions (no null-space term: pybullet's null-space
-        # variant trades the orientation away near the workspace's far corners).
+        # Null-space IK within the joint limits, its rest pose the current posture: the home posture as
+        # the rest pose pulls the solution away from the target orientation at the compartment's far
+        # corners, and no null-space term at all lets the posture drift into the joint limits.
+        current = [s[0] for s in p.getJointStates(self.robot, self.arm_joints + list(FINGER_LINKS),
+                                                  physicsClientId=c)]
         joints = p.calculateInverseKinematics(
-            self.robot, TCP_LINK, target.tolist(), orn, maxNumIterations=IK_ITERATIONS,
+            self.robot, TCP_LINK, target.tolist(), orn, lowerLimits=self._lower, upperLimits=self._upper,
+            jointRanges=self._ranges, restPoses=current, maxNumIterations=IK_ITERATIONS,
             residualThreshold=1e-4, physicsClientId=c)
         self._set_arm_targets(list(joints[:7]), FINGER_OPEN if self._gripper_action > 0 else 0.0)
         for _ in range(self._substeps):

@@ -114,10 +114,10 @@ VARIANTS: dict[str, SceneVariant] = {
     "B": SceneVariant("B", drawer_y=0.20, cabinet_y=-0.04, button_xy=(0.33, -0.44), switch_xy=(0.40, 0.44),
                       top_rgba=(0.82, 0.82, 0.78, 1), body_rgba=(0.30, 0.42, 0.55, 1),
                       handle_rgba=(0.75, 0.70, 0.35, 1)),
-    "C": SceneVariant("C", drawer_y=-0.14, cabinet_y=0.08, button_xy=(0.42, 0.44), switch_xy=(0.32, -0.44),
+    "C": SceneVariant("C", drawer_y=-0.14, cabinet_y=0.08, button_xy=(0.37, 0.44), switch_xy=(0.32, -0.44),
                       top_rgba=(0.45, 0.45, 0.48, 1), body_rgba=(0.62, 0.20, 0.18, 1),
                       handle_rgba=(0.90, 0.90, 0.90, 1)),
-    "D": SceneVariant("D", drawer_y=0.14, cabinet_y=-0.08, button_xy=(0.42, -0.44), switch_xy=(0.32, 0.44),
+    "D": SceneVariant("D", drawer_y=0.14, cabinet_y=-0.08, button_xy=(0.37, -0.44), switch_xy=(0.32, 0.44),
                       top_rgba=(0.60, 0.66, 0.52, 1), body_rgba=(0.85, 0.80, 0.65, 1),
                       handle_rgba=(0.25, 0.15, 0.10, 1)),
 }
