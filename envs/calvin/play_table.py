@@ -12,15 +12,16 @@ Observation (a dict, CALVIN's layout):
 Action, float32 [7] in [-1, 1]: CALVIN's relative action: tcp position change (x 0.02 m at 1), tcp
 orientation change (world-frame rotation vector, 0.05 rad per axis at 1) and the gripper (> 0 open,
 <= 0 close). The new tcp target is the current tcp pose moved by the action, kept inside a workspace
-box; inverse kinematics (pybullet's, with the home posture as the null-space rest pose) turns it into
-arm joint targets for position control. 30 Hz control: 8 physics steps of 1/240 s per env step.
+box; inverse kinematics (pybullet's null-space IK within the joint limits, around the current posture)
+turns it into arm joint targets for position control. 30 Hz control: 8 physics steps of 1/240 s per env step.
 
 Renderer (``renderer``): ``tiny`` is pybullet's software TinyRenderer (any CPU, the default);
 ``egl`` loads pybullet's eglRenderer plugin and renders with the GPU's OpenGL (a GPU machine; the
 camera images then come from ER_BULLET_HARDWARE_OPENGL). ``cameras: false`` renders nothing and leaves
 the two images black (experts and oracle checks need no pixels).
 
-Seeding: ``reset(seed=s)`` determines the episode; all randomness comes from ``self.np_random``.
+Seeding: ``reset(seed=s)`` determines the episode; all randomness comes from ``self.np_random``, and
+every reset rebuilds the world in an emptied client, so nothing of an earlier episode carries over.
 ``reset(options={"start": StartSpec})`` sets the symbolic start (door side, drawer, lights, where
 each block is: the chain evaluation uses it), the rest still drawn from the seed.
 
