@@ -21,6 +21,7 @@ import numpy as np
 from envs.calvin import scene as S
 from envs.calvin.play_table import MAX_REL_ORN, MAX_REL_POS
 from envs.calvin.state import COLOURS, SceneState
+from envs.calvin.tasks import TASKS
 
 OPEN, CLOSED = 1.0, -1.0
 SAFE_Z = 0.22  # travel height between waypoints
@@ -239,8 +240,10 @@ class ScriptedExpert:
     def _push_into_drawer(self):
         s, v = self.state(), self.env.variant
         # The first block (in COLOURS order) on the table: the one the chain generator's symbolic model moves.
-        colour = next(c for c in COLOURS if "table" in s.blocks[c].on
-                      and not any(c in s.blocks[o].on for o in COLOURS))
+        colour = next((c for c in COLOURS if "table" in s.blocks[c].on
+                       and not any(c in s.blocks[o].on for o in COLOURS)), None)
+        if colour is None:  # the scene is not what the subtask needs (an earlier one went astray): give up
+            return
         h = S.BLOCKS[colour][2]
         yield from self._grasp(colour)
         yield from self._release_at((S.DRAWER_FRONT_X + 0.05, v.drawer_y, h / 2 + 0.01), 0.0)
@@ -253,15 +256,19 @@ class ScriptedExpert:
         s = self.state()
         colour = s.held_block() or COLOURS[0]
         # The first free block on the table (COLOURS order), as the chain generator's symbolic model has it.
-        below = next(c for c in COLOURS if c != colour and "table" in s.blocks[c].on
-                     and not any(c in s.blocks[o].on for o in COLOURS))
+        below = next((c for c in COLOURS if c != colour and "table" in s.blocks[c].on
+                      and not any(c in s.blocks[o].on for o in COLOURS)), None)
+        if below is None:
+            return
         b = s.blocks[below]
         z = b.pos[2] + S.BLOCKS[below][2] / 2 + S.BLOCKS[colour][2] / 2 + 0.01
         yield from self._release_at((b.pos[0], b.pos[1], z), _grasp_yaw(b.yaw))
 
     def _unstack(self):
         s = self.state()
-        colour = next(c for c in COLOURS if s.blocks[c].on & set(COLOURS))
+        colour = next((c for c in COLOURS if s.blocks[c].on & set(COLOURS)), None)
+        if colour is None:
+            return
         yaw, _ = yield from self._grasp(colour)
         x, y = self._free_table_spot(colour)
         yield from self._release_at((x, y, S.BLOCKS[colour][2] / 2 + 0.008), yaw)
@@ -295,9 +302,23 @@ class ScriptedExpert:
     def state(self) -> SceneState:
         return self.env.scene_state()
 
+    def _clear_then(self, task: str):
+        """Subtasks that need no held block begin by opening the gripper and rising above whatever it was
+        last touching: the previous subtask counts as done as soon as its oracle says so, which may be with
+        the fingers still around a block it has just let go of."""
+        if task not in ("place_in_slider", "place_in_drawer", "stack_block"):
+            tcp, _ = self._tcp()
+            yaw = self._yaw_now()
+            yield from self._hold(tcp, yaw, OPEN, 6)
+            if tcp[2] < SAFE_Z - 0.02:
+                yield from self._go((tcp[0], tcp[1], tcp[2] + 0.06), yaw, OPEN, tol=0.01, max_steps=20)
+        yield from self._script_for(task)
+
     def start(self, task: str) -> None:
+        if task not in TASKS:
+            raise ValueError(f"no expert for subtask {task!r}; see envs.calvin.tasks.TASKS")
         self.task = task
-        self._script = self._script_for(task)
+        self._script = self._clear_then(task)
         self._last = None
 
     def act(self) -> np.ndarray:

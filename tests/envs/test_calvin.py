@@ -267,3 +267,14 @@ def test_expert_demonstrations_round_trip(tmp_path):
     assert ep["observation.images.rgb_static"].shape == (T, 64, 64, 3)
     assert ep["observation.images.rgb_gripper"].shape == (T, 32, 32, 3)
     assert ep["task"] in phrasings("turn_on_led", "train") and bool(ep["next.success"][-1])
+
+
+def test_expert_holds_still_when_the_scene_does_not_allow_its_subtask(env):
+    env.reset(seed=4, options={"start": StartSpec()})  # nothing is stacked
+    expert = ScriptedExpert(env)
+    expert.start("unstack_block")
+    for _ in range(40):  # past the opening move every script begins with (open, rise if low)
+        env.step(action := expert.act())
+    np.testing.assert_array_equal(action, np.array([0, 0, 0, 0, 0, 0, 1], np.float32))
+    with pytest.raises(ValueError, match="no expert for subtask"):
+        expert.start("juggle")
