@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 # A learner that costs little, so that the short runs measure something on a busy machine.
 TINY_SAC = ["policy.hidden=[32,32]", "sac.batch_size=32", "runner.log_every_s=0.1"]
@@ -132,6 +134,15 @@ def test_env_speed_benchmark_reports_physics_and_env_rates():
     for key in ("mj_step_per_s", "state_steps_per_s"):
         assert plausible(result[key], *RATE), (key, result)
     assert plausible(result["state_efficiency"], *RATIO), result  # 0.85-1.0 measured
+
+
+def test_env_speed_benchmark_calvin_play_table():
+    pytest.importorskip("pybullet")
+    result = run_script("benchmarks/env_speed.py", "--calvin", "--seconds", "0.5", "--num-envs", "1")
+    rows = {(r["cameras"], r["processes"]): r for r in result["rows"]}
+    assert set(rows) == {(True, 1), (False, 1)}
+    # Rendering both cameras costs most of a step: without them the env is faster.
+    assert plausible(rows[(False, 1)]["steps_per_s"], rows[(True, 1)]["steps_per_s"], 1e9), result
 
 
 def test_snapshot_stall_benchmark_compares_inline_and_background_snapshots(tmp_path):
