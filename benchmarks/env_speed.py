@@ -286,7 +286,7 @@ def calvin_main(args) -> int:
                 results = pool.map(_calvin_worker, [(args.seconds, cameras, args.renderer, i) for i in range(n)])
             rate = sum(steps / elapsed for steps, elapsed in results)
             rows.append({"cameras": cameras, "processes": n, "steps_per_s": rate, "per_process": rate / n})
-            print(f"CalvinPlayTable-v0 cameras={str(cameras):5s} processes={n}: {rate:8.1f} env steps/s "
+            print(f"CalvinPlayTable-v0 cameras={cameras!s:5s} processes={n}: {rate:8.1f} env steps/s "
                   f"({rate / n:.1f} per process)", flush=True)
     out = {"env": "CalvinPlayTable-v0", "scene": "D", "renderer": args.renderer, "cpu_count": os.cpu_count(),
            "rows": rows}

@@ -14,7 +14,7 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
     if e.name not in ("envs.franka",):
         raise
 
-import envs.calvin  # noqa: E402,F401  (registers CalvinPlayTable-v0; pybullet is imported when one is made)
+import envs.calvin  # noqa: F401  (registers CalvinPlayTable-v0; pybullet is imported when one is made)
 
 # ManiSkill 3 (the `maniskill` extra). Not imported here: importing mani_skill takes 3-9 s, which every
 # role process and test importing `envs` would pay. `envs.maniskill` is imported when a ManiSkill env is
