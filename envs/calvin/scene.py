@@ -193,7 +193,8 @@ def desk_urdf(v: SceneVariant) -> str:
     # Button base plate, LED housing; switch rail; bulb socket on the cabinet roof.
     bx, by = v.button_xy
     base += _slab((bx - 0.05, bx + 0.05), (by - 0.05, by + 0.05), (0.0, 0.01), body)
-    led_y = by - 0.075 if by > 0 else by + 0.075
+    # The LED on the button's far side, so a block pushed towards the button stops only at its plate.
+    led_y = by + 0.075 if by > 0 else by - 0.075
     base += _slab((bx - 0.02, bx + 0.02), (led_y - 0.02, led_y + 0.02), (0.0, 0.015), body)
     sx, sy = v.switch_xy
     rail = SWITCH_TRAVEL / 2 + SWITCH_KNOB[1]
