@@ -86,3 +86,23 @@ def save_tiny_openvla(directory: str | Path, seed: int = 0, fused: bool = True,
     tiny_tokenizer(model.config.text_vocab_size).save_pretrained(directory)
     (directory / "dataset_statistics.json").write_text(json.dumps(model.config.norm_stats, indent=2))
     return directory
+
+
+def save_tiny_oft(directory: str | Path, seed: int = 0, proprio_dim: int = 8, step: int = 50000) -> Path:
+    """A tiny OFT directory (oft_checkpoint.py): the OpenVLA files, OFT's two heads as DDP-saved .pt state dicts
+    (``module.`` prefixes), and a peft ``lora_adapter/``."""
+    from policies.vla.lora import LoRASettings, add_lora
+    from policies.vla.oft_checkpoint import L1RegressionActionHead, ProprioProjector
+
+    directory = save_tiny_openvla(directory, seed=seed)
+    cfg = OpenVLAConfig.from_pretrained(directory)
+    width = cfg.text_config.hidden_size
+    torch.manual_seed(seed + 1)
+    head = L1RegressionActionHead(width, hidden_dim=width, action_dim=cfg.action_dim)
+    proprio = ProprioProjector(proprio_dim, width)
+    for name, module in (("action_head", head), ("proprio_projector", proprio)):
+        torch.save({f"module.{k}": v for k, v in module.state_dict().items()},
+                   directory / f"{name}--{step}_checkpoint.pt")
+    base = OpenVLAForActionPrediction.from_pretrained(directory)
+    add_lora(base, LoRASettings(rank=4, alpha=8, init=False)).save_pretrained(directory / "lora_adapter")
+    return directory
