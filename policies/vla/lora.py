@@ -17,7 +17,7 @@ from torch import nn
 # Module names relative to the VLA model (peft matches the whole name against this regex).
 LORA_TARGET_REGEX = (r"^(language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
                      r"|projector\.fc\d"
-                     r"|(vision_backbone\.\w+|image_encoder)\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc\d))$")
+                     r"|vision_backbone\.\w+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc\d))$")
 
 
 @dataclass(frozen=True)
