@@ -19,8 +19,8 @@ Encoding clips at both ends, so an action outside [-1, 1] becomes the end bin's 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class ActionStats:
         object.__setattr__(self, "mask", mask)
 
     @classmethod
-    def from_norm_stats(cls, norm_stats: Mapping, dataset: str | None = None) -> "ActionStats":
+    def from_norm_stats(cls, norm_stats: Mapping, dataset: str | None = None) -> ActionStats:
         """From OpenVLA's ``norm_stats`` / ``dataset_statistics.json``: {dataset: {"action": {"q01", "q99", "mask"}}}.
 
         ``dataset`` may be omitted when the statistics hold exactly one data set. A missing mask means all dims.

@@ -16,6 +16,7 @@ so every row's first action token is predicted from the last column.
 from __future__ import annotations
 
 import inspect
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -70,9 +71,9 @@ class OpenVLAForActionPrediction(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
-    _no_split_modules = ["LlamaDecoderLayer", "Block"]
+    _no_split_modules: ClassVar[list[str]] = ["LlamaDecoderLayer", "Block"]
     # In published checkpoints, not used by the forward (vision.py): SigLIP's pooling head.
-    _keys_to_ignore_on_load_unexpected = [r"attn_pool\.", r"\.head\."]
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"attn_pool\.", r"\.head\."]
 
     def __init__(self, config: OpenVLAConfig):
         super().__init__(config)

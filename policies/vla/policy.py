@@ -14,8 +14,9 @@ of B strings; without it the config's instruction is used for every env).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

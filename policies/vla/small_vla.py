@@ -29,8 +29,12 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
-from policies.efficientnet_lite import (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_lite0,
-                                        load_efficientnet_lite0_weights)
+from policies.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    efficientnet_lite0,
+    load_efficientnet_lite0_weights,
+)
 from policies.resnet10 import check_tensors
 from policies.vla.action_tokenizer import N_BINS, ActionTokenizer
 from policies.vla.modeling_openvla import decoder_forward, left_pad
@@ -62,7 +66,7 @@ class SmallVLAConfig:
             raise ValueError("SmallVLA needs layers >= 1 and max_instruction_tokens >= 3 ([CLS] word [SEP])")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SmallVLAConfig":
+    def from_dict(cls, data: dict) -> SmallVLAConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -132,7 +136,7 @@ class SmallVLA(nn.Module):
         self.register_buffer("image_mean", torch.tensor(EFFICIENTNET_LITE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(EFFICIENTNET_LITE_STD).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "SmallVLA":
+    def train(self, mode: bool = True) -> SmallVLA:
         super().train(mode)
         self.image_encoder.eval()  # BatchNorm statistics stay the pretrained ones
         return self

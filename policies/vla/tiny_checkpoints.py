@@ -48,11 +48,11 @@ def tiny_tokenizer(text_vocab_size: int = TINY_TEXT_VOCAB) -> PreTrainedTokenize
 def tiny_openvla_config(fused: bool = True, hidden: int = 64, layers: int = 2, image_size: int = 28,
                         text_vocab_size: int = TINY_TEXT_VOCAB) -> OpenVLAConfig:
     """OpenVLA-7B's config with every width shrunk (2 ViTs of width 32, Llama of width `hidden`)."""
-    dino = dict(embed_dim=32, depth=2, num_heads=2, mlp_hidden=64, patch_size=14, image_size=image_size,
-                class_token=True, reg_tokens=4, layer_scale=True, no_embed_class=True,
-                mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-    siglip = dict(embed_dim=48, depth=2, num_heads=2, mlp_hidden=64, patch_size=14, image_size=image_size,
-                  class_token=False, mean=list(SIGLIP_MEAN), std=list(SIGLIP_STD))
+    dino = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_hidden": 64, "patch_size": 14, "image_size": image_size,
+            "class_token": True, "reg_tokens": 4, "layer_scale": True, "no_embed_class": True,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    siglip = {"embed_dim": 48, "depth": 2, "num_heads": 2, "mlp_hidden": 64, "patch_size": 14,
+              "image_size": image_size, "class_token": False, "mean": list(SIGLIP_MEAN), "std": list(SIGLIP_STD)}
     padded = -(-(text_vocab_size + 1) // 64) * 64
     text = LlamaConfig(vocab_size=padded, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
