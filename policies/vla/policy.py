@@ -56,6 +56,22 @@ class VLAPolicyConfig:
         return self.action_dim * self.action_chunk
 
 
+LOG_PROB_LEVELS = ("token", "action", "chunk")
+
+
+def group_log_probs(log_probs: Tensor, action_dim: int, level: str) -> Tensor:
+    """Per-token log-probabilities [B, chunk * action_dim] summed to the level a PPO ratio is taken at (RLinf's
+    ``logprob_type``): "token" [B, n] as they are, "action" [B, chunk], "chunk" [B]."""
+    if level not in LOG_PROB_LEVELS:
+        raise ValueError(f"log-prob level must be one of {', '.join(LOG_PROB_LEVELS)}, got {level!r}")
+    if log_probs.shape[-1] % action_dim:
+        raise ValueError(f"{log_probs.shape[-1]} tokens are not a whole number of {action_dim}-D actions")
+    if level == "token":
+        return log_probs
+    per_action = log_probs.reshape(*log_probs.shape[:-1], -1, action_dim).sum(-1)
+    return per_action if level == "action" else per_action.sum(-1)
+
+
 PromptEncoder = Callable[[Tensor, list[str]], tuple[Tensor, Tensor]]
 
 

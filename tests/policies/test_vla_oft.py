@@ -6,7 +6,12 @@ from transformers import PreTrainedTokenizerFast
 
 from policies.vla import autoregressive, parallel
 from policies.vla.modeling_openvla import OpenVLAForActionPrediction, position_ids_of
-from policies.vla.policy import VLAPolicy, VLAPolicyConfig, openvla_prompt_encoder
+from policies.vla.policy import (
+    VLAPolicy,
+    VLAPolicyConfig,
+    group_log_probs,
+    openvla_prompt_encoder,
+)
 from policies.vla.prompt import prompt_token_ids
 from policies.vla.sampling import SamplingConfig, action_log_probs
 from policies.vla.tiny_checkpoints import save_tiny_openvla
@@ -110,3 +115,14 @@ def test_sampled_chunk_log_probs_equal_the_training_pass(loaded):
     assert policy.env_actions(tokens).shape == (2, 8, 7)
     (scored.log_probs.sum() + scored.values.sum()).backward()
     assert model.value_head.mlp[0].weight.grad is not None
+
+
+def test_log_probs_sum_per_action_and_per_chunk():
+    lp = torch.arange(2 * CHUNK, dtype=torch.float32).reshape(2, CHUNK)
+    torch.testing.assert_close(group_log_probs(lp, 7, "token"), lp)
+    per_action = group_log_probs(lp, 7, "action")
+    assert per_action.shape == (2, 8)
+    torch.testing.assert_close(per_action[0, 1], lp[0, 7:14].sum())
+    torch.testing.assert_close(group_log_probs(lp, 7, "chunk"), lp.sum(1))
+    with pytest.raises(ValueError):
+        group_log_probs(lp[:, :10], 7, "action")
