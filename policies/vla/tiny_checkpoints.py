@@ -21,7 +21,9 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from policies.vla.configuration_openvla import OpenVLAConfig
+from policies.vla.lora import LoRASettings, add_lora
 from policies.vla.modeling_openvla import OpenVLAForActionPrediction
+from policies.vla.oft_checkpoint import L1RegressionActionHead, ProprioProjector
 from policies.vla.vision import IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD
 
 TINY_TEXT_VOCAB = 512
@@ -91,9 +93,6 @@ def save_tiny_openvla(directory: str | Path, seed: int = 0, fused: bool = True,
 def save_tiny_oft(directory: str | Path, seed: int = 0, proprio_dim: int = 8, step: int = 50000) -> Path:
     """A tiny OFT directory (oft_checkpoint.py): the OpenVLA files, OFT's two heads as DDP-saved .pt state dicts
     (``module.`` prefixes), and a peft ``lora_adapter/``."""
-    from policies.vla.lora import LoRASettings, add_lora
-    from policies.vla.oft_checkpoint import L1RegressionActionHead, ProprioProjector
-
     directory = save_tiny_openvla(directory, seed=seed)
     cfg = OpenVLAConfig.from_pretrained(directory)
     width = cfg.text_config.hidden_size

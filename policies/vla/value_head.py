@@ -18,11 +18,10 @@ class ValueHead(nn.Module):
             layers += [nn.Linear(width, int(h)), nn.GELU()]
             width = int(h)
         self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
-        # A zero last layer: the first values are 0, so the first advantages are the returns themselves.
+        # A zero last layer: a freshly built head's values are 0, so the first advantages are the returns themselves.
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, hidden_state: Tensor) -> Tensor:
         """[B, in_dim] -> [B] in float32 (a bfloat16 LM still gives fp32 values for the value loss)."""
-        return self.mlp(hidden_state.to(self.mlp[0].weight.dtype if len(self.mlp) > 1 else hidden_state.dtype)
-                        ).squeeze(-1).float()
+        return self.mlp(hidden_state.to(self.mlp[0].weight.dtype)).squeeze(-1).float()

@@ -75,10 +75,25 @@ def test_loads_the_published_layout(checkpoint):
     np.testing.assert_allclose(stats.unnormalize(-np.ones(7)), [-0.05] * 3 + [-0.2] * 3 + [-1.0])
 
 
-def test_openvla_7b_config_gives_the_published_shapes():
+# The fields of OpenVLA-7B's config.json (its norm_stats shortened to one data set).
+OPENVLA_7B_CONFIG = {
+    "arch_specifier": "no-align+fused-gelu-mlp", "architectures": ["OpenVLAForActionPrediction"],
+    "hf_llm_id": "meta-llama/Llama-2-7b-hf", "image_resize_strategy": "resize-naive", "image_sizes": [224, 224],
+    "llm_backbone_id": "llama2-7b-pure", "llm_max_length": 2048, "model_type": "openvla", "n_action_bins": 256,
+    "norm_stats": TINY_NORM_STATS, "output_projector_states": False, "pad_to_multiple_of": 64, "pad_token_id": 32000,
+    "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064},
+    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+    "timm_override_act_layers": [None, None], "torch_dtype": "bfloat16", "transformers_version": "4.40.1",
+    "use_fused_vision_backbone": True, "vision_backbone_id": "dinosiglip-vit-so-400m-224px",
+}
+
+
+def test_openvla_7b_config_gives_the_published_shapes(tmp_path):
     """The published config.json's sparse fields build OpenVLA-7B's shapes (on the meta device: no memory)."""
-    cfg = OpenVLAConfig(text_config={"model_type": "llama", "pad_token_id": 32000, "vocab_size": 32064},
-                        norm_stats=TINY_NORM_STATS)
+    (tmp_path / "config.json").write_text(json.dumps(OPENVLA_7B_CONFIG))
+    cfg = OpenVLAConfig.from_pretrained(tmp_path)
+    assert cfg.text_config.hidden_size == 4096 and cfg.text_config.num_hidden_layers == 32
+    assert cfg.use_fused_vision_backbone and cfg.text_vocab_size == 32000
     with torch.device("meta"):
         model = OpenVLAForActionPrediction(cfg)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
