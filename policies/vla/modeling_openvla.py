@@ -39,8 +39,8 @@ def left_pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
     return embeds, mask
 
 
-# transformers 5.24 renamed the decoder's cache argument and output from past_key_values to cache (the old names
-# warn); earlier 5.x releases know only past_key_values.
+# transformers 5.24 names the decoder's cache argument and output `cache` (past_key_values still works there but
+# warns); older releases know only past_key_values. The argument's name is read from the decoder's signature.
 _CACHE_ARGUMENT: dict[type, str] = {}
 
 
