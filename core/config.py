@@ -101,7 +101,8 @@ class ReplayConfig:
         "capacity": R.count(1, 10**13), "capacity_gb": R.at_least(0, 10**6), "min_size": R.count(1),
         "prefetch": R.count(1, 1024), "heartbeat_timeout_s": R.POSITIVE_SECONDS, "rollout_timeout_s": R.POSITIVE_SECONDS,
         "snapshot_every_s": R.SECONDS, "keep_snapshots": R.count(1, 1000), "max_actors": R.count(1, 65_536),
-        "max_pending_samples": R.count(1, 1_000_000), "max_batch_size": R.count(1, 2**31)}
+        "max_pending_samples": R.count(1, 1_000_000), "max_batch_size": R.count(1, 2**31),
+        "rows_max_mb": R.Range(1, 400)}
 
     capacity: int = 1_000_000  # transitions
     capacity_gb: float = 0.0  # > 0: capacity derived from this memory budget instead
@@ -120,11 +121,15 @@ class ReplayConfig:
     max_actors: int = 256
     max_pending_samples: int = 64
     max_batch_size: int = 65_536
+    # A learner with its own copy of the buffer (learner.batch_source=device) gets the new rows with each reply, at
+    # most this many MB of them (it catches up over several replies after a restart; a message may hold 512 MB).
+    rows_max_mb: float = 256.0
 
 
 @dataclass
 class LearnerConfig:
-    RULES: ClassVar[dict] = {"num_threads": R.count(0, 4096), "publish_every": R.count(1), "amp": R.OneOf(("none", "bf16"))}
+    RULES: ClassVar[dict] = {"num_threads": R.count(0, 4096), "publish_every": R.count(1), "amp": R.OneOf(("none", "bf16")),
+                             "batch_source": R.OneOf(("auto", "device", "service"))}
 
     device: str = "auto"  # "auto" picks cuda:0 when there is a GPU
     num_threads: int = 0  # torch CPU threads; 0 = leave one core to the other roles
@@ -133,6 +138,13 @@ class LearnerConfig:
     # of compiling; needs a C++ compiler on a CPU-only machine.
     compile: bool = False
     amp: str = "none"  # "none" | "bf16"
+    # Off-policy, where the learner's batches are sampled. "device": from a copy of the replay buffer in the
+    # learner's device memory, kept current with the rows the replay service stores (about one transition per
+    # update), so no batch crosses the host (the vision preset's are 50 MB each, 4 per learner step); it needs the
+    # buffer's size free on the device (replay.capacity_gb). "service": the replay service samples and sends each
+    # batch. "auto": device when the learner runs on a GPU; on a CPU the service's sampling runs in parallel on
+    # another core, which is faster than sampling in the learner's own loop.
+    batch_source: str = "auto"  # "auto" | "device" | "service"
 
 
 @dataclass

@@ -4,6 +4,9 @@ The thread owns the learner's DEALER socket (ZeroMQ sockets are not thread
 safe), keeps `prefetch` sample requests in flight, and turns each reply into
 tensors on the learner's device while the main thread is busy updating. When
 the data is there, the learner never waits for it.
+
+With a DeviceReplay (learner.batch_source=device) the replies are rows for that copy of the buffer instead of
+batches; get() writes them into it and samples the batch there, on the device.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import zmq
 
 from core import tree
 from core.net import make_socket
+from learner.device_replay import DeviceReplay
 from wire import protocol
 from wire.protocol import Kind
 
@@ -40,9 +44,10 @@ def to_device(batch, device: torch.device):
 
 class BatchFetcher:
     def __init__(self, ctx: zmq.Context, address: str, batch_size: int, prefetch: int, device: torch.device,
-                 sender: str = "learner", curve: str = "client"):
+                 sender: str = "learner", curve: str = "client", copy: DeviceReplay | None = None):
         self.address, self.batch_size, self.prefetch, self.device = address, batch_size, prefetch, device
         self.ctx, self.sender, self.curve = ctx, sender, curve
+        self.copy = copy  # None: the replies are batches
         # Holds at most `prefetch` batches (the fetcher stops receiving at that), with up to `prefetch` more requested.
         self.queue: queue.Queue = queue.Queue()
         self._room = threading.Event()  # set by get() when the learner has taken half of the queue
@@ -52,7 +57,7 @@ class BatchFetcher:
         self._thread = threading.Thread(target=self._run, name="batch-fetcher", daemon=True)
         self.error: BaseException | None = None
 
-    def start(self) -> "BatchFetcher":
+    def start(self) -> BatchFetcher:
         self._thread.start()
         return self
 
@@ -61,12 +66,16 @@ class BatchFetcher:
         if self.error is not None:
             raise RuntimeError("batch fetcher thread failed") from self.error
         try:
-            batch = self.queue.get(timeout=timeout)
+            reply = self.queue.get(timeout=timeout)
         except queue.Empty:
             return None
         if self.queue.qsize() <= self.prefetch // 2:
             self._room.set()
-        return batch
+        if self.copy is None:
+            return reply
+        meta, rows = reply
+        self.copy.apply(meta, rows)  # a RowsError here is a broken copy: the learner stops and is restarted
+        return self.copy.sample(self.batch_size)
 
     def _run(self) -> None:
         try:
@@ -96,21 +105,28 @@ class BatchFetcher:
                 if time.time() - last_request > REASK_AFTER_S:
                     in_flight = 0
                 seq += 1
-                protocol.send(sock, Kind.SAMPLE, sender=self.sender, seq=seq, meta={"batch_size": self.batch_size})
+                meta = {"batch_size": self.batch_size, **({"rows": True} if self.copy is not None else {})}
+                protocol.send(sock, Kind.SAMPLE, sender=self.sender, seq=seq, meta=meta)
                 in_flight += 1
                 last_request = time.time()
                 continue
             if not sock.poll(100):
                 continue
             try:
-                _, msg = protocol.recv(sock, kinds={Kind.BATCH})
+                _, msg = protocol.recv(sock, kinds={Kind.ROWS} if self.copy is not None else {Kind.BATCH})
             except protocol.ProtocolError:
                 self.rejected += 1
                 continue
             in_flight = max(0, in_flight - 1)
             last_request = time.time()
             self.env_steps = int(msg.meta.get("env_steps", self.env_steps))
-            self.queue.put(to_device(msg.arrays, self.device))
+            arrays = to_device(msg.arrays, self.device)
+            if self.copy is None:
+                self.queue.put(arrays)
+            elif isinstance(msg.meta.get("rows"), dict):
+                self.queue.put((msg.meta["rows"], arrays))
+            else:
+                self.rejected += 1
         sock.close(0)
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ from learner.checkpoint import (
     save_checkpoint,
 )
 from learner.configs import SACConfig
+from learner.device_replay import DeviceReplay
 from learner.sac import SAC
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
@@ -60,9 +61,16 @@ class OffPolicyLearner(Learner):
         resumed_version = self._resume() if self._should_resume() else 0
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
         self.publisher.policy_version = resumed_version
+        source = cfg.learner.batch_source
+        if source == "auto":
+            source = "device" if self.device.type == "cuda" else "service"
+        self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample")) \
+            if source == "device" else None
+        where = "by the replay service" if self.copy is None else f"on {self.device}, from a copy of the buffer"
+        self.log.info(f"training batches are sampled {where}")
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
                                     cfg.replay.prefetch, self.device,
-                                    curve=curve_side(cfg, "replay_learner", "client")).start()
+                                    curve=curve_side(cfg, "replay_learner", "client"), copy=self.copy).start()
 
     def weights(self) -> dict[str, np.ndarray]:
         # A copy: the optimiser changes parameters in place while ZeroMQ may still be sending the buffers.
@@ -166,7 +174,8 @@ class OffPolicyLearner(Learner):
         return {"updates": self.updates, "learner_steps": self.learner_steps,
                 "policy_version": self.publisher.policy_version,
                 "skipped_updates": self.sac.skipped_updates, "nonfinite_weights": self.nonfinite_weights,
-                "checkpoint_failures": self.checkpoint_failures}
+                "checkpoint_failures": self.checkpoint_failures,
+                **({} if self.copy is None else {"copy_transitions": len(self.copy), "copy_resets": self.copy.resets})}
 
     def run(self) -> int:
         cfg = self.cfg

@@ -113,6 +113,51 @@ class ReplayBuffer:
         return {"obs": obs, "next_obs": next_obs, "action": self.action[t], "reward": self.reward[t],
                 "terminated": self.terminated[t]}
 
+    # -- rows for a copy of the buffer elsewhere (the learner's, on its GPU: learner/device_replay.py) --------
+    def rows_since(self, transition: int, max_bytes: float) -> list[tuple[int, int, int, int]]:
+        """The live rows from absolute transition index `transition` on, oldest first, as (first transition, first
+        observation, steps, observations), as many as fit `max_bytes` (always at least one, if there is one).
+
+        A copy that applies these rows in order, at the same slots, holds exactly this buffer's live transitions
+        from `max(self.start, first row)` to the last row's end: it needs no eviction logic of its own.
+        """
+        found = []
+        ends = self.written, self.obs_written  # where the newest row ends
+        for first_tr, first_obs in reversed(self._rows):
+            if first_tr < transition:
+                break
+            found.append((first_tr, first_obs, ends[0] - first_tr, ends[1] - first_obs))
+            ends = first_tr, first_obs
+        found.reverse()
+        obs_bytes, step_bytes = self.spec.obs_bytes(), self.spec.action_bytes() + 4 + 1 + 16
+        rows, total = [], 0.0
+        for row in found:
+            total += row[2] * step_bytes + row[3] * obs_bytes
+            if rows and total > max_bytes:
+                break
+            rows.append(row)
+        return rows
+
+    def rows_reply(self, sent: int | None, max_bytes: float) -> tuple[dict, dict[str, np.ndarray], int]:
+        """For a copy that has every row up to transition `sent` (None: none yet): what it lacks, at most `max_bytes`
+        of it, as (meta, arrays, where the rows end: the next `sent`). The meta holds what the copy needs to place
+        the rows: the buffer's geometry and spec, its oldest live transition and each row's place."""
+        start = self.start if sent is None else max(sent, self.start)
+        rows = self.rows_since(start, max_bytes)
+        meta = {"capacity": self.capacity, "obs_capacity": self.obs_capacity, "spec": self.spec.to_meta(),
+                "start": self.start, "rows": [list(r) for r in rows]}
+        return meta, self.read_rows(rows), (rows[-1][0] + rows[-1][2] if rows else start)
+
+    def read_rows(self, rows: list[tuple[int, int, int, int]]) -> dict[str, np.ndarray]:
+        """The stored arrays of `rows` (from rows_since), each row's steps and observations one after the other."""
+        t = np.concatenate([first + np.arange(n) for first, _, n, _ in rows] or [np.zeros(0, np.int64)])
+        o = np.concatenate([first + np.arange(n) for _, first, _, n in rows] or [np.zeros(0, np.int64)])
+        t, o = t % self.capacity, o % self.obs_capacity
+        out = {"obs": nested_obs({k: v[o] for k, v in self.obs.items()})}
+        out.update(action=self.action[t], reward=self.reward[t], terminated=self.terminated[t],
+                   obs_index=self.obs_index[t], next_obs_index=self.next_obs_index[t])
+        return out
+
     # -- snapshots: the buffer's arrays and counters, so a restarted service does not start empty --
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {f"obs/{k or '_'}": v for k, v in self.obs.items()}

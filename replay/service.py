@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import collections
 import math
+import secrets
 import time
 from pathlib import Path
 
 import psutil
 import zmq
 
-from core import seeding
+from core import seeding, tree
 from core.atomic_dir import CorruptError
 from core.config import RunConfig
 from replay.buffer import ReplayBuffer
@@ -98,6 +99,13 @@ class OffPolicyReplayService(ReplayRole):
         self.learner_route: list | None = None
         self.learner_seen = 0.0
         self.batches_undeliverable = 0  # batches whose requester's queue was full or gone: not counted as updates
+        # A learner that keeps its own copy of the buffer (learner/device_replay.py) asks for rows instead of batches:
+        # each reply carries the rows stored since the previous one (and one update's permission, as a batch does).
+        # `rows_sent` is how far the learner's session has been sent; the epoch, new for every process, tells a
+        # learner that this service's buffer is not the one its copy was made from (after a restart or restore).
+        self.rows_epoch = secrets.token_hex(8)
+        self.rows_sent: int | None = None  # absolute transition index; None: from the oldest live row
+        self.rows_bytes_sent = 0
         self.learner_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a full or gone peer fails (NOBLOCK)
         self.rng = seeding.generator(cfg.runner.seed, "replay_sample")
         self.episodes: collections.deque = collections.deque(maxlen=1000)  # until the next report
@@ -216,6 +224,7 @@ class OffPolicyReplayService(ReplayRole):
                 self.log.info("a new learner connection takes over the learner's session")
             self.learner_route = route
             self.pending_samples.clear()
+            self.rows_sent = None  # a new learner: its copy starts empty
         self.learner_seen = now
         return True
 
@@ -228,6 +237,11 @@ class OffPolicyReplayService(ReplayRole):
                 "bad_meta", f"batch_size {protocol._short(size)} is not an int in [1, replay.max_batch_size="
                             f"{self.cfg.replay.max_batch_size}]"), msg.sender)
             return
+        rows = msg.meta.get("rows", False)
+        if type(rows) is not bool:
+            self.rt.rejects.reject(protocol.ProtocolError("bad_meta", f"rows {protocol._short(rows)} is not a bool"),
+                                   msg.sender)
+            return
         if len(self.pending_samples) >= self.cfg.replay.max_pending_samples:
             # More requests than a learner keeps in flight: stale ones of a learner that restarted, or a
             # misbehaving peer. Drop the oldest.
@@ -235,20 +249,34 @@ class OffPolicyReplayService(ReplayRole):
             self.rt.rejects.reject(protocol.ProtocolError(
                 "too_many_requests", f"more than replay.max_pending_samples={self.cfg.replay.max_pending_samples} "
                                      "sample requests queued; dropped the oldest"), msg.sender)
-        self.pending_samples.append((route, size, msg.seq))
+        self.pending_samples.append((route, size, msg.seq, rows))
 
     def _serve_samples(self) -> None:
         while self.pending_samples and self.buffer is not None and self.limiter.can_sample():
-            route, size, seq = self.pending_samples.popleft()
-            batch = self.buffer.sample(size, self.rng)
+            route, size, seq, rows = self.pending_samples.popleft()
+            meta = {"env_steps": self.limiter.inserted, "size": len(self.buffer)}
+            if rows:
+                kind, arrays, end = Kind.ROWS, *self._rows_reply(meta)
+            else:
+                kind, arrays, end = Kind.BATCH, self.buffer.sample(size, self.rng), None
             try:
-                protocol.send(self.learner_sock, Kind.BATCH, batch, sender="replay", seq=seq, route=route,
-                              meta={"env_steps": self.limiter.inserted, "size": len(self.buffer)}, flags=zmq.NOBLOCK)
+                protocol.send(self.learner_sock, kind, arrays, sender="replay", seq=seq, route=route, meta=meta,
+                              flags=zmq.NOBLOCK)
             except zmq.ZMQError:  # zmq.Again (the requester does not read its batches) or EHOSTUNREACH (gone)
                 self.batches_undeliverable += 1
-                continue
+                continue  # rows not sent are sent with the next reply: rows_sent did not move
+            if end is not None:
+                self.rows_sent = end
+                self.rows_bytes_sent += sum(a.nbytes for a in tree.flatten(arrays).values())
             self.limiter.updates += 1
         self.actors.send(self.sessions.grant_owed())
+
+    def _rows_reply(self, meta: dict) -> tuple[dict, int]:
+        """The rows the learner's copy lacks, at most replay.rows_max_mb of them, and where they end; `meta` gains
+        their places and this process's epoch."""
+        rows_meta, arrays, end = self.buffer.rows_reply(self.rows_sent, self.cfg.replay.rows_max_mb * 1e6)
+        meta["rows"] = {"epoch": self.rows_epoch, **rows_meta}
+        return arrays, end
 
     # -- snapshots ---------------------------------------------------------------------------------
     def _service_state(self) -> dict:
@@ -351,7 +379,7 @@ class OffPolicyReplayService(ReplayRole):
             counters={"env_steps": self.limiter.inserted, "updates_served": self.limiter.updates,
                       **self.sessions.counters(), "snapshots": self.snapshots,
                       "snapshot_failures": self.snapshot_failures, "torn_chunks": self.torn_chunks,
-                      "batches_undeliverable": self.batches_undeliverable},
+                      "batches_undeliverable": self.batches_undeliverable, "rows_bytes_sent": self.rows_bytes_sent},
             scalars={"replay/size": len(self.buffer) if self.buffer else 0,
                      "replay/actors": len(connected),
                      "replay/actors_waiting": sum(1 for a in connected.values() if a.owed_credits),

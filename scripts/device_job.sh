@@ -20,7 +20,9 @@ say "job start, $(left) s before the deadline"
 $PY -c "import torch, mujoco, gymnasium, zmq, omegaconf; print(torch.__version__, torch.cuda.get_device_name(0), mujoco.__version__)" >> "$JOB/status" 2>&1
 
 # 0. the captured learner step equals the eager one (small agent)
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/learner/test_cuda_graph.py 2>&1 | tail -n 15 >> "$JOB/status"
+#    and the learner's copy of the replay buffer on the GPU holds the buffer's transitions
+timeout 180 $PY -m pytest -q -p no:cacheprovider tests/learner/test_cuda_graph.py tests/learner/test_device_replay.py \
+    -k "not a_run_trains" 2>&1 | tail -n 15 >> "$JOB/status"
 
 # 1. the learner step (SKIP_BENCH=1: straight to the runs, with the preset as it is)
 BENCH_MAX=${BENCH_MAX:-420}
@@ -54,7 +56,7 @@ fi
 # 2. whole runs
 for SEED in ${SEEDS:-0 1}; do
     W=$(( $(left) - 75 ))  # the final eval, snapshot and shutdown after max_wall_s, and the copy back
-    [ "$W" -gt 600 ] && W=600
+    [ "$W" -gt "${MAX_RUN_S:-600}" ] && W=${MAX_RUN_S:-600}
     if [ "$W" -lt "${MIN_RUN_S:-240}" ]; then say "seed $SEED left out: only $W s"; break; fi
     RUN=$JOB/runs/s$SEED
     g=$(gpu_log "$JOB/gpu_s$SEED.csv")

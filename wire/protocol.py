@@ -86,6 +86,7 @@ class Kind:
     CREDIT = "credit"        # the replay role's reply to an actor: credits and acknowledgements (wire/session.py)
     SAMPLE = "sample"        # the learner asks the replay service for a batch
     BATCH = "batch"          # a training batch
+    ROWS = "rows"            # replay rows for the learner's own copy of the buffer (learner/device_replay.py)
     WEIGHTS = "weights"      # versioned policy weights
     STATS = "stats"          # metrics for logging
     CONTROL = "control"      # the launcher's broadcast to every role: {"command": "stop"} (the only command)

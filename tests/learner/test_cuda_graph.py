@@ -5,10 +5,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
-
-from core.config import RunConfig
 from learner.sac import SAC, SACConfig
+from policies.config import PolicyConfig
 from policies.sac_agent import SACAgent
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
@@ -26,9 +24,7 @@ def batches(seed: int, n: int = 2, B: int = 64) -> list[dict]:
 
 
 def trained(seed_batches: list[list[dict]], cuda_graph: bool) -> tuple[dict, list[dict]]:
-    cfg = OmegaConf.structured(RunConfig)
-    cfg.policy.hidden = [32, 32]
-    agent = SACAgent(gym.spaces.Box(-1, 1, (3,), np.float32), 2, cfg.policy, 4, seed=0).cuda()
+    agent = SACAgent(gym.spaces.Box(-1, 1, (3,), np.float32), 2, PolicyConfig(hidden=[32, 32]), 4, seed=0).cuda()
     sac = SAC(agent, 2, SACConfig(num_q=4, num_min_q=2, critic_actor_ratio=2, cuda_graph=cuda_graph),
               torch.device("cuda"))
     torch.cuda.manual_seed(123)

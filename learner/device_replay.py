@@ -1,0 +1,143 @@
+"""The learner's own copy of the replay buffer, in its device's memory, and batches sampled from it.
+
+With learner.batch_source=device the learner asks the replay service for rows instead of batches: each reply
+holds the rows stored since the previous reply (about one transition per critic update at the presets' rate
+limit, a few hundred kB of camera frames) and the permission for one update, which the rate limiter grants
+exactly as it grants a batch. The copy writes each row into the same ring slots the service's buffer uses
+(replay/buffer.py), so it needs no eviction logic: its live transitions are the service's, from the service's
+oldest live transition (sent with every reply) to the end of the newest row received. Batches are then
+gathered on the device, and a 50 MB vision batch never crosses the host, the socket or pinned memory.
+
+A reply from a different service process (another epoch: a restarted or restored replay service) or for a
+buffer of another geometry empties the copy; the service then sends its rows again from the oldest, at most
+replay.rows_max_mb per reply, and the updates in between sample from what has arrived.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wire.schema import Spec, flat_obs, nested_obs
+
+_DTYPES = {"bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
+           "int64": torch.int64, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+_STEP_FIELDS = ("action", "reward", "terminated", "obs_index", "next_obs_index")
+
+
+class RowsError(ValueError):
+    """A rows reply that does not describe what it carries; the copy is left as it was."""
+
+
+class DeviceReplay:
+    def __init__(self, device: torch.device, seed: int):
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed) % 2**63)
+        self.epoch: str | None = None
+        self.geometry: tuple | None = None  # (capacity, obs_capacity, spec) the arrays were made for
+        self.obs: dict[str, torch.Tensor] = {}
+        self.steps: dict[str, torch.Tensor] = {}
+        self.start = self.end = 0  # live transitions [start, end), absolute indices
+        self.resets = 0  # times the copy was emptied for another service process or geometry
+        self.rows_received = 0
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.obs.values(), *self.steps.values()])
+
+    def apply(self, meta: dict, arrays: dict) -> None:
+        """Write one reply's rows (meta["rows"] from the service, arrays as sent: numpy or tensors)."""
+        try:
+            epoch, start = str(meta["epoch"]), int(meta["start"])
+            rows = [tuple(int(x) for x in r) for r in meta["rows"]]
+            geometry = (int(meta["capacity"]), int(meta["obs_capacity"]), Spec.from_meta(meta["spec"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise RowsError(f"rows reply without a valid {e}") from e
+        if epoch != self.epoch or geometry != self.geometry:
+            self._reset(epoch, geometry)
+        capacity, obs_capacity, spec = geometry
+        if rows:
+            obs = flat_obs(arrays.get("obs", {}))
+            self._check(arrays, obs, spec, n_steps=sum(r[2] for r in rows), n_obs=sum(r[3] for r in rows))
+            if self.end and rows[0][0] != self.end and self.end > start:
+                # Rows are sent in order from where the previous reply ended; anything else is a gap in the copy.
+                raise RowsError(f"rows start at transition {rows[0][0]}, the copy ends at {self.end}")
+            t = torch.from_numpy(np.concatenate([first + np.arange(n) for first, _, n, _ in rows]) % capacity)
+            o = torch.from_numpy(np.concatenate([first + np.arange(n) for _, first, _, n in rows]) % obs_capacity)
+            t, o = t.to(self.device, non_blocking=True), o.to(self.device, non_blocking=True)
+            for k, dst in self.obs.items():
+                dst.index_copy_(0, o, _tensor(obs[k], self.device))
+            for k, dst in self.steps.items():
+                dst.index_copy_(0, t, _tensor(arrays[k], self.device))
+            if self.end <= start:  # the first rows of this epoch (or all rows were evicted since the last reply)
+                self.start = rows[0][0]
+            self.end = rows[-1][0] + rows[-1][2]
+            self.rows_received += len(rows)
+        self.start = max(self.start, start)
+
+    def sample(self, batch_size: int) -> dict | None:
+        """A uniform batch of the live transitions, on the device, shaped as the replay service's batches."""
+        n = len(self)
+        if n == 0:
+            return None
+        capacity, obs_capacity, _ = self.geometry
+        i = torch.randint(0, n, (batch_size,), device=self.device, generator=self.generator)
+        t = (i + self.start) % capacity
+        o = self.steps["obs_index"][t] % obs_capacity
+        nxt = self.steps["next_obs_index"][t] % obs_capacity
+        return {"obs": nested_obs({k: v[o] for k, v in self.obs.items()}),
+                "next_obs": nested_obs({k: v[nxt] for k, v in self.obs.items()}),
+                "action": self.steps["action"][t], "reward": self.steps["reward"][t],
+                "terminated": self.steps["terminated"][t]}
+
+    def _reset(self, epoch: str, geometry: tuple) -> None:
+        if self.epoch is not None:
+            self.resets += 1
+        self.epoch, self.start, self.end = epoch, 0, 0
+        if geometry == self.geometry:
+            return  # same arrays: what they hold is dead until rows of the new epoch overwrite it
+        capacity, obs_capacity, spec = geometry
+        self.obs, self.steps = {}, {}  # free the old arrays before the new ones are made
+        need = (spec.obs_bytes() * obs_capacity + (spec.action_bytes() + 4 + 1 + 16) * capacity)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > free:
+                raise RowsError(f"a copy of the replay buffer needs {need / 1e9:.1f} GB on {self.device}, "
+                                f"{free / 1e9:.1f} GB are free: lower replay.capacity_gb or set "
+                                "learner.batch_source=service")
+        self.obs = {k: torch.zeros((obs_capacity, *s), dtype=_DTYPES[d], device=self.device)
+                    for k, (s, d) in spec.obs.items()}
+        a_shape, a_dtype = spec.action
+        self.steps = {"action": torch.zeros((capacity, *a_shape), dtype=_DTYPES[a_dtype], device=self.device),
+                      "reward": torch.zeros(capacity, dtype=torch.float32, device=self.device),
+                      "terminated": torch.zeros(capacity, dtype=torch.bool, device=self.device),
+                      "obs_index": torch.zeros(capacity, dtype=torch.int64, device=self.device),
+                      "next_obs_index": torch.zeros(capacity, dtype=torch.int64, device=self.device)}
+        self.geometry = geometry
+
+    def _check(self, arrays: dict, obs: dict, spec: Spec, n_steps: int, n_obs: int) -> None:
+        if set(obs) != set(spec.obs):
+            raise RowsError(f"rows hold observations {sorted(obs)}, the buffer's spec has {sorted(spec.obs)}")
+        for k, (shape, dtype) in spec.obs.items():
+            _expect(f"obs '{k}'", obs[k], (n_obs, *shape), dtype)
+        _expect("action", arrays.get("action"), (n_steps, *spec.action[0]), spec.action[1])
+        for k, dtype in (("reward", "float32"), ("terminated", "bool"), ("obs_index", "int64"),
+                         ("next_obs_index", "int64")):
+            _expect(k, arrays.get(k), (n_steps,), dtype)
+
+
+def _tensor(array, device: torch.device) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array.to(device, non_blocking=True)
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+def _expect(name: str, array, shape: tuple, dtype: str) -> None:
+    if array is None:
+        raise RowsError(f"rows reply without '{name}'")
+    got_dtype = str(array.dtype).removeprefix("torch.")
+    if tuple(array.shape) != tuple(shape) or got_dtype != dtype:
+        raise RowsError(f"{name} is {got_dtype}{list(array.shape)}, the rows need {dtype}{list(shape)}")

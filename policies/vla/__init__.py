@@ -1,0 +1,1 @@
+"""Vision-language-action policies (OpenVLA, OpenVLA-OFT, a small trainable VLA), on transformers + peft."""
