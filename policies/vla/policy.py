@@ -161,7 +161,9 @@ class VLAPolicy(Policy):
 
     def trainable_weights(self) -> dict[str, np.ndarray]:
         """What training changes, by parameter name: with LoRA the adapters and value head, else everything."""
-        return {n: p.detach().float().cpu().numpy() for n, p in self.model.named_parameters() if p.requires_grad}
+        # copies: on the CPU .numpy() of a float32 parameter would alias it, and change with the next step
+        return {n: p.detach().float().cpu().numpy().copy() for n, p in self.model.named_parameters()
+                if p.requires_grad}
 
     def load_weights(self, weights: dict) -> None:
         params = dict(self.model.named_parameters())
