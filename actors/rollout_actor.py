@@ -15,8 +15,16 @@ Two shapes of rollout (layout in replay/rollout_store.py):
   policy's sampling. The rollout runs until every env's episode has ended; steps after an env's
   episode ended are marked invalid (``steps/valid``).
 
-Box actions are recorded as the raw Gaussian samples (what the log-probabilities are of) and
-clipped to [-1, 1] for the environment; see policies/actor_critic.py.
+What a rollout records as the action is what the policy's log-probabilities are of; the env gets
+``policy.env_actions(recorded)``. For the actor-critic MLP (policies/actor_critic.py) the record is
+the raw Gaussian sample and the env action its clip to [-1, 1]. A policy may declare another record
+(``recorded_action = (shape, dtype)``, ``recorded_log_prob_shape``): a VLA (policies/vla/policy.py)
+records its action token ids (int64 [7], OFT's [8 * 7]) with per-token log-probabilities, and its
+env actions are the decoded, un-normalised actions [B, chunk, 7]. A chunk of C actions is executed
+as C env steps within one rollout step (one decision): the step's reward is the sum over the executed
+steps, and an episode that ends inside the chunk ends that decision (its reward sum stops there, its
+final observation is the ended step's). The chunk's remaining actions then run in the next episode
+(the env auto-resets), unrecorded; with the episode limit a multiple of C, time-outs never cut a chunk.
 """
 from __future__ import annotations
 
@@ -49,6 +57,10 @@ def reset_groups(env: SyncVectorEnv, group_seeds: np.ndarray, group_size: int) -
     """Reset every env, the `group_size` envs of group g with seed group_seeds[g]; returns the observations."""
     if len(group_seeds) * group_size != env.num_envs:
         raise ValueError(f"{len(group_seeds)} groups of {group_size} do not make {env.num_envs} envs")
+    if not isinstance(env, SyncVectorEnv):
+        # The ManiSkill backend takes one seed per env as that env's episode seed; 31 bits, as ManiSkill takes
+        # (its reset hashes larger ones down, the same way for every member of a group)
+        return env.reset(seed=[int(group_seeds[i // group_size]) for i in range(env.num_envs)])
     obs = env.reset()  # clears the vector env's episode statistics; the seeded resets below pick the states
     for i, sub_env in enumerate(env.envs):
         row, _ = sub_env.reset(seed=int(group_seeds[i // group_size]))
@@ -76,16 +88,24 @@ class RolloutActor(ActorProcess):
         self.discrete = self.env.discrete
         self.policy = make_policy(self.env.single_observation_space, self.env.single_action_space, self.device,
                                   seed=seeding.seed_of(cfg.runner.seed, "actor_policy", index))
+        recorded = getattr(self.policy, "recorded_action", None)
+        if recorded is not None:  # e.g. a VLA's token ids
+            self.spec = Spec(obs=self.spec.obs, action=(tuple(recorded[0]), str(np.dtype(recorded[1]))))
+        self.log_prob_shape = tuple(getattr(self.policy, "recorded_log_prob_shape", ()))
+        self.action_chunk = int(getattr(self.policy, "action_chunk", 1))  # env steps per rollout step
         self.group_size = int(group_size)
         if self.group_size:
             group = self.group_size
             if group < 2 or self.env.num_envs % group:
                 raise ValueError(f"GRPO needs env.num_envs ({self.env.num_envs}) to be a multiple of "
                                  f"grpo.group_size ({group}), and a group of at least 2")
-            limit = self.env.envs[0].spec.max_episode_steps if self.env.envs[0].spec else None
+            if isinstance(self.env, SyncVectorEnv):
+                limit = self.env.envs[0].spec.max_episode_steps if self.env.envs[0].spec else None
+            else:
+                limit = getattr(self.env, "max_episode_steps", None)
             if not limit:
                 raise ValueError(f"GRPO runs whole episodes: {cfg.env.id} has no time limit, set env.max_episode_steps")
-            self.rollout_len = int(limit)
+            self.rollout_len = -(-int(limit) // self.action_chunk)  # decisions per episode at most
         else:
             self.rollout_len = int(rollout_len)
         self.connect(self.spec)  # no shared memory: a part goes once per policy version, through the socket
@@ -126,22 +146,63 @@ class RolloutActor(ActorProcess):
         steps = {
             "obs": tree.map(lambda a: new((b, t, *a.shape[1:]), a.dtype), obs),
             "action": new((b, t, *action_shape), action_dtype),
-            "log_prob": new((b, t), np.float32),
+            "log_prob": new((b, t, *self.log_prob_shape), np.float32),
             "reward": new((b, t), np.float32),
             "terminated": new((b, t), bool),
             "truncated": new((b, t), bool),
         }
         return steps
 
+    def _env_action(self, action: np.ndarray) -> np.ndarray:
+        env_actions = getattr(self.policy, "env_actions", None)
+        if env_actions is not None:
+            return env_actions(action)
+        return action if self.discrete else np.clip(action, -1.0, 1.0)
+
+    def _step_chunk(self, actions: np.ndarray) -> tuple:
+        """Execute actions [B, C, A] as C env steps; one step's worth of what env.step returns, the rewards
+        summed up to each env's episode end, and info["executed"] [B]: the steps that belong to the decision."""
+        b, c = actions.shape[:2]
+        reward = np.zeros(b, np.float32)
+        terminated, truncated, ended = np.zeros(b, bool), np.zeros(b, bool), np.zeros(b, bool)
+        success, executed = np.zeros(b, bool), np.zeros(b, np.int64)
+        merged = None
+        for k in range(c):
+            obs, r, term, trunc, info = self.env.step(actions[:, k])
+            active = ~ended
+            reward += np.where(active, r, 0.0).astype(np.float32)
+            executed += active
+            success |= active & np.asarray(info["success"], bool)
+            terminated |= active & term
+            truncated |= active & trunc
+            now = active & np.asarray(info["done"], bool)
+            if merged is None:
+                merged = {k2: (np.array(v, copy=True) if k2 != "final_obs" else tree.map(np.array, v))
+                          for k2, v in info.items() if k2 in ("done", "episode_return", "episode_length",
+                                                              "episode_success", "final_obs")}
+            else:  # the rows whose episode ended at this step take this step's episode statistics
+                for key in ("episode_return", "episode_length", "episode_success"):
+                    merged[key][now] = np.asarray(info[key])[now]
+                for i in np.flatnonzero(now):
+                    tree.assign(merged["final_obs"], i, _row(info["final_obs"], i))
+            ended |= now
+        merged.update(done=ended, success=success, executed=executed)
+        return obs, reward, terminated, truncated, merged
+
     def _step(self, steps: dict, t: int, obs: Any) -> tuple:
         """Act in every env at step t, record it, and return what the env returned."""
         action, log_prob = self.policy.sample(obs)
         tree.assign(steps["obs"], (slice(None), t), obs)
         steps["action"][:, t], steps["log_prob"][:, t] = action, log_prob
-        env_action = action if self.discrete else np.clip(action, -1.0, 1.0)
-        next_obs, reward, terminated, truncated, info = self.env.step(env_action)
+        env_action = self._env_action(action)
+        if self.action_chunk > 1 or getattr(self.policy, "env_actions", None) is not None:
+            next_obs, reward, terminated, truncated, info = self._step_chunk(np.asarray(env_action))
+            self.env_steps += int(env_action.shape[0] * env_action.shape[1])
+        else:
+            next_obs, reward, terminated, truncated, info = self.env.step(env_action)
+            info["executed"] = np.ones(self.env.num_envs, np.int64)
+            self.env_steps += self.env.num_envs
         steps["reward"][:, t], steps["terminated"][:, t], steps["truncated"][:, t] = reward, terminated, truncated
-        self.env_steps += self.env.num_envs
         return next_obs, info
 
     def collect_steps(self, obs: Any) -> tuple[dict, Any, list]:
@@ -184,7 +245,7 @@ class RolloutActor(ActorProcess):
             steps["valid"][:, t] = running
             obs, info = self._step(steps, t, obs)
             ep_return += np.where(running, steps["reward"][:, t], 0.0)
-            ep_length += running
+            ep_length += np.where(running, info["executed"], 0)
             ep_success |= running & info["success"]
             for i in np.flatnonzero(info["done"] & running):
                 finals.append(_row(info["final_obs"], i))
@@ -215,7 +276,7 @@ class RolloutActor(ActorProcess):
                     rollout, env_steps, episodes = self.collect_group_episodes(version)
                 else:
                     rollout, obs, episodes = self.collect_steps(obs)
-                    env_steps = self.env.num_envs * self.rollout_len
+                    env_steps = self.env.num_envs * self.rollout_len * self.action_chunk
                 self._send_rollout(rollout, version, env_steps, episodes)
                 self.rollouts += 1
         except StoppedError:

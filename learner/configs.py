@@ -50,7 +50,8 @@ class ClippedUpdateConfig:
     RULES: ClassVar[dict] = {
         "clip": R.fraction(lo_open=True, hi_open=True), "epochs": R.count(1, 10_000), "minibatch_size": R.count(1, 2**24),
         "lr": R.LEARNING_RATE, "lr_schedule": R.OneOf(("constant", "linear")), "weight_decay": R.at_least(0, 10),
-        "max_grad_norm": R.at_least(0, 1e9), "entropy_coef": R.at_least(0, 100)}
+        "max_grad_norm": R.at_least(0, 1e9), "entropy_coef": R.at_least(0, 100),
+        "dead_signal_after": R.count(1, 10**9)}
 
     clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
     epochs: int = 8
@@ -60,6 +61,9 @@ class ClippedUpdateConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 0.5
     entropy_coef: float = 0.0
+    # learner/alarms.py: warn once the ratio stayed exactly 1, every advantage was 0, or no episode succeeded
+    # for this many updates (rollouts) in a row
+    dead_signal_after: int = 5
 
 
 @dataclass
@@ -67,7 +71,8 @@ class PPOConfig(ClippedUpdateConfig):
     RULES: ClassVar[dict] = {
         **ClippedUpdateConfig.RULES, "rollout_len": R.count(1, 10**7), "gamma": R.fraction(), "gae_lambda": R.fraction(),
         "value_clip": R.at_least(0, 1e9), "huber_delta": R.positive(1e9), "value_coef": R.at_least(0, 1e6),
-        "value_batch": R.count(1, 2**24)}
+        "value_batch": R.count(1, 2**24), "clip_high": R.Range(0, 10, lo_open=True, optional=True),
+        "dual_clip": R.at_least(0, 1e6)}
 
     rollout_len: int = 200  # env steps per env per rollout
     gamma: float = 0.99
@@ -77,6 +82,8 @@ class PPOConfig(ClippedUpdateConfig):
     value_coef: float = 0.5
     normalize_advantages: bool = True  # per minibatch
     value_batch: int = 8192  # states per critic pass when computing the rollout's values
+    clip_high: Optional[float] = None  # upper clip of the ratio, 1 + clip_high (RLinf's clip_ratio_high); None = clip
+    dual_clip: float = 0.0  # with a negative advantage the loss is capped at -dual_clip * A (RLinf: 3.0); 0 = off
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from core import tree
 from learner.configs import GRPOConfig
-from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, learning_rate
+from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, learning_rate, mean_metrics
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
@@ -56,13 +56,18 @@ class GRPO(OnPolicyAlgorithm):
         mask = (steps["valid"] & keep[:, None]).reshape(-1)
         data = {"obs": tree.map(lambda a: a.reshape(n * t, *a.shape[2:])[mask], steps["obs"]),
                 "action": steps["action"].reshape(n * t, *steps["action"].shape[2:])[mask],
-                "log_prob": steps["log_prob"].reshape(-1)[mask],
+                "log_prob": steps["log_prob"].reshape(n * t, *steps["log_prob"].shape[2:])[mask],
                 "advantage": advantages[:, None].expand(n, t).reshape(-1)[mask]}
         kept = advantages[keep]
-        metrics = {"grpo/groups": n // self.cfg.group_size, "grpo/groups_kept": int(keep.sum()) // self.cfg.group_size,
+        success = envs["episode_success"].bool().view(-1, self.cfg.group_size)
+        metrics = {"grpo/groups_dropped": (n - int(keep.sum())) // self.cfg.group_size,
+                   # RLinf drops the groups where every member failed or every member succeeded: counted apart
+                   "grpo/groups_all_fail": int((~success).all(dim=1).sum()),
+                   "grpo/groups_all_success": int(success.all(dim=1).sum()),"grpo/groups": n // self.cfg.group_size, "grpo/groups_kept": int(keep.sum()) // self.cfg.group_size,
                    "grpo/score_mean": scores.float().mean().item(), "grpo/steps_trained": int(mask.sum()),
                    "rollout/rewards": steps["reward"][steps["valid"]].mean().item(),
                    "rollout/advantages_mean": kept.mean().item() if len(kept) else 0.0,
+                   "rollout/advantages_abs_max": kept.abs().max().item() if len(kept) else 0.0,
                    "rollout/advantages_max": kept.max().item() if len(kept) else 0.0,
                    "rollout/advantages_min": kept.min().item() if len(kept) else 0.0}
         return data, metrics
@@ -85,6 +90,6 @@ class GRPO(OnPolicyAlgorithm):
                           "train/actor/entropy_loss": entropy})
             for k, v in stats.items():
                 history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
-        metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
+        metrics = mean_metrics(history)
         metrics["train/actor/lr"] = lr
         return metrics

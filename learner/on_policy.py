@@ -22,6 +22,7 @@ from core.devices import prepare_learner_device
 from core.net import curve_side, endpoint, make_socket
 from core.roles import Learner
 from envs import env_spaces
+from learner.alarms import DeadSignalAlarms
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
 from learner.ppo import OnPolicyAlgorithm
 from learner.weights_publisher import WeightsPublisher
@@ -43,6 +44,7 @@ class OnPolicyLearner(Learner):
         obs_space, action_space = env_spaces(cfg.env)
         self.algorithm = make_algorithm(obs_space, action_space, self.device, self.seed)
         self.model = self.algorithm.model
+        self.alarms = DeadSignalAlarms(self.algorithm.cfg.dead_signal_after, self.log)
         self.learner_steps = 0  # rollouts trained on (one update of algorithm.cfg.epochs passes each)
         self.env_steps = 0  # the store's count of env steps handed out
         self.checkpoint_dir = Path(cfg.runner.run_dir) / "checkpoints"
@@ -61,7 +63,7 @@ class OnPolicyLearner(Learner):
 
     def weights(self) -> dict[str, np.ndarray]:
         # A copy: the optimiser changes parameters in place while ZeroMQ may still be sending the buffers.
-        return {k: v.detach().to("cpu", copy=True).numpy() for k, v in self.model.acting_weights().items()}
+        return {k: v.detach().to("cpu", copy=True).numpy() for k, v in self.algorithm.acting_weights().items()}
 
     def _publish(self, final: bool = False) -> None:
         self.publisher.publish(self.weights(), {"updates": self.updates, "learner_steps": self.learner_steps,
@@ -104,6 +106,8 @@ class OnPolicyLearner(Learner):
         rollout = tree.map(lambda a: torch.tensor(np.asarray(a), device=self.device), msg.arrays)
         metrics = self.algorithm.train(rollout, progress)
         self.learner_steps += 1
+        metrics.update(self.alarms.observe(metrics, int(msg.meta.get("episodes_done", 0)),
+                                           int(msg.meta.get("episodes_succeeded", 0))))
         metrics.update({"learner/update_s": time.time() - t0, "learner/rollout_wait_s": self.wait_s,
                         "learner/rollout_actors": len(msg.meta.get("actors", [])),
                         "learner/rollout_missing_actors": len(msg.meta.get("missing", []))})

@@ -50,19 +50,60 @@ def values_of(model: ActorCritic, obs, batch: int) -> torch.Tensor:
                       for i in range(0, n, batch)])
 
 
+def ratio_loss(log_prob: torch.Tensor, behaviour_log_prob: torch.Tensor, advantage: torch.Tensor, clip: float,
+               clip_high: float | None = None, dual_clip: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped policy objective on log-probabilities (a loss: minimise it), with its diagnostics.
+
+    The ratio is to the policy that acted (the log-probabilities the actors recorded), taken in fp32: a
+    bf16 log-prob difference rounds small policy changes to a ratio of exactly 1. Asymmetric clipping
+    (RLinf's clip_ratio_low/high): ratio in [1 - clip, 1 + clip_high]. Dual clip (Ye et al. 2020; RLinf's
+    clip_ratio_c, 3.0 there): with a negative advantage the loss is capped at -dual_clip * advantage, so a
+    huge ratio on a bad action cannot dominate; 0 = off. `advantage` broadcasts against the log-probs (a
+    VLA's per-token ratios share their step's advantage).
+    """
+    clip_high = clip if clip_high is None else clip_high
+    log_ratio = log_prob.float() - behaviour_log_prob.float()
+    ratio = log_ratio.exp()
+    advantage = advantage.float()
+    clipped_ratio = ratio.clamp(1 - clip, 1 + clip_high)
+    per_element = -torch.min(ratio * advantage, clipped_ratio * advantage)
+    if dual_clip > 0:
+        per_element = torch.where(advantage < 0, torch.min(per_element, -dual_clip * advantage), per_element)
+    loss = per_element.mean()
+    return loss, {"train/actor/policy_loss": loss, "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
+                  "train/actor/clip_fraction": ((ratio < 1 - clip) | (ratio > 1 + clip_high)).float().mean(),
+                  "train/actor/clipped_ratio": clipped_ratio.mean(),
+                  # the dead-signal alarm's input (learner/alarms.py): exactly 0 when nothing moved the policy
+                  "train/actor/ratio_max_dev": (ratio - 1).abs().max()}
+
+
 def clipped_surrogate(dist, action: torch.Tensor, behaviour_log_prob: torch.Tensor, advantage: torch.Tensor,
                       clip: float) -> tuple[torch.Tensor, dict]:
-    """PPO's clipped policy objective (a loss: minimise it), with its diagnostics.
+    """ratio_loss of a torch distribution's log-probabilities of the recorded actions."""
+    return ratio_loss(dist.log_prob(action), behaviour_log_prob, advantage, clip)
 
-    The ratio is to the policy that acted: the log-probabilities the actors recorded.
-    """
-    log_ratio = dist.log_prob(action) - behaviour_log_prob
-    ratio = log_ratio.exp()
-    clipped_ratio = ratio.clamp(1 - clip, 1 + clip)
-    loss = -torch.min(ratio * advantage, clipped_ratio * advantage).mean()
-    return loss, {"train/actor/policy_loss": loss, "train/actor/approx_kl": ((ratio - 1) - log_ratio).mean(),
-                  "train/actor/clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
-                  "train/actor/clipped_ratio": clipped_ratio.mean()}
+
+def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor, huber_delta: float,
+                       value_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber loss; with value clipping, the worse of the free and the clipped prediction. Returns (loss, the
+    fraction of rows where the clipped one was worse)."""
+    value, old_value, target = value.float(), old_value.float(), target.float()
+    free = F.huber_loss(value, target, delta=huber_delta, reduction="none")
+    if value_clip <= 0:
+        return free.mean(), torch.zeros((), device=value.device)
+    clipped = old_value + (value - old_value).clamp(-value_clip, value_clip)
+    clipped_loss = F.huber_loss(clipped, target, delta=huber_delta, reduction="none")
+    return torch.max(free, clipped_loss).mean(), (clipped_loss > free).float().mean()
+
+
+def mean_metrics(history: dict) -> dict[str, float]:
+    """Per-minibatch diagnostics -> their means; ratio_max_dev is the maximum, over minibatches after the first
+    (the first of an update has ratio 1 by construction). Absent when the update had one gradient step."""
+    metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items() if k != "train/actor/ratio_max_dev"}
+    later = history.get("train/actor/ratio_max_dev", [])[1:]
+    if later:
+        metrics["train/actor/ratio_max_dev"] = torch.stack(later).float().max().item()
+    return metrics
 
 
 class OnPolicyAlgorithm:
@@ -74,13 +115,17 @@ class OnPolicyAlgorithm:
 
     def __init__(self, model: ActorCritic, cfg, seed: int = 0):
         self.model, self.cfg = model, cfg
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.optimizer = self.make_optimizer()
         self.generator = torch.Generator().manual_seed(seed)
         self.gradient_steps = 0
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)
+
     def set_learning_rate(self, lr: float) -> None:
+        """Every parameter group at `lr`, times its "lr_scale" (e.g. a VLA's value head: its own learning rate)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def minibatches(self, n: int, device: torch.device, epochs: int, size: int):
         """`epochs` shuffled passes over n rows, as index tensors of `size` rows (the last may be smaller)."""
@@ -96,8 +141,12 @@ class OnPolicyAlgorithm:
         self.gradient_steps += 1
         return grad_norm
 
+    def acting_weights(self) -> dict[str, torch.Tensor]:
+        """What the learner publishes to the actors."""
+        return self.model.acting_weights()
+
     def train(self, rollout: dict, progress: float = 0.0) -> dict[str, float]:
-        normalizer = self.model.obs_normalizer
+        normalizer = getattr(self.model, "obs_normalizer", None)
         if normalizer is not None:
             # Statistics first, so that this rollout's values and the update see the same normalisation (the
             # actors' log-probs used the previous statistics: the ratio starts a little off 1, as in Brax's PPO).
@@ -124,26 +173,31 @@ class PPO(OnPolicyAlgorithm):
             raise ValueError("PPO needs an actor-critic built with a critic")
         super().__init__(model, cfg, seed)
 
+    def values(self, obs) -> torch.Tensor:
+        """The critic's values of a batch of observations (no gradient), value_batch states a pass."""
+        return values_of(self.model, obs, self.cfg.value_batch)
+
     @torch.no_grad()
     def prepare(self, rollout: dict) -> tuple[dict, dict]:
         """Rollout tensors [N, T] -> flat training tensors [N*T] and the rollout's metrics."""
         steps, finals = rollout["steps"], rollout["finals"]
         n, t = steps["reward"].shape
         obs = tree.map(lambda a: a.reshape(n * t, *a.shape[2:]), steps["obs"])  # [N, T, ...] -> [N*T, ...]
-        values = values_of(self.model, obs, self.cfg.value_batch).view(n, t)
+        values = self.values(obs).view(n, t)
         # V(s'_t): the next step's state, the last observation at the end, the final observation where an episode ended.
-        last_values = values_of(self.model, rollout["envs"]["last_obs"], self.cfg.value_batch)
+        last_values = self.values(rollout["envs"]["last_obs"])
         next_values = torch.cat([values[:, 1:], last_values[:, None]], dim=1)
         index = finals["index"].long()
-        next_values[index[:, 0], index[:, 1]] = values_of(self.model, finals["obs"], self.cfg.value_batch)
+        next_values[index[:, 0], index[:, 1]] = self.values(finals["obs"])
         advantages, returns = compute_gae(steps["reward"], values, next_values, steps["terminated"],
                                           steps["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
         data = {"obs": obs,
                 "action": steps["action"].reshape(n * t, *steps["action"].shape[2:]),
-                "log_prob": steps["log_prob"].reshape(-1), "value": values.reshape(-1),
+                "log_prob": steps["log_prob"].reshape(n * t, *steps["log_prob"].shape[2:]), "value": values.reshape(-1),
                 "advantage": advantages.reshape(-1), "return": returns.reshape(-1)}
         explained = 1 - (returns - values).var() / returns.var().clamp_min(1e-8)
         metrics = {"rollout/advantages_mean": advantages.mean().item(),
+                   "rollout/advantages_abs_max": advantages.abs().max().item(),
                    "rollout/advantages_max": advantages.max().item(),
                    "rollout/advantages_min": advantages.min().item(), "rollout/rewards": steps["reward"].mean().item(),
                    "train/critic/explained_variance": explained.item()}
@@ -163,17 +217,11 @@ class PPO(OnPolicyAlgorithm):
             if cfg.normalize_advantages and len(idx) > 1:
                 advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
 
-            policy_loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx], advantage, cfg.clip)
+            policy_loss, stats = ratio_loss(dist.log_prob(data["action"][idx]), data["log_prob"][idx], advantage,
+                                            cfg.clip, cfg.clip_high, cfg.dual_clip)
 
-            # Value: Huber loss; with value clipping, the worse of the free and the clipped prediction.
-            old_value, target = data["value"][idx], data["return"][idx]
-            value_loss_free = F.huber_loss(value, target, delta=cfg.huber_delta, reduction="none")
-            if cfg.value_clip > 0:
-                value_clipped = old_value + (value - old_value).clamp(-cfg.value_clip, cfg.value_clip)
-                value_loss_clipped = F.huber_loss(value_clipped, target, delta=cfg.huber_delta, reduction="none")
-                value_loss = torch.max(value_loss_free, value_loss_clipped).mean()
-            else:
-                value_loss_clipped, value_loss = value_loss_free, value_loss_free.mean()
+            value_loss, value_clip_ratio = clipped_value_loss(value, data["value"][idx], data["return"][idx],
+                                                              cfg.huber_delta, cfg.value_clip)
 
             # Entropy bonus. The "entropy_loss" metric is the policy's entropy itself, not the loss term: RLinf's
             # PPO examples log train/entropy_loss as the policy entropy, and the name is kept for comparison.
@@ -183,10 +231,10 @@ class PPO(OnPolicyAlgorithm):
 
             stats.update({"train/actor/grad_norm": grad_norm, "train/actor/entropy_loss": entropy,
                           "train/critic/value_loss": value_loss,
-                          "train/critic/value_clip_ratio": (value_loss_clipped > value_loss_free).float().mean(),
+                          "train/critic/value_clip_ratio": value_clip_ratio,
                           "train/loss": loss})
             for k, v in stats.items():
                 history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
-        metrics = {k: torch.stack(v).float().mean().item() for k, v in history.items()}
+        metrics = mean_metrics(history)
         metrics["train/actor/lr"] = lr
         return metrics

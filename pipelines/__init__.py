@@ -23,6 +23,8 @@ REGISTRY: dict[str, str | type[Builder]] = {
     "sac": "pipelines.sac:SACBuilder",
     "ppo": "pipelines.ppo:PPOBuilder",
     "grpo": "pipelines.grpo:GRPOBuilder",
+    "vla_ppo": "pipelines.vla:VLAPPOBuilder",
+    "vla_grpo": "pipelines.vla:VLAGRPOBuilder",
 }
 
 

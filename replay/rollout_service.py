@@ -105,7 +105,9 @@ class RolloutService(ReplayRole):
                              f"{self.store.timeout_s:.0f} s; training on {len(taken.actors)} actor(s)' rollouts "
                              f"({self.store.timeouts} version(s) short so far)")
         meta = {"env_steps": self.store.env_steps_served, "rollout_env_steps": taken.env_steps, "actors": taken.actors,
-                "missing": taken.missing, "stale_chunks": self.store.stale_chunks}
+                "missing": taken.missing, "stale_chunks": self.store.stale_chunks,
+                # for the learner's no-success alarm (learner/alarms.py); an episode is [return, length, success]
+                "episodes_done": len(taken.episodes), "episodes_succeeded": sum(bool(e[2]) for e in taken.episodes)}
         protocol.send(self.learner_sock, Kind.BATCH, taken.rollout, sender="replay", route=route, seq=seq,
                       policy_version=taken.version, meta=meta)
         self.episodes.extend(taken.episodes)

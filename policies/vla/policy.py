@@ -9,8 +9,14 @@ with the data set's q01/q99 when the model has statistics); ``act`` does both. O
 gradients, in one pass. ``trainable_weights``/``load_weights`` move only what training changes
 (LoRA adapters and the value head when LoRA is on), which is what the learner publishes.
 
-Observations: a dict with ``image`` (uint8 [B, H, W, 3]) and optionally ``instruction`` (a list
-of B strings; without it the config's instruction is used for every env).
+Observations: a dict with ``image`` (uint8 [B, H, W, 3]; another key with ``image_key``, e.g. a
+ManiSkill env's ``base_camera``) and optionally ``instruction``: a list of B strings, or the
+ManiSkill backend's zero-padded UTF-8 bytes (uint8 [B, L]); without it the config's instruction is
+used for every env. So the rollout actors pass the env's observations as they are.
+
+For the rollout actor (actors/rollout_actor.py) the policy declares what a rollout records:
+``recorded_action`` (int64 token ids [n_tokens]), ``recorded_log_prob_shape`` (per token) and
+``action_chunk`` (env steps per decision).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from policies.vla import autoregressive, parallel
 from policies.vla.action_tokenizer import ActionStats
 from policies.vla.autoregressive import Decoded
 from policies.vla.lora import unwrap
+from policies.vla.modeling_openvla import position_ids_of
 from policies.vla.prompt import prompt_token_ids
 from policies.vla.sampling import SamplingConfig
 
@@ -41,6 +48,7 @@ class VLAPolicyConfig:
     temperature: float = 1.0
     top_k: int | None = None
     instruction: str = "put the object on the plate"
+    image_key: str = "image"  # the observation entry holding the camera image
 
     def __post_init__(self):
         if self.decoding not in DECODERS:
@@ -88,17 +96,38 @@ class VLAPolicy(Policy):
         if action_stats is not None and len(action_stats.q01) != cfg.action_dim:
             raise ValueError(f"action statistics have {len(action_stats.q01)} dims, the policy {cfg.action_dim}")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.recorded_action = ((cfg.n_tokens,), "int64")
+        self.recorded_log_prob_shape = (cfg.n_tokens,)
+        self.action_chunk = cfg.action_chunk
 
     @property
     def vla(self) -> nn.Module:
         return unwrap(self.model)
 
     def _prompts(self, obs: Any) -> tuple[Tensor, Tensor]:
-        images = torch.as_tensor(np.asarray(obs["image"]), device=self.device)
+        key = self.cfg.image_key
+        if key not in obs:
+            raise KeyError(f"the VLA policy reads its image from observation entry {key!r} (vla.image_key); the "
+                           f"observation has {sorted(obs)}")
+        image = obs[key]
+        images = image.to(self.device) if isinstance(image, Tensor) else torch.as_tensor(np.asarray(image),
+                                                                                           device=self.device)
         instructions = obs.get("instruction")
         if instructions is None:
             instructions = [self.cfg.instruction] * images.shape[0]
+        elif isinstance(instructions, (np.ndarray, Tensor)):  # UTF-8 bytes, zero-padded (envs/maniskill)
+            rows = instructions.cpu().numpy() if isinstance(instructions, Tensor) else instructions
+            instructions = [bytes(r[r != 0].astype(np.uint8)).decode("utf-8") for r in rows]
         return self.encode_prompts(images, list(instructions))
+
+    @torch.no_grad()
+    def values(self, obs: Any) -> Tensor:
+        """V(obs) [B] (float32), without gradients: the value head at the last prompt token. Both decoders read the
+        value there, where the prompt attends causally, so no action tokens are needed."""
+        embeds, mask = self._prompts(obs)
+        vla = self.vla
+        hidden = vla.hidden_states(embeds, mask, position_ids_of(mask), use_cache=False).last_hidden_state
+        return vla.value(hidden[:, -1]).float()
 
     def decode(self, obs: Any, greedy: bool = False) -> Decoded:
         embeds, mask = self._prompts(obs)
@@ -132,7 +161,9 @@ class VLAPolicy(Policy):
 
     def trainable_weights(self) -> dict[str, np.ndarray]:
         """What training changes, by parameter name: with LoRA the adapters and value head, else everything."""
-        return {n: p.detach().float().cpu().numpy() for n, p in self.model.named_parameters() if p.requires_grad}
+        # copies: on the CPU .numpy() of a float32 parameter would alias it, and change with the next step
+        return {n: p.detach().float().cpu().numpy().copy() for n, p in self.model.named_parameters()
+                if p.requires_grad}
 
     def load_weights(self, weights: dict) -> None:
         params = dict(self.model.named_parameters())

@@ -17,7 +17,8 @@ from core.config import ConfigError, RunConfig
 from launch.run_config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET_OF = {"sac": "pendulum_sac_mlp", "ppo": "cartpole_ppo_mlp", "grpo": "cartpole_grpo_mlp"}
+PRESET_OF = {"sac": "pendulum_sac_mlp", "ppo": "cartpole_ppo_mlp", "grpo": "cartpole_grpo_mlp",
+             "vla_ppo": "maniskill_ppo_openvla", "vla_grpo": "maniskill_grpo_openvla"}
 
 
 def numeric_keys() -> list[tuple[str, str, type, object]]:

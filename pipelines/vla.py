@@ -1,0 +1,59 @@
+"""PPO and GRPO on a vision-language-action policy (issue 17): the on-policy pipelines (pipelines/on_policy.py)
+with a VLA (policies/vla/) in the rollout actors and the learner's updates of learner/vla.py.
+
+The rollout actor records the VLA's token ids and per-token log-probs and executes its decoded actions (a
+chunk of 8 for OFT) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
+publishes only those. Config sections: `ppo` or `grpo` (learner/configs.py) and `vla` (policies/vla/config.py).
+"""
+from __future__ import annotations
+
+from core.config import require
+from learner.configs import GRPOConfig, PPOConfig
+from pipelines.grpo import GRPOBuilder
+from pipelines.ppo import PPOBuilder
+from policies.vla.config import VLAConfig
+
+
+def _validate_vla(cfg) -> None:
+    vla = cfg.vla
+    require(vla.decoding == "parallel" or vla.action_chunk == 1,
+            f"vla.action_chunk={vla.action_chunk}: autoregressive decoding gives one action per decision (OFT: "
+            "vla.decoding=parallel)")
+    require(vla.model != "openvla" or bool(vla.checkpoint), "vla.model=openvla needs vla.checkpoint (a directory)")
+    require(not cfg.eval.enabled, "eval.enabled: the evaluator does not run VLA policies yet (set eval.enabled=false)")
+
+
+class VLAPPOBuilder(PPOBuilder):
+    config_sections = {"ppo": PPOConfig, "vla": VLAConfig}
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        _validate_vla(cfg)
+
+    def make_policy(self, cfg, obs_space, action_space, device, seed):
+        from policies.vla.build import build_vla_policy
+
+        return build_vla_policy(cfg.vla, device, seed)
+
+    def make_algorithm(self, cfg, obs_space, action_space, device, seed):
+        from learner.vla import VLAPPO
+
+        return VLAPPO(self.make_policy(cfg, obs_space, action_space, device, seed), cfg.ppo, cfg.vla, seed=seed)
+
+
+class VLAGRPOBuilder(GRPOBuilder):
+    config_sections = {"grpo": GRPOConfig, "vla": VLAConfig}
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        _validate_vla(cfg)
+
+    def make_policy(self, cfg, obs_space, action_space, device, seed):
+        from policies.vla.build import build_vla_policy
+
+        return build_vla_policy(cfg.vla, device, seed)
+
+    def make_algorithm(self, cfg, obs_space, action_space, device, seed):
+        from learner.vla import VLAGRPO
+
+        return VLAGRPO(self.make_policy(cfg, obs_space, action_space, device, seed), cfg.grpo, cfg.vla, seed=seed)

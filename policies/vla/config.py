@@ -1,0 +1,51 @@
+"""The `vla` config section of the VLA pipelines (pipelines/vla.py): which model, how it decodes, LoRA, the
+value head's learning rate and the log-prob level of the PPO ratio. A plain dataclass without torch, so that
+the launcher and the rollout store read a run's config without importing transformers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from core import rules as R
+
+MODELS = ("tiny_openvla", "openvla", "small")
+
+
+@dataclass
+class VLAConfig:
+    RULES: ClassVar[dict] = {
+        "model": R.OneOf(MODELS), "decoding": R.OneOf(("autoregressive", "parallel")),
+        "action_chunk": R.count(1, 64), "temperature": R.positive(100), "top_k": R.Range(1, 256, integer=True, optional=True),
+        "model_seed": R.count(0, 2**31 - 1), "lora_rank": R.count(1, 4096), "lora_alpha": R.positive(1e6),
+        "value_lr": R.LEARNING_RATE, "logprob_type": R.OneOf(("token", "action", "chunk")),
+        "tiny_hidden": R.count(8, 4096), "tiny_layers": R.count(1, 64), "tiny_image_size": R.count(14, 1024),
+        "small_hidden": R.count(8, 4096), "small_layers": R.count(1, 64), "small_image_size": R.count(32, 1024),
+        "small_heads": R.count(1, 64)}
+
+    # "tiny_openvla": OpenVLA's architecture at a CPU test size, randomly initialised from model_seed (the same
+    # weights in every process: policies/vla/tiny_checkpoints.py); "openvla": a checkpoint directory in
+    # OpenVLA-7B's HF layout (`checkpoint`); "small": SmallVLA (policies/vla/small_vla.py)
+    model: str = "tiny_openvla"
+    checkpoint: Optional[str] = None  # model "openvla": the directory (config.json, safetensors, tokenizer)
+    model_seed: int = 0  # random base weights (tiny_openvla, small): identical in actors and learner
+    decoding: str = "autoregressive"  # "autoregressive" (OpenVLA) | "parallel" (OpenVLA-OFT)
+    action_chunk: int = 1  # actions per decision; OFT: 8
+    temperature: float = 1.0  # rollout sampling (RLinf's OpenVLA PPO: 1.0)
+    top_k: Optional[int] = None
+    instruction: str = "put the object on the plate"  # when the env gives none
+    image_key: str = "base_camera"  # the observation entry the model sees (ZarlPutOnPlate-v1's camera)
+    lora: bool = True  # train LoRA adapters + the value head; false: every parameter that requires grad
+    lora_rank: int = 32  # RLinf: r = 32, alpha = 32
+    lora_alpha: float = 32.0
+    value_lr: float = 3e-3  # the value head's own learning rate (RLinf: 3e-3; LoRA's is the algorithm's lr, 1e-4)
+    # the level the PPO ratio is taken at (RLinf's logprob_type): per "token", per "action" (7 tokens summed) or
+    # per "chunk" (every token of a decision summed)
+    logprob_type: str = "token"
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+    tiny_image_size: int = 28
+    small_hidden: int = 256
+    small_layers: int = 4
+    small_heads: int = 4
+    small_image_size: int = 128
+    small_pretrained: bool = True  # SmallVLA: ImageNet EfficientNet-Lite0 weights from the installed package
