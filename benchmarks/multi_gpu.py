@@ -55,9 +55,12 @@ def layouts(num_gpus: int) -> list[tuple[str, int, str, list[str]]]:
 
 
 def steady_rate(metrics_path: Path, warmup_s: float, key: str) -> float:
-    """Growth per second of a counter in metrics.jsonl after the warm-up."""
+    """Growth per second of a counter in metrics.jsonl after the warm-up, and after the counter first moved: on a
+    loaded machine the processes may still be starting when the warm-up ends."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if key in r and r.get("wall_s", 0) >= warmup_s]
+    rows = [r for r in rows if key in r]
+    moved = next((r["wall_s"] for r in rows if r[key] > 0), float("inf"))
+    rows = [r for r in rows if r.get("wall_s", 0) >= max(warmup_s, moved)]
     if len(rows) < 2 or rows[-1]["wall_s"] <= rows[0]["wall_s"]:
         raise RuntimeError(f"{metrics_path}: fewer than two '{key}' records after {warmup_s} s; run longer")
     return (rows[-1][key] - rows[0][key]) / (rows[-1]["wall_s"] - rows[0]["wall_s"])
