@@ -23,8 +23,8 @@ def _validate_vla(cfg) -> None:
     require(not cfg.eval.enabled, "eval.enabled: the evaluator does not run VLA policies yet (set eval.enabled=false)")
 
 
-class VLAPPOBuilder(PPOBuilder):
-    config_sections = {"ppo": PPOConfig, "vla": VLAConfig}
+class _VLAPolicy:
+    """What both VLA builders add to their on-policy builder: the VLA's checks and the VLA as the acting policy."""
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
@@ -34,6 +34,10 @@ class VLAPPOBuilder(PPOBuilder):
         from policies.vla.build import build_vla_policy
 
         return build_vla_policy(cfg.vla, device, seed)
+
+
+class VLAPPOBuilder(_VLAPolicy, PPOBuilder):
+    config_sections = {"ppo": PPOConfig, "vla": VLAConfig}
 
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):
         from learner.vla import VLAPPO
@@ -41,17 +45,8 @@ class VLAPPOBuilder(PPOBuilder):
         return VLAPPO(self.make_policy(cfg, obs_space, action_space, device, seed), cfg.ppo, cfg.vla, seed=seed)
 
 
-class VLAGRPOBuilder(GRPOBuilder):
+class VLAGRPOBuilder(_VLAPolicy, GRPOBuilder):
     config_sections = {"grpo": GRPOConfig, "vla": VLAConfig}
-
-    def validate(self, cfg) -> None:
-        super().validate(cfg)
-        _validate_vla(cfg)
-
-    def make_policy(self, cfg, obs_space, action_space, device, seed):
-        from policies.vla.build import build_vla_policy
-
-        return build_vla_policy(cfg.vla, device, seed)
 
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):
         from learner.vla import VLAGRPO
