@@ -60,7 +60,10 @@ def steady_rate(metrics_path: Path, warmup_s: float, key: str) -> float:
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if key in r]
     moved = next((r["wall_s"] for r in rows if r[key] > 0), float("inf"))
-    rows = [r for r in rows if r.get("wall_s", 0) >= max(warmup_s, moved)]
+    after_move = [r for r in rows if r.get("wall_s", 0) >= max(warmup_s, moved)]
+    # A counter that moved too late to give two records (the learner's, in a short run) is measured from the
+    # warm-up's end, where it may well be 0.
+    rows = after_move if len(after_move) >= 2 else [r for r in rows if r.get("wall_s", 0) >= warmup_s]
     if len(rows) < 2 or rows[-1]["wall_s"] <= rows[0]["wall_s"]:
         raise RuntimeError(f"{metrics_path}: fewer than two '{key}' records after {warmup_s} s; run longer")
     return (rows[-1][key] - rows[0][key]) / (rows[-1]["wall_s"] - rows[0]["wall_s"])

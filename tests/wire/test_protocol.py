@@ -544,7 +544,7 @@ def test_reject_counter_counts_everything_and_logs_a_little(caplog):
 
 
 def test_kinds_and_constants():
-    assert KINDS == {"register", "heartbeat", "chunk", "credit", "sample", "batch", "weights", "stats",
+    assert KINDS == {"register", "heartbeat", "chunk", "credit", "sample", "batch", "rows", "weights", "stats",
                      "control", "bye"}
     assert len(ALLOWED_DTYPES) == 12 and "bfloat16" not in ALLOWED_DTYPES
     assert issubclass(ProtocolError, ValueError)
