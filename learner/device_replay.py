@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from replay.buffer import ReplayBuffer, row_slots
 from wire.schema import Spec, flat_obs, nested_obs
 
 _DTYPES = {"bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
@@ -64,9 +65,8 @@ class DeviceReplay:
             if self.end and rows[0][0] != self.end and self.end > start:
                 # Rows are sent in order from where the previous reply ended; anything else is a gap in the copy.
                 raise RowsError(f"rows start at transition {rows[0][0]}, the copy ends at {self.end}")
-            t = torch.from_numpy(np.concatenate([first + np.arange(n) for first, _, n, _ in rows]) % capacity)
-            o = torch.from_numpy(np.concatenate([first + np.arange(n) for _, first, _, n in rows]) % obs_capacity)
-            t, o = t.to(self.device, non_blocking=True), o.to(self.device, non_blocking=True)
+            t, o = (torch.from_numpy(i).to(self.device, non_blocking=True)
+                    for i in row_slots(rows, capacity, obs_capacity))
             for k, dst in self.obs.items():
                 dst.index_copy_(0, o, _tensor(obs[k], self.device))
             for k, dst in self.steps.items():
@@ -100,7 +100,7 @@ class DeviceReplay:
             return  # same arrays: what they hold is dead until rows of the new epoch overwrite it
         capacity, obs_capacity, spec = geometry
         self.obs, self.steps = {}, {}  # free the old arrays before the new ones are made
-        need = (spec.obs_bytes() * obs_capacity + (spec.action_bytes() + 4 + 1 + 16) * capacity)
+        need = spec.obs_bytes() * obs_capacity + ReplayBuffer.step_bytes(spec) * capacity
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need > free:

@@ -42,10 +42,13 @@ class ReplayBuffer:
         self._rows: collections.deque = collections.deque()  # (first transition, first obs slot) per stored row
 
     @staticmethod
+    def step_bytes(spec: Spec) -> int:
+        """What one transition holds besides its observation: action, reward (4), terminated (1), two indices (16)."""
+        return spec.action_bytes() + 4 + 1 + 16
+
+    @staticmethod
     def bytes_per_transition(spec: Spec, chunk_len: int) -> float:
-        a_shape, a_dtype = spec.action
-        obs = spec.obs_bytes() * (chunk_len + 2) / chunk_len
-        return obs + int(np.prod(a_shape)) * np.dtype(a_dtype).itemsize + 4 + 1 + 16
+        return spec.obs_bytes() * (chunk_len + 2) / chunk_len + ReplayBuffer.step_bytes(spec)
 
     def __len__(self) -> int:
         return self.written - self.start
@@ -129,7 +132,7 @@ class ReplayBuffer:
             found.append((first_tr, first_obs, ends[0] - first_tr, ends[1] - first_obs))
             ends = first_tr, first_obs
         found.reverse()
-        obs_bytes, step_bytes = self.spec.obs_bytes(), self.spec.action_bytes() + 4 + 1 + 16
+        obs_bytes, step_bytes = self.spec.obs_bytes(), self.step_bytes(self.spec)
         rows, total = [], 0.0
         for row in found:
             total += row[2] * step_bytes + row[3] * obs_bytes
@@ -150,9 +153,7 @@ class ReplayBuffer:
 
     def read_rows(self, rows: list[tuple[int, int, int, int]]) -> dict[str, np.ndarray]:
         """The stored arrays of `rows` (from rows_since), each row's steps and observations one after the other."""
-        t = np.concatenate([first + np.arange(n) for first, _, n, _ in rows] or [np.zeros(0, np.int64)])
-        o = np.concatenate([first + np.arange(n) for _, first, _, n in rows] or [np.zeros(0, np.int64)])
-        t, o = t % self.capacity, o % self.obs_capacity
+        t, o = row_slots(rows, self.capacity, self.obs_capacity)
         out = {"obs": nested_obs({k: v[o] for k, v in self.obs.items()})}
         out.update(action=self.action[t], reward=self.reward[t], terminated=self.terminated[t],
                    obs_index=self.obs_index[t], next_obs_index=self.next_obs_index[t])
@@ -181,3 +182,11 @@ class ReplayBuffer:
             dst[...] = state[name]
         self.obs_written, self.written, self.start = (int(x) for x in state["counters"])
         self._rows = collections.deque((int(a), int(b)) for a, b in state["rows"])
+
+
+def row_slots(rows: list[tuple[int, int, int, int]], capacity: int, obs_capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ring slots of `rows` (as rows_since gives them): their transitions' and their observations', in order."""
+    empty = [np.zeros(0, np.int64)]
+    t = np.concatenate([first + np.arange(n, dtype=np.int64) for first, _, n, _ in rows] or empty)
+    o = np.concatenate([first + np.arange(n, dtype=np.int64) for _, first, _, n in rows] or empty)
+    return t % capacity, o % obs_capacity
