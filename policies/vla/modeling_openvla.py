@@ -64,7 +64,26 @@ def position_ids_of(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-class OpenVLAForActionPrediction(PreTrainedModel):
+class ActionDecoding:
+    """What autoregressive.py and parallel.py call on a VLA model, over its `language_model` (a transformers causal
+    LM) and its `value_head`: the decoder's hidden states and cache, the LM's logits, the value."""
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                      cache=None, use_cache: bool = False):
+        """The LM's decoder output (after its final norm) and its KV cache (``past_key_values``)."""
+        return decoder_forward(self.language_model.model, inputs_embeds, attention_mask, position_ids, cache, use_cache)
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        return self.language_model.lm_head(hidden)
+
+    def value(self, hidden: Tensor) -> Tensor:
+        return self.value_head(hidden)
+
+
+class OpenVLAForActionPrediction(ActionDecoding, PreTrainedModel):
     config_class = OpenVLAConfig
     base_model_prefix = "openvla"
     main_input_name = "pixel_values"
@@ -106,10 +125,8 @@ class OpenVLAForActionPrediction(PreTrainedModel):
         if hasattr(module, "gamma") and isinstance(module.gamma, nn.Parameter):
             nn.init.ones_(module.gamma)
 
-    # The LM's embeddings, so that transformers/peft utilities (resize, tying) find them.
-    def get_input_embeddings(self) -> nn.Module:
-        return self.language_model.get_input_embeddings()
-
+    # The LM's embeddings (get_input_embeddings from ActionDecoding), so that transformers/peft utilities (resize,
+    # tying) find them.
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
@@ -132,14 +149,3 @@ class OpenVLAForActionPrediction(PreTrainedModel):
             tokens = embed(torch.as_tensor(ids, device=patches.device))
             rows.append(torch.cat([tokens[:1], patches[i].to(tokens.dtype), tokens[1:]], dim=0))
         return left_pad(rows)
-
-    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
-                      cache=None, use_cache: bool = False):
-        """The LM's decoder output (after its final norm) and its KV cache (``past_key_values``)."""
-        return decoder_forward(self.language_model.model, inputs_embeds, attention_mask, position_ids, cache, use_cache)
-
-    def lm_logits(self, hidden: Tensor) -> Tensor:
-        return self.language_model.lm_head(hidden)
-
-    def value(self, hidden: Tensor) -> Tensor:
-        return self.value_head(hidden)

