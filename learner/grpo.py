@@ -72,19 +72,22 @@ class GRPO(OnPolicyAlgorithm):
                    "rollout/advantages_min": kept.min().item() if len(kept) else 0.0}
         return data, metrics
 
+    def policy_loss(self, data: dict, idx, advantage):
+        """(clipped surrogate, its stats, no values: GRPO has no critic, mean entropy) of the minibatch rows idx."""
+        dist = self.model.distribution(self.model.features(tree.map(lambda a: a[idx], data["obs"])))
+        loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx], advantage, self.cfg.clip)
+        return loss, stats, None, dist.entropy().mean()
+
     def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
         """`epochs` passes of shuffled minibatches of the clipped surrogate with group advantages."""
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
         self.set_learning_rate(lr)
         history = collections.defaultdict(list)
         n, device = len(data["advantage"]), data["advantage"].device
         # No rows when every group was uniform: nothing to learn from this rollout.
         for idx in self.minibatches(n, device, cfg.epochs if n else 0, cfg.minibatch_size):
-            dist = model.distribution(model.features(tree.map(lambda a: a[idx], data["obs"])))
-            policy_loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx],
-                                                   data["advantage"][idx], cfg.clip)
-            entropy = dist.entropy().mean()
+            policy_loss, stats, _, entropy = self.policy_loss(data, idx, data["advantage"][idx])
             loss = policy_loss - cfg.entropy_coef * entropy
             stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm),
                           "train/actor/entropy_loss": entropy})

@@ -203,29 +203,34 @@ class PPO(OnPolicyAlgorithm):
                    "train/critic/explained_variance": explained.item()}
         return data, metrics
 
+    def policy_loss(self, data: dict, idx: torch.Tensor, advantage: torch.Tensor):
+        """(ratio loss, its stats, values [b], mean entropy) of the minibatch rows idx, with gradients."""
+        cfg, model = self.cfg, self.model
+        features = model.features(tree.map(lambda a: a[idx], data["obs"]))
+        dist, value = model.distribution(features), model.value(features)
+        loss, stats = ratio_loss(dist.log_prob(data["action"][idx]), data["log_prob"][idx], advantage,
+                                 cfg.clip, cfg.clip_high, cfg.dual_clip)
+        return loss, stats, value, dist.entropy().mean()
+
     def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
         """`epochs` passes of shuffled minibatches of the clipped PPO objective; returns mean metrics."""
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
         self.set_learning_rate(lr)
         history = collections.defaultdict(list)
         n, device = len(data["advantage"]), data["advantage"].device
         for idx in self.minibatches(n, device, cfg.epochs, cfg.minibatch_size):
-            features = model.features(tree.map(lambda a: a[idx], data["obs"]))
-            dist, value = model.distribution(features), model.value(features)
             advantage = data["advantage"][idx]
             if cfg.normalize_advantages and len(idx) > 1:
                 advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
 
-            policy_loss, stats = ratio_loss(dist.log_prob(data["action"][idx]), data["log_prob"][idx], advantage,
-                                            cfg.clip, cfg.clip_high, cfg.dual_clip)
+            policy_loss, stats, value, entropy = self.policy_loss(data, idx, advantage)
 
             value_loss, value_clip_ratio = clipped_value_loss(value, data["value"][idx], data["return"][idx],
                                                               cfg.huber_delta, cfg.value_clip)
 
             # Entropy bonus. The "entropy_loss" metric is the policy's entropy itself, not the loss term: RLinf's
             # PPO examples log train/entropy_loss as the policy entropy, and the name is kept for comparison.
-            entropy = dist.entropy().mean()
             loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
             grad_norm = self.gradient_step(loss, cfg.max_grad_norm)
 

@@ -16,14 +16,13 @@ What changes against the MLP's update, and why:
 """
 from __future__ import annotations
 
-import collections
 
 import torch
 
 from core import tree
 from learner.configs import GRPOConfig, PPOConfig
 from learner.grpo import GRPO
-from learner.ppo import PPO, OnPolicyAlgorithm, clipped_value_loss, learning_rate, mean_metrics, ratio_loss
+from learner.ppo import PPO, OnPolicyAlgorithm, ratio_loss
 from policies.vla.config import VLAConfig
 from policies.vla.policy import VLAPolicy, group_log_probs
 
@@ -91,49 +90,8 @@ class VLAPPO(VLAUpdate, PPO):
             return torch.zeros(0, device=self.policy.device)
         return torch.cat([self.policy.values(tree.map(lambda a: a[i:i + batch], obs)) for i in range(0, n, batch)])
 
-    def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
-        cfg = self.cfg
-        lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
-        self.set_learning_rate(lr)
-        history = collections.defaultdict(list)
-        n, device = len(data["advantage"]), data["advantage"].device
-        for idx in self.minibatches(n, device, cfg.epochs, cfg.minibatch_size):
-            advantage = data["advantage"][idx]
-            if cfg.normalize_advantages and len(idx) > 1:
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-            policy_loss, stats, value, entropy = self.policy_loss(data, idx, advantage)
-            value_loss, value_clip_ratio = clipped_value_loss(value, data["value"][idx], data["return"][idx],
-                                                              cfg.huber_delta, cfg.value_clip)
-            loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
-            stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm),
-                          "train/actor/entropy_loss": entropy, "train/critic/value_loss": value_loss,
-                          "train/critic/value_clip_ratio": value_clip_ratio, "train/loss": loss})
-            for k, v in stats.items():
-                history[k].append(v.detach())
-        metrics = mean_metrics(history)
-        metrics["train/actor/lr"] = lr
-        return metrics
-
 
 class VLAGRPO(VLAUpdate, GRPO):
     def __init__(self, policy: VLAPolicy, cfg: GRPOConfig, vla_cfg: VLAConfig, seed: int = 0):
         self.policy, self.vla_cfg = policy, vla_cfg
         GRPO.__init__(self, policy.model, cfg, seed)
-
-    def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:
-        cfg = self.cfg
-        lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
-        self.set_learning_rate(lr)
-        history = collections.defaultdict(list)
-        n, device = len(data["advantage"]), data["advantage"].device
-        # No rows when every group was uniform (all failed or all succeeded): nothing to learn from this rollout.
-        for idx in self.minibatches(n, device, cfg.epochs if n else 0, cfg.minibatch_size):
-            policy_loss, stats, _, entropy = self.policy_loss(data, idx, data["advantage"][idx])
-            loss = policy_loss - cfg.entropy_coef * entropy
-            stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm),
-                          "train/actor/entropy_loss": entropy})
-            for k, v in stats.items():
-                history[k].append(v.detach())
-        metrics = mean_metrics(history)
-        metrics["train/actor/lr"] = lr
-        return metrics
