@@ -53,17 +53,34 @@ if [ "${THROUGHPUT:-0}" = 1 ]; then
     say "learner_throughput exit $?"
 fi
 
-# 2. whole runs
-for SEED in ${SEEDS:-0 1}; do
-    W=$(( $(left) - 75 ))  # the final eval, snapshot and shutdown after max_wall_s, and the copy back
+# 2. whole runs: the seeds of $SEEDS, or (a lever screening) the lines of $JOB/variants, read one at a time so
+#    that a later call can append to the queue: "NAME SEED OVERRIDES...", run dir runs/sNAME, each stopped by
+#    scripts/stop_when_held.py once success >= 0.8 has held HOLD_S seconds (no early stop with HOLD_S=0).
+run_one() {  # NAME SEED OVERRIDES...
+    local name=$1 seed=$2; shift 2
+    local W=$(( $(left) - 75 ))  # the final eval, snapshot and shutdown after max_wall_s, and the copy back
     [ "$W" -gt "${MAX_RUN_S:-600}" ] && W=${MAX_RUN_S:-600}
-    if [ "$W" -lt "${MIN_RUN_S:-240}" ]; then say "seed $SEED left out: only $W s"; break; fi
-    RUN=$JOB/runs/s$SEED
-    g=$(gpu_log "$JOB/gpu_s$SEED.csv")
-    say "seed $SEED start, max_wall_s=$W"
-    $PY launch/run_async.py frankasim_sac_cnn runner.run_dir="$RUN" runner.seed="$SEED" runner.max_wall_s="$W" \
-        logging.wandb=disabled $OVR ${EXTRA_RUN:-} > "$JOB/run_s$SEED.log" 2>&1
-    say "seed $SEED exit $?"
+    if [ "$W" -lt "${MIN_RUN_S:-240}" ]; then say "run $name left out: only $W s"; return 1; fi
+    local RUN=$JOB/runs/s$name
+    local g; g=$(gpu_log "$JOB/gpu_s$name.csv")
+    say "seed $name start, max_wall_s=$W, overrides: $OVR ${EXTRA_RUN:-} $*"
+    $PY launch/run_async.py frankasim_sac_cnn runner.run_dir="$RUN" runner.seed="$seed" runner.max_wall_s="$W" \
+        logging.wandb=disabled $OVR ${EXTRA_RUN:-} "$@" > "$JOB/run_s$name.log" 2>&1 &
+    local pid=$!
+    [ "${HOLD_S:-0}" != 0 ] && $PY scripts/stop_when_held.py "$RUN" "$pid" --hold-s "$HOLD_S" >> "$JOB/run_s$name.log" 2>&1 &
+    wait "$pid"
+    say "seed $name exit $?"
     kill "$g" 2>/dev/null
-done
+    return 0
+}
+if [ -f "$JOB/variants" ]; then
+    n=1
+    while line=$(sed -n "${n}p" "$JOB/variants") && [ -n "$line" ]; do
+        # shellcheck disable=SC2086
+        run_one $line || break
+        n=$((n + 1))
+    done
+else
+    for SEED in ${SEEDS:-0 1}; do run_one "$SEED" "$SEED" || break; done
+fi
 say "job done"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # First command of a GPU session (run from the checkout's root on the lent machine, with .whl, .gl and .gpu
 # carried): installs the wheels and the GL libraries, copies the worktree (.gpu) to /tmp/zarl and starts
-# scripts/device_job.sh there, detached, with its deadline DEADLINE_IN seconds from now. Then poll with
-# scripts/device_poll.sh.
+# scripts/device_job.sh there, detached, with its deadline DEADLINE_IN seconds from now (VARIANTS=FILE: a lever
+# screening's queue of runs, see device_job.sh). Then poll with scripts/device_poll.sh.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 rm -rf /tmp/zarl && cp -a .gpu /tmp/zarl || exit 1
-mkdir -p /tmp/job && echo $(( $(date +%s) + ${DEADLINE_IN:-1500} )) > /tmp/job/deadline
+mkdir -p /tmp/job && { [ -z "${VARIANTS:-}" ] || cp "$VARIANTS" /tmp/job/variants; } && echo $(( $(date +%s) + ${DEADLINE_IN:-1500} )) > /tmp/job/deadline
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv > /tmp/job/gpu_info.csv 2>&1
 cd /tmp/zarl && setsid nohup bash scripts/device_job.sh > /tmp/job/job.log 2>&1 < /dev/null &
 sleep 2; cat /tmp/job/gpu_info.csv
