@@ -1,13 +1,19 @@
 """One pendulum run through `launch/run_async.py` receives, from a hostile local process, every well-formed message
 that used to crash a role, poison the data or grow memory (issue 23, findings 1, 4, 6, 7, 8, 9), and a second launch
-in its run directory (13); after it, a resume with every checkpoint damaged (12). The run keeps learning, no role
-dies, memory stays bounded, and every rejection is counted by the role that made it (summary.json: `roles`, and
-the monitor's `rejected_stats`)."""
+in its run directory (13), and impostors without the run's keys: fake actors, and other connections using the live
+actor-0's name for ATTACK_S seconds, one of them a second process (the run's ipc sockets are in an owner-only
+directory; these tests run as the same user, so they reach them, as any process of that user could). After it, a
+resume with every checkpoint damaged (12). The run keeps learning, no role dies or restarts, memory stays bounded,
+and every rejection is counted by the role that made it (summary.json: `roles`, and the monitor's
+`rejected_stats`). It is also the suite's check that the whole asynchronous system learns, with every logger
+on: one attacked run for all of it, since each learning run costs CI minutes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -20,14 +26,34 @@ from reliability_helpers import HandActor, frames_of, pendulum_chunk
 from core.net import endpoint
 from launch.run_config import read_run_config
 from wire.protocol import Kind
-from wire.session import SessionRefused
+from wire.session import Outgoing, SessionRefused
 
 REPO = Path(__file__).resolve().parents[2]
-# As tests/platform/test_learning.py (15k env steps learn Pendulum at CI size), with checkpoints to damage later.
+# 15k env steps, not fewer: the policy swings up by ~4k updates, but until ~10k updates an eval can still dip to
+# -300..-450 before it settles (measured at 12k env steps: 1 final eval of 11 at -262, with fewer than 10k
+# updates); at 15k, 4 of 4 clean seeds ended between -94 and -157. Checkpoints every 2,000 updates, to damage
+# later. Every logger on (wandb offline, tensorboard): this is also the suite's check that the system learns.
 RUN = ["runner.max_env_steps=15000", "policy.hidden=[64,64]", "eval.every_updates=4000", "eval.episodes=2",
-       "eval.num_envs=2", "logging.wandb=disabled", "logging.tensorboard=false", "logging.console_every_s=2",
+       "eval.num_envs=2", "logging.wandb=offline", "logging.tensorboard=true", "logging.console_every_s=2",
        "runner.log_every_s=0.5", "runner.checkpoint_every_updates=2000", "launch.restart_backoff_s=0.2"]
 FLOOD = 20_000  # sample requests from each of two impostors, never read
+ATTACK_S = 20.0  # how long the impostors under actor-0's name keep at it
+
+SECOND_PROCESS = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from launch.run_config import read_run_config
+    from reliability_helpers import HandActor
+    cfg = read_run_config({run_dir!r})
+    hand = HandActor(cfg, "actor-0")
+    refused = 0
+    deadline = time.time() + {seconds}
+    while time.time() < deadline:
+        reply = hand.register()
+        refused += bool(reply.get("busy"))
+        time.sleep(0.25)
+    print(refused)
+""")
 
 
 def launch(run_dir: Path, *overrides: str, console: str = "console.txt") -> subprocess.Popen:
@@ -65,6 +91,53 @@ def wait(predicate, timeout: float, what: str, launcher: subprocess.Popen) -> No
 
 def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def silent_send(hand: HandActor, messages: list) -> None:
+    assert hand.writer.send(messages), "the socket to the replay service is full"
+
+
+def no_answer(hand: HandActor, wait_s: float = 0.3) -> bool:
+    """Nothing comes back (the service drops an impostor's messages unanswered)."""
+    return not hand.sock.poll(int(wait_s * 1000))
+
+
+def impersonate_actor_0(cfg, run_dir: Path) -> tuple[int, int]:
+    """Two fake actors send a chunk numbered 2**64 - 1 each; then, for ATTACK_S seconds, this process uses the live
+    actor-0's name (a registration, a chunk numbered 2**63, heartbeats, chunks, a goodbye) while a second process
+    registers as actor-0 again and again. Returns (messages sent under actor-0's name, the second's refusals)."""
+    assert cfg.network.transport == "ipc" and oct((Path(cfg.network.ipc_dir).stat().st_mode) & 0o777) == "0o700"
+    for name in ("fake-1", "fake-2"):  # refused and counted; no "lost" chunks believed
+        fake = HandActor(cfg, name)
+        assert fake.register()["registered"]
+        reply = fake.chunk(2**64 - 1, pendulum_chunk(32))
+        assert reply["rejected_seq"] == 2**64 - 1 and reply["last_seq"] == 0
+        fake.close()
+    second = subprocess.Popen(
+        [sys.executable, "-c", SECOND_PROCESS.format(tests=str(Path(__file__).parent), run_dir=str(run_dir),
+                                                     seconds=ATTACK_S)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    impostor = HandActor(cfg, "actor-0")
+    assert impostor.register().get("busy"), "a second registration as the live actor-0 must be refused"
+    silent_send(impostor, impostor.session.add(pendulum_chunk(32), {"episodes": []}, 0, seq=2**63))
+    assert no_answer(impostor)
+    sent = 1
+    end = time.time() + ATTACK_S
+    while time.time() < end:
+        silent_send(impostor, [Outgoing(Kind.HEARTBEAT)])
+        silent_send(impostor, impostor.session.add(pendulum_chunk(32), {"episodes": []}, 0, seq=10**6))
+        sent += 2
+        time.sleep(0.1)
+    silent_send(impostor, [impostor.session.bye("impostor")])
+    sent += 1
+    assert no_answer(impostor, 1.0)
+    impostor.writer.sock.close(0)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    second_refused = int(out.split()[-1])
+    assert second_refused >= ATTACK_S / 0.5, f"the second process's registrations: {second_refused} refused"
+    return sent, second_refused
 
 
 def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figures):
@@ -156,6 +229,9 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
             sock.close(0)
         stats.close(0)
 
+        # -- impostors under the live actor-0's name, and fake actors
+        impostor_sent, second_refused = impersonate_actor_0(cfg, run_dir)
+
         assert launcher.wait(timeout=400) == 0, (tmp_path / "console.txt").read_text()[-4000:]
     finally:
         if launcher.poll() is None:
@@ -164,6 +240,10 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
     summary = json.loads((run_dir / "summary.json").read_text())
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
     assert summary["restarts"] == {}, summary["restarts"]  # no role died
+    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.jsonl").exists()
+    assert list((run_dir / "tb").glob("events.*")), "no tensorboard events"
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline wandb run"
+    assert summary["env_steps"] >= 15000 and summary["learner_updates"] > 10000
     assert summary["eval/return_mean"] >= -250, f"did not learn: {summary}"
     replay = summary["roles"]["replay"]
     rejected = replay["rejected"]
@@ -171,6 +251,14 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
     assert rejected.get("bad_limits", 0) >= 1 and rejected.get("bad_spec", 0) >= 1, rejected
     assert rejected.get("not_learner", 0) >= FLOOD // 2, rejected
     assert rejected.get("learner_session_live", 0) >= FLOOD // 2, rejected
+    assert rejected.get("impostor", 0) >= 1, rejected
+    counters = replay["counters"]
+    assert counters["refused_seq"] >= 2  # the fakes' two chunks numbered 2**64 - 1 (2**63 came from an impostor)
+    assert counters["name_taken"] >= 1 + second_refused
+    assert counters["impostor_messages"] >= impostor_sent
+    # Only hand-0's five refused chunks (1-5) are counted lost, at its chunk 6; nothing the impostors sent is
+    # believed, so none of their numbers counts as a jump.
+    assert counters["lost_chunks"] == len(bad_chunks), counters
     # The update-to-data ratio (1.0) holds for the real learner's updates; the impostors' requests were not served.
     env_steps, updates = summary["env_steps"], summary["learner_updates"]
     min_size = int(read_run_config(run_dir).replay.min_size)
@@ -207,6 +295,8 @@ def test_a_poisoned_run_keeps_learning_and_counts_every_rejection(tmp_path, figu
         "poisoned run: env steps / learner updates": f"{env_steps} / {updates}",
         "poisoned run: replay rejections by reason": rejected,
         "poisoned run: monitor rejections by reason": monitor,
+        "poisoned run: impostor counters": {k: counters.get(k) for k in (
+            "refused_seq", "name_taken", "impostor_messages", "lost_chunks", "duplicates")},
         "poisoned run: replay RSS MiB before/after the sample flood": f"{replay_before:.0f} / {replay_after:.0f}",
         "poisoned run: launcher RSS MiB before/after the stats flood": f"{launcher_before:.0f} / {launcher_after:.0f}",
         "poisoned run: metrics.jsonl MB, columns": f"{metrics_mb:.2f}, {len(columns)}",
