@@ -41,7 +41,7 @@ from learner.checkpoint import load_checkpoint
 # Longer than rank 0 can wait for a rollout or write a checkpoint: the other ranks wait in a broadcast meanwhile.
 # A rank that dies is noticed by rank 0's watchdog, not by this timeout.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
-# How long the watchdog lets rank 0 raise RankFailed itself before it ends the process (a NCCL collective with
+# How long the watchdog lets rank 0 raise RankFailed itself before it ends the process (a nccl collective with
 # a dead peer never returns).
 FAILED_RANK_GRACE_S = 10.0
 EXIT_RANK_FAILED = 4  # the learner's exit code when the watchdog ended it
@@ -51,7 +51,7 @@ class RankFailed(RuntimeError):
     """A learner rank process exited while the learner ran."""
 
     def __init__(self, rank: int, exitcode: int | None):
-        super().__init__(f"learner rank {rank} of learner.world_size exited with code {exitcode} during the run "
+        super().__init__(f"learner rank {rank} (of learner.world_size) exited with code {exitcode} during the run "
                          "(its own output above says why): the data-parallel update cannot go on without it")
         self.rank, self.exitcode = rank, exitcode
 
@@ -200,8 +200,8 @@ class RankGroup:
 
     The ranks are spawned processes (a fresh interpreter: CUDA cannot be forked) that die with the learner
     (PR_SET_PDEATHSIG). A rank that exits while the learner runs fails the learner: the next command or update
-    raises RankFailed (`guard`), and should rank 0 be stuck in a collective with the dead rank, the watchdog
-    ends it FAILED_RANK_GRACE_S later with EXIT_RANK_FAILED.
+    raises RankFailed (`guard`); should rank 0 not get there within FAILED_RANK_GRACE_S (stuck in a collective
+    with the dead rank, or waiting for a rollout), the watchdog ends it with EXIT_RANK_FAILED.
     """
 
     def __init__(self, learner_cfg, make_algorithm: Callable, obs_space, action_space, seed: int, log):
@@ -280,7 +280,7 @@ class RankGroup:
         rank, code = found
         self.log.error(f"learner rank {rank} exited with code {code}: the learner stops")
         time.sleep(FAILED_RANK_GRACE_S)
-        if not self.reported:  # rank 0 is stuck in a collective with the dead rank
+        if not self.reported:  # rank 0 did not reach a guard: stuck in a collective, or waiting for a rollout
             os._exit(EXIT_RANK_FAILED)
 
     def stop(self, timeout_s: float = 30.0) -> None:
