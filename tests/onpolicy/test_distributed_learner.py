@@ -1,12 +1,16 @@
 """The data-parallel learner (learner/distributed.py): the same rollouts trained on 2 gloo ranks in real processes
-give the weights that 1 rank gives (tiny OpenVLA with PPO and GRPO, the MLP's PPO); a rank that dies fails the
-learner with RankFailed naming it."""
+give the weights that 1 rank gives (tiny OpenVLA with PPO and GRPO, the MLP's PPO; and a whole run through the
+launcher); a rank that dies fails the learner with RankFailed naming it."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +21,10 @@ from core import seeding
 from core.config import ConfigError
 from envs.maniskill.put_on_plate import INSTRUCTION_BYTES, encode_instruction
 from launch.run_config import builder, load_config, typed
+from learner.checkpoint import load_latest_checkpoint
 from learner.distributed import RankFailed, RankGroup
+
+REPO = Path(__file__).resolve().parents[2]
 
 LOG = logging.getLogger("test")
 TOLERANCE = 1e-5  # float32 rounding: shard sums against whole-minibatch means, batched values in other shapes
@@ -108,8 +115,9 @@ def test_two_gloo_ranks_give_the_one_rank_vla_grpo_update():
     rollout["envs"].update(episode_return=torch.tensor([0.0, 1.0, 1.0, 1.0]),
                            episode_success=torch.tensor([False, True, True, True]),
                            episode_length=torch.full((n,), t))
-    one, one_metrics, steps = train(preset, 1, [rollout], (None, None), "grpo.group_size=2")
-    two, two_metrics, _ = train(preset, 2, [rollout], (None, None), "grpo.group_size=2")
+    overrides = ("grpo.group_size=2", "grpo.lr=1e-3")  # 2 Adam steps of 1e-3: far above the tolerance
+    one, one_metrics, steps = train(preset, 1, [rollout], (None, None), *overrides)
+    two, two_metrics, _ = train(preset, 2, [rollout], (None, None), *overrides)
     assert steps > 0 and one_metrics["grpo/steps_trained"] == two_metrics["grpo/steps_trained"] == 3
     difference = max_difference(one, two)
     print(f"VLA GRPO: max |w(1 rank) - w(2 ranks)| = {difference:.3g}")
@@ -166,3 +174,23 @@ def test_a_rank_that_dies_fails_the_learner_naming_it():
             algorithm.train(rollout, 0.0)
     assert failed.value.rank == 1 and failed.value.exitcode == -signal.SIGKILL
     torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_run_on_two_ranks_trains_the_weights_of_one_rank(tmp_path):
+    """CartPole PPO through the launcher, 3 rollouts: the same actions are taken, so the same weights come out."""
+    models = {}
+    for world_size in (1, 2):
+        run_dir = tmp_path / f"w{world_size}"
+        command = [sys.executable, str(REPO / "launch" / "run_sync.py"), "cartpole_ppo_mlp", f"runner.run_dir={run_dir}",
+                   "logging.wandb=disabled", "logging.tensorboard=false", "logging.progress_bar=false",
+                   "runner.max_env_steps=3000", "eval.enabled=false", f"learner.world_size={world_size}"]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-4000:]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+        assert summary["roles"]["learner"]["counters"]["updates"] == 3 * 10 * 4  # rollouts x epochs x minibatches
+        models[world_size] = load_latest_checkpoint(run_dir / "checkpoints")[0]["algorithm"]["model"]
+    difference = max_difference(models[1], models[2])
+    print(f"CartPole run: max |w(1 rank) - w(2 ranks)| = {difference:.3g}")
+    assert difference < TOLERANCE
