@@ -37,7 +37,8 @@ def learner_setup(preset: str, world_size: int, *overrides: str):
 
 
 def train(preset: str, world_size: int, rollouts: list[dict], spaces=(None, None), *overrides: str):
-    """What learner/on_policy.py does with each rollout, on `world_size` ranks: (trained weights, last metrics)."""
+    """What learner/on_policy.py does with each rollout, on `world_size` ranks: (trained weights, the last update's
+    metrics, gradient steps)."""
     run, make_algorithm, seed = learner_setup(preset, world_size, *overrides)
     ranks = RankGroup(run.learner, make_algorithm, *spaces, seed, LOG)
     algorithm = make_algorithm(*spaces, ranks.device, seed)
