@@ -129,9 +129,12 @@ class ReplayConfig:
 @dataclass
 class LearnerConfig:
     RULES: ClassVar[dict] = {"num_threads": R.count(0, 4096), "publish_every": R.count(1), "amp": R.OneOf(("none", "bf16")),
-                             "batch_source": R.OneOf(("auto", "device", "service"))}
+                             "batch_source": R.OneOf(("auto", "device", "service")), "world_size": R.count(1, 1024)}
 
     device: str = "auto"  # "auto" picks cuda:0 when there is a GPU
+    # On-policy: data-parallel ranks of the update (learner/distributed.py), one process each; on GPUs rank r runs
+    # on learner.device's GPU + r (nccl), on the CPU they share the learner's threads (gloo).
+    world_size: int = 1
     num_threads: int = 0  # torch CPU threads; 0 = leave one core to the other roles
     publish_every: int = 30  # learner steps between weight publications
     # torch.compile the SAC networks (in place, fixed shapes): faster updates on a GPU after a slow first minute
@@ -262,6 +265,17 @@ class RunConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    def __reduce__(self):
+        # A run's class is made at run time (run_schema), so pickle cannot find it by name: it travels as its
+        # sections and its values (the learner's rank processes receive the run's config so).
+        common = {f.name for f in dataclasses.fields(RunConfig)}
+        sections = tuple((f.name, f.type) for f in dataclasses.fields(self) if f.name not in common)
+        return _typed_run_config, (sections, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+def _typed_run_config(sections: tuple, values: dict) -> RunConfig:
+    return run_schema(dict(sections))(**values)
 
 
 class ConfigError(ValueError):

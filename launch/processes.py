@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from core.lifetime import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,15 +34,6 @@ def role_env(cfg: DictConfig, role: str, index: int = 0) -> dict[str, str]:
         env["OMP_NUM_THREADS"] = "1"
         env["MKL_NUM_THREADS"] = "1"
     return env
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this child if the launcher dies, even by kill -9: no orphans."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class RoleProcess:

@@ -16,7 +16,7 @@ import torch
 
 from core import tree
 from learner.configs import GRPOConfig
-from learner.ppo import OnPolicyAlgorithm, clipped_surrogate, learning_rate, mean_metrics
+from learner.ppo import MAXIMA, OnPolicyAlgorithm, clipped_surrogate, learning_rate, mean_metrics
 from policies.actor_critic import ActorCritic
 
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
@@ -83,16 +83,18 @@ class GRPO(OnPolicyAlgorithm):
         cfg = self.cfg
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
         self.set_learning_rate(lr)
-        history = collections.defaultdict(list)
+        history, shares = collections.defaultdict(list), []
         n, device = len(data["advantage"]), data["advantage"].device
         # No rows when every group was uniform: nothing to learn from this rollout.
         for idx in self.minibatches(n, device, cfg.epochs if n else 0, cfg.minibatch_size):
+            idx, share = self.ranks.shard(idx)  # this rank's rows of the minibatch (all of them on one rank)
             policy_loss, stats, _, entropy = self.policy_loss(data, idx, data["advantage"][idx])
             loss = policy_loss - cfg.entropy_coef * entropy
-            stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm),
+            stats.update({"train/actor/grad_norm": self.gradient_step(loss, cfg.max_grad_norm, share),
                           "train/actor/entropy_loss": entropy})
             for k, v in stats.items():
                 history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
-        metrics = mean_metrics(history)
+            shares.append(share)
+        metrics = mean_metrics(self.ranks.combine(history, shares, MAXIMA))
         metrics["train/actor/lr"] = lr
         return metrics

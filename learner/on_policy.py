@@ -4,6 +4,9 @@
 
 While it waits for a rollout it republishes the newest weights now and then, so that an actor
 that joins late (or lost a message) still gets version v and can deliver its part of rollout v.
+
+With learner.world_size W > 1 this process is rank 0 of W (learner/distributed.py): it starts the other
+ranks, broadcasts each rollout to them and trains on it with them; it alone publishes, reports and checkpoints.
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ import zmq
 
 from core import seeding, tree
 from core.config import RunConfig
-from core.devices import prepare_learner_device
 from core.net import curve_side, endpoint, make_socket
 from core.roles import Learner
 from envs import env_spaces
 from learner.alarms import DeadSignalAlarms
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
+from learner.distributed import RankGroup
 from learner.ppo import OnPolicyAlgorithm
 from learner.weights_publisher import WeightsPublisher
 from wire import protocol
@@ -40,9 +43,12 @@ class OnPolicyLearner(Learner):
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
-        self.device = prepare_learner_device(cfg.learner, self.seed)
         obs_space, action_space = env_spaces(cfg.env)
+        # The other ranks start first: they build their algorithm while this process builds its own.
+        self.ranks = RankGroup(cfg.learner, make_algorithm, obs_space, action_space, self.seed, self.log)
+        self.device = self.ranks.device
         self.algorithm = make_algorithm(obs_space, action_space, self.device, self.seed)
+        self.ranks.connect(self.algorithm)  # every rank from this rank's weights
         self.model = self.algorithm.model
         self.alarms = DeadSignalAlarms(self.algorithm.cfg.dead_signal_after, self.log)
         self.learner_steps = 0  # rollouts trained on (one update of algorithm.cfg.epochs passes each)
@@ -104,7 +110,9 @@ class OnPolicyLearner(Learner):
         progress = before / max(1, self.cfg.runner.max_env_steps)
         # torch.tensor copies: the received arrays are read-only views of the message's frames.
         rollout = tree.map(lambda a: torch.tensor(np.asarray(a), device=self.device), msg.arrays)
-        metrics = self.algorithm.train(rollout, progress)
+        with self.ranks.guard():
+            self.ranks.send("train", {"progress": progress}, rollout)
+            metrics = self.algorithm.train(rollout, progress)
         self.learner_steps += 1
         metrics.update(self.alarms.observe(metrics, int(msg.meta.get("episodes_done", 0)),
                                            int(msg.meta.get("episodes_succeeded", 0))))
@@ -134,6 +142,7 @@ class OnPolicyLearner(Learner):
         self.env_steps = int(state["env_steps"])
         self.publisher.policy_version = int(state.get("policy_version", state.get("version")))  # keeps growing
         torch.set_rng_state(state["torch_rng"])
+        self.ranks.send("load", {"path": str(path)})
         self.log.info(f"resumed from {path}: version {self.publisher.policy_version}, {self.updates:,} updates")
 
     def run(self) -> int:
@@ -154,6 +163,7 @@ class OnPolicyLearner(Learner):
         self.log.info(f"stopping ({self.rt.stop_reason}) after {self.learner_steps} rollouts, {self.updates:,} updates")
         self._publish(final=True)
         self._checkpoint()
+        self.ranks.stop()
         self.rt.report(counters={"updates": self.updates, "learner_steps": self.learner_steps,
                                  "policy_version": self.publisher.policy_version})
         self.replay.close(0)

@@ -21,6 +21,7 @@ from torch import nn
 
 from core import tree
 from learner.configs import PPOConfig
+from learner.distributed import SINGLE, Ranks
 from learner.gae import compute_gae
 from policies.actor_critic import ActorCritic
 
@@ -96,6 +97,9 @@ def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: tor
     return torch.max(free, clipped_loss).mean(), (clipped_loss > free).float().mean()
 
 
+MAXIMA = ("train/actor/ratio_max_dev",)  # the per-minibatch statistics that are maxima, not means over rows
+
+
 def mean_metrics(history: dict) -> dict[str, float]:
     """Per-minibatch diagnostics -> their means; ratio_max_dev is the maximum, over minibatches after the first
     (the first of an update has ratio 1 by construction). Absent when the update had one gradient step."""
@@ -110,8 +114,11 @@ class OnPolicyAlgorithm:
     """What PPO and GRPO share around their updates: one call to train on a rollout, the minibatch loop's
     plumbing, and saving/restoring.
 
-    Subclasses define prepare() and update(); their configs have lr and weight_decay.
+    Subclasses define prepare() and update(); their configs have lr and weight_decay. `ranks`: where this process
+    stands among the learner's data-parallel ranks (learner/distributed.py); one rank unless the learner sets it.
     """
+
+    ranks: Ranks = SINGLE
 
     def __init__(self, model: ActorCritic, cfg, seed: int = 0):
         self.model, self.cfg = model, cfg
@@ -132,10 +139,12 @@ class OnPolicyAlgorithm:
         for _ in range(epochs):
             yield from torch.randperm(n, generator=self.generator).to(device).split(size)
 
-    def gradient_step(self, loss: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-        """Backward, clip the gradient norm, step; returns the norm before clipping."""
+    def gradient_step(self, loss: torch.Tensor, max_grad_norm: float, share: float = 1.0) -> torch.Tensor:
+        """Backward of this rank's share of the minibatch's loss, gradients summed over the ranks, clip the gradient
+        norm, step; returns the norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share).backward()
+        self.ranks.all_reduce_grads(self.model.parameters())
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
         self.optimizer.step()
         self.gradient_steps += 1
@@ -177,18 +186,22 @@ class PPO(OnPolicyAlgorithm):
         """The critic's values of a batch of observations (no gradient), value_batch states a pass."""
         return values_of(self.model, obs, self.cfg.value_batch)
 
+    def rollout_values(self, obs) -> torch.Tensor:
+        """values(obs), each rank computing those of a shard of the rows."""
+        return self.ranks.map_rows(self.values, obs)
+
     @torch.no_grad()
     def prepare(self, rollout: dict) -> tuple[dict, dict]:
         """Rollout tensors [N, T] -> flat training tensors [N*T] and the rollout's metrics."""
         steps, finals = rollout["steps"], rollout["finals"]
         n, t = steps["reward"].shape
         obs = tree.map(lambda a: a.reshape(n * t, *a.shape[2:]), steps["obs"])  # [N, T, ...] -> [N*T, ...]
-        values = self.values(obs).view(n, t)
+        values = self.rollout_values(obs).view(n, t)
         # V(s'_t): the next step's state, the last observation at the end, the final observation where an episode ended.
-        last_values = self.values(rollout["envs"]["last_obs"])
+        last_values = self.rollout_values(rollout["envs"]["last_obs"])
         next_values = torch.cat([values[:, 1:], last_values[:, None]], dim=1)
         index = finals["index"].long()
-        next_values[index[:, 0], index[:, 1]] = self.values(finals["obs"])
+        next_values[index[:, 0], index[:, 1]] = self.rollout_values(finals["obs"])
         advantages, returns = compute_gae(steps["reward"], values, next_values, steps["terminated"],
                                           steps["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
         data = {"obs": obs,
@@ -217,12 +230,14 @@ class PPO(OnPolicyAlgorithm):
         cfg = self.cfg
         lr = learning_rate(cfg.lr, cfg.lr_schedule, progress)
         self.set_learning_rate(lr)
-        history = collections.defaultdict(list)
+        history, shares = collections.defaultdict(list), []
         n, device = len(data["advantage"]), data["advantage"].device
         for idx in self.minibatches(n, device, cfg.epochs, cfg.minibatch_size):
             advantage = data["advantage"][idx]
             if cfg.normalize_advantages and len(idx) > 1:
                 advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+            # This rank's rows of the minibatch (all of them on one rank), normalised over the whole minibatch.
+            idx, advantage, share = self.ranks.shard(idx, advantage)
 
             policy_loss, stats, value, entropy = self.policy_loss(data, idx, advantage)
 
@@ -232,7 +247,7 @@ class PPO(OnPolicyAlgorithm):
             # Entropy bonus. The "entropy_loss" metric is the policy's entropy itself, not the loss term: RLinf's
             # PPO examples log train/entropy_loss as the policy entropy, and the name is kept for comparison.
             loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
-            grad_norm = self.gradient_step(loss, cfg.max_grad_norm)
+            grad_norm = self.gradient_step(loss, cfg.max_grad_norm, share)
 
             stats.update({"train/actor/grad_norm": grad_norm, "train/actor/entropy_loss": entropy,
                           "train/critic/value_loss": value_loss,
@@ -240,6 +255,7 @@ class PPO(OnPolicyAlgorithm):
                           "train/loss": loss})
             for k, v in stats.items():
                 history[k].append(v.detach())  # detached: keeping the graphs would hold every minibatch's memory
-        metrics = mean_metrics(history)
+            shares.append(share)
+        metrics = mean_metrics(self.ranks.combine(history, shares, MAXIMA))
         metrics["train/actor/lr"] = lr
         return metrics

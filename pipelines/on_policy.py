@@ -20,6 +20,10 @@ class OnPolicyBuilder(Builder):
         require(algo.epochs >= 1 and algo.minibatch_size >= 1,
                 f"{self.section}.epochs and minibatch_size must be >= 1")
         require(not cfg.learner.compile, "learner.compile=true applies to SAC runs only")
+        world_size = cfg.learner.world_size
+        require(algo.minibatch_size % world_size == 0,
+                f"{self.section}.minibatch_size={algo.minibatch_size} must be a multiple of learner.world_size="
+                f"{world_size}: each rank takes minibatch_size / world_size rows of every minibatch")
 
     @abc.abstractmethod
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):

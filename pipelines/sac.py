@@ -24,6 +24,9 @@ class SACBuilder(Builder):
         require(sac.num_min_q <= sac.num_q, f"sac.num_min_q={sac.num_min_q}: must be <= sac.num_q={sac.num_q}")
         require(cfg.policy.log_std_min < cfg.policy.log_std_max,
                 f"policy.log_std_min={cfg.policy.log_std_min}: must be < policy.log_std_max={cfg.policy.log_std_max}")
+        require(cfg.learner.world_size == 1,
+                f"learner.world_size={cfg.learner.world_size}: the SAC learner runs on one rank (data-parallel ranks "
+                "are the on-policy learner's)")
 
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from policies.sac_agent import SACPolicy
