@@ -40,17 +40,35 @@ def build_vla_model(cfg: VLAConfig):
     return model, tokenizer, model.action_stats() if model.config.norm_stats else None
 
 
-def build_vla_policy(cfg: VLAConfig, device: str, seed: int) -> VLAPolicy:
+def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False) -> VLAPolicy:
     """The policy on `device`; `seed` drives only its action sampling (and LoRA's random A, which the learner's
-    first published weights overwrite in every actor)."""
+    first published weights overwrite in every actor). With `vla.init_from` the trained weights and action
+    statistics saved there replace the fresh ones (policies/vla/saved.py). `merge_lora`: the adapters merged
+    into the base weights (peft's merge_and_unload), as a deployed model runs; nothing is trainable then."""
     base, tokenizer, stats = build_vla_model(cfg)
+    saved = None
+    if cfg.init_from:
+        from policies.vla.saved import check_fits, load_vla
+
+        saved = load_vla(cfg.init_from)
+        check_fits(saved, cfg)
+        stats = saved.action_stats if saved.action_stats is not None else stats
     model = base
     if cfg.lora:
         torch.manual_seed(seed)
         model = add_lora(base, LoRASettings(rank=cfg.lora_rank, alpha=cfg.lora_alpha))
-    # SmallVLA embeds its own prompts (peft injects the adapters into `base` in place); OpenVLA's go through
-    # its tokenizer
-    encoder = base.embed_prompts if tokenizer is None else openvla_prompt_encoder(model, tokenizer)
     policy_cfg = VLAPolicyConfig(decoding=cfg.decoding, action_chunk=cfg.action_chunk, temperature=cfg.temperature,
                                  top_k=cfg.top_k, instruction=cfg.instruction, image_key=cfg.image_key)
-    return VLAPolicy(model, encoder, policy_cfg, device=device, action_stats=stats, seed=seed)
+
+    def policy_of(model) -> VLAPolicy:
+        # SmallVLA embeds its own prompts (peft injects the adapters into `base` in place); OpenVLA's go through
+        # its tokenizer
+        encoder = base.embed_prompts if tokenizer is None else openvla_prompt_encoder(model, tokenizer)
+        return VLAPolicy(model, encoder, policy_cfg, device=device, action_stats=stats, seed=seed)
+
+    policy = policy_of(model)
+    if saved is not None:
+        policy.load_weights(saved.weights)
+    if merge_lora and cfg.lora:
+        policy = policy_of(policy.model.merge_and_unload())
+    return policy
