@@ -76,8 +76,7 @@ def evaluate_vla(cfg, log) -> dict:
     import torch
 
     from envs.maniskill import PUT_ON_PLATE_ID, SPLITS, make_maniskill_vector_env, split_seeds
-    from policies.vla.build import build_vla_policy
-    from policies.vla.saved import resolve
+    from learner.vla_checkpoint import build_policy, resolve
 
     if not cfg.vla.init_from:
         raise ValueError("nothing to evaluate: set vla.init_from=DIR (an SFT or VLA learner checkpoint, or the run "
@@ -90,7 +89,7 @@ def evaluate_vla(cfg, log) -> dict:
     checkpoint = resolve(cfg.vla.init_from)
     device = actor_device(cfg.actor, 0)
     t_start = time.time()
-    policy = build_vla_policy(cfg.vla, device, seeding.seed_of(cfg.runner.seed, "evaluator_policy"),
+    policy = build_policy(cfg.vla, device, seeding.seed_of(cfg.runner.seed, "evaluator_policy"),
                               merge_lora=cfg.vla_eval.merge_lora)
     policy.model.eval()
     greedy = bool(cfg.vla_eval.greedy)

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         if not cfg.vla.init_from:
             raise ConfigError("nothing to evaluate: give vla.init_from=DIR (an SFT or VLA learner checkpoint, or "
                               "the run directory holding it)")
-        from policies.vla.saved import resolve
+        from learner.vla_checkpoint import resolve
 
         checkpoint = resolve(cfg.vla.init_from)
     except (ConfigError, FileNotFoundError) as e:

@@ -189,9 +189,8 @@ class SFTResult:
 
 def run_sft(cfg, run_dir: Path, write_row: Callable[[dict, int], None], log) -> SFTResult:
     """The whole stage on a typed run config (sections `sft`, `vla`): demonstrations (recorded if missing),
-    statistics, training, the checkpoint under <run_dir>/checkpoints (policies/vla/saved.py) and summary.json."""
-    from policies.vla.build import build_vla_policy
-    from policies.vla.saved import save_vla
+    statistics, training, the checkpoint under <run_dir>/checkpoints (learner/vla_checkpoint.py) and summary.json."""
+    from learner.vla_checkpoint import build_policy, save_vla
 
     t_start = time.time()
     sft: SFTConfig = cfg.sft
@@ -207,7 +206,7 @@ def run_sft(cfg, run_dir: Path, write_row: Callable[[dict, int], None], log) -> 
     # SFT fits the plain action-token distribution; the RL config's temperature / top-k apply when acting
     train_vla = dataclasses.replace(cfg.vla, temperature=1.0, top_k=None)
     seed = seeding.seed_of(cfg.runner.seed, "learner")
-    policy = build_vla_policy(train_vla, str(prepare_learner_device(cfg.learner, seed)), seed)
+    policy = build_policy(train_vla, str(prepare_learner_device(cfg.learner, seed)), seed)
     policy.action_stats = stats  # acting with the SFT'd policy un-normalises as its targets were normalised
     tokenizer = policy.vla.action_tokenizer
     tokens = tokenizer.encode(stats.normalize(frames.targets)).reshape(len(frames), -1)

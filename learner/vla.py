@@ -69,7 +69,7 @@ class VLAUpdate:
 
     def state_dict(self) -> dict:
         # action_stats: so that a learner checkpoint evaluates (launch/eval_vla.py) and starts another run
-        # (vla.init_from) with the un-normalisation it was trained under (policies/vla/saved.py)
+        # (vla.init_from) with the un-normalisation it was trained under (learner/vla_checkpoint.py)
         return {"trained": {n: p.detach().clone() for n, p in self.acting_weights().items()},
                 "action_stats": stats_state(self.policy.action_stats),
                 "optimizer": self.optimizer.state_dict(), "gradient_steps": self.gradient_steps,

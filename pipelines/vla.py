@@ -39,9 +39,9 @@ class _VLAPolicy:
         _validate_vla(cfg)
 
     def make_policy(self, cfg, obs_space, action_space, device, seed):
-        from policies.vla.build import build_vla_policy
+        from learner.vla_checkpoint import build_policy
 
-        return build_vla_policy(cfg.vla, device, seed)
+        return build_policy(cfg.vla, device, seed)  # with vla.init_from's weights, if set
 
 
 class VLAPPOBuilder(_VLAPolicy, PPOBuilder):

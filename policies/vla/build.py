@@ -8,6 +8,7 @@ import torch
 from policies.vla.config import VLAConfig
 from policies.vla.lora import LoRASettings, add_lora
 from policies.vla.policy import VLAPolicy, VLAPolicyConfig, openvla_prompt_encoder
+from policies.vla.saved import SavedVLA, check_fits
 
 
 def build_vla_model(cfg: VLAConfig):
@@ -40,17 +41,18 @@ def build_vla_model(cfg: VLAConfig):
     return model, tokenizer, model.action_stats() if model.config.norm_stats else None
 
 
-def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False) -> VLAPolicy:
+def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False,
+                     saved: SavedVLA | None = None) -> VLAPolicy:
     """The policy on `device`; `seed` drives only its action sampling (and LoRA's random A, which the learner's
-    first published weights overwrite in every actor). With `vla.init_from` the trained weights and action
-    statistics saved there replace the fresh ones (policies/vla/saved.py). `merge_lora`: the adapters merged
-    into the base weights (peft's merge_and_unload), as a deployed model runs; nothing is trainable then."""
+    first published weights overwrite in every actor). `saved`: trained weights and action statistics that
+    replace the fresh ones (`vla.init_from`, read by learner/vla_checkpoint.py's build_policy). `merge_lora`: the
+    adapters merged into the base weights (peft's merge_and_unload), as a deployed model runs; nothing is
+    trainable then."""
+    if cfg.init_from and saved is None:
+        raise ValueError(f"vla.init_from={cfg.init_from}: build the policy with learner/vla_checkpoint.py's "
+                         "build_policy, which reads it")
     base, tokenizer, stats = build_vla_model(cfg)
-    saved = None
-    if cfg.init_from:
-        from policies.vla.saved import check_fits, load_vla
-
-        saved = load_vla(cfg.init_from)
+    if saved is not None:
         check_fits(saved, cfg)
         stats = saved.action_stats if saved.action_stats is not None else stats
     model = base

@@ -29,7 +29,7 @@ class VLAConfig:
     model: str = "tiny_openvla"
     checkpoint: Optional[str] = None  # model "openvla": the directory (config.json, safetensors, tokenizer)
     # trained weights to start from (LoRA + value head, or SmallVLA's trainable parts) and the action statistics
-    # saved with them: an SFT run's checkpoint (launch/run_sft.py) or an RL learner's (policies/vla/saved.py);
+    # saved with them: an SFT run's checkpoint (launch/run_sft.py) or an RL learner's (learner/vla_checkpoint.py);
     # a checkpoint directory, or a directory holding them (a run directory or its checkpoints/: the newest)
     init_from: Optional[str] = None
     model_seed: int = 0  # random base weights (tiny_openvla, small): identical in actors and learner

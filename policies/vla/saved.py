@@ -1,5 +1,6 @@
-"""A trained VLA on disk: what an SFT run (learner/sft.py) or a VLA learner (learner/vla.py) saved, and reading
-it back into a policy (`vla.init_from`, policies/vla/build.py).
+"""A trained VLA on disk: what an SFT run (learner/sft.py) or a VLA learner (learner/vla.py) saved, as the policy
+builder reads it (`vla.init_from`, policies/vla/build.py). Writing and finding it on disk is
+learner/vla_checkpoint.py's (a learner checkpoint, learner/checkpoint.py).
 
 The directory is a learner checkpoint (learner/checkpoint.py: tensors.safetensors, state.json, manifest.json;
 written atomically, CRC-checked on load). Its state holds
@@ -16,15 +17,12 @@ which `check_fits` makes sure of.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.atomic_dir import MANIFEST
-from learner.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from policies.vla.action_tokenizer import ActionStats
 from policies.vla.config import VLAConfig
 
@@ -50,45 +48,17 @@ def stats_state(stats: ActionStats | None) -> dict | None:
     return {"q01": stats.q01.tolist(), "q99": stats.q99.tolist(), "mask": stats.mask.tolist()}
 
 
-def save_vla(policy, vla_cfg: VLAConfig, directory: str | Path, *, label: str, extra: dict | None = None,
-             keep: int = 2) -> Path:
-    """Write the policy's trained weights, action statistics and `vla` section as a new checkpoint under
-    `directory` (learner/checkpoint.py's layout); returns the checkpoint directory."""
-    import torch
-
-    state = {"trained": {n: torch.from_numpy(v) for n, v in policy.trainable_weights().items()},
-             "action_stats": stats_state(policy.action_stats), "vla": dataclasses.asdict(vla_cfg), **(extra or {})}
-    return save_checkpoint(state, directory, keep=keep, label=label, meta={"kind": "vla"})
-
-
-def resolve(path: str | Path) -> Path:
-    """The checkpoint directory `path` names: itself, or the newest checkpoint in it or in its checkpoints/."""
-    given = Path(path).expanduser()
-    if not given.is_dir():
-        raise FileNotFoundError(f"vla.init_from={path}: no such directory")
-    if (given / MANIFEST).is_file():
-        return given
-    for folder in (given / "checkpoints", given):
-        found = list_checkpoints(folder) if folder.is_dir() else []
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"vla.init_from={path}: holds no checkpoint (no {MANIFEST} in it, no ckpt-* directory "
-                            "in it or in its checkpoints/)")
-
-
-def load_vla(path: str | Path) -> SavedVLA:
-    """The trained weights, statistics and `vla` section of a saved VLA (either layout, module docstring)."""
-    where = resolve(path)
-    state = load_checkpoint(where)
+def saved_vla(state: dict, path: Path) -> SavedVLA:
+    """The trained weights, statistics and `vla` section in a checkpoint's state (either layout, module docstring)."""
     holder: dict[str, Any] = state if "trained" in state else state.get("algorithm", {})
     if "trained" not in holder:
-        raise ValueError(f"{where} is a checkpoint but not of a VLA: it holds no trained VLA weights "
+        raise ValueError(f"{path} is a checkpoint but not of a VLA: it holds no trained VLA weights "
                          f"(keys: {sorted(state)})")
     vla = state.get("vla") or (state.get("config") or {}).get("vla")
     if not vla:
-        raise ValueError(f"{where} does not say which `vla` config its weights were trained with")
+        raise ValueError(f"{path} does not say which `vla` config its weights were trained with")
     stats = holder.get("action_stats", state.get("action_stats"))
-    return SavedVLA(path=where, weights={n: t.float().numpy() for n, t in holder["trained"].items()},
+    return SavedVLA(path=path, weights={n: t.float().numpy() for n, t in holder["trained"].items()},
                     action_stats=None if stats is None else ActionStats(**{k: np.asarray(v) for k, v in stats.items()}),
                     vla=dict(vla), state=state)
 

@@ -17,8 +17,8 @@ from core.log import get_logger  # noqa: E402
 from envs.demos import DemoDataset  # noqa: E402
 from launch.run_config import load_config, typed  # noqa: E402
 from learner.sft import chunk_targets, load_frames, run_sft  # noqa: E402
+from learner.vla_checkpoint import build_policy, load_vla, resolve  # noqa: E402
 from policies.vla.build import build_vla_policy  # noqa: E402
-from policies.vla.saved import load_vla, resolve  # noqa: E402
 
 QUIET = ["logging.tensorboard=false", "logging.wandb=disabled"]
 LOG = get_logger("test_sft")
@@ -71,8 +71,8 @@ def test_sft_records_demos_computes_statistics_and_lowers_the_cross_entropy(sft_
 def test_init_from_gives_the_rl_policy_the_sft_policy(sft_run):
     run_dir, result, _ = sft_run
     rl = config("maniskill_ppo_openvla", f"vla.init_from={run_dir}")
-    policy = build_vla_policy(rl.vla, "cpu", seed=123)
-    fresh = build_vla_policy(config("maniskill_ppo_openvla").vla, "cpu", seed=123)
+    policy = build_policy(rl.vla, "cpu", seed=123)
+    fresh = build_policy(config("maniskill_ppo_openvla").vla, "cpu", seed=123)
     obs = demo_batch(run_dir, 1)
     for p in (policy, result.policy, fresh):
         p.model.eval()
@@ -91,7 +91,7 @@ def test_init_from_gives_the_rl_policy_the_sft_policy(sft_run):
 def test_merged_policy_acts_as_the_adapter_policy(sft_run):
     run_dir, _, _ = sft_run
     cfg = config("maniskill_sft_openvla", f"vla.init_from={run_dir}").vla
-    adapter, merged = (build_vla_policy(cfg, "cpu", 0, merge_lora=m) for m in (False, True))
+    adapter, merged = (build_policy(cfg, "cpu", 0, merge_lora=m) for m in (False, True))
     assert not any("lora_" in n for n, _ in merged.model.named_parameters())
     obs = demo_batch(run_dir, 1)
     adapter.model.eval()
@@ -176,9 +176,11 @@ def test_bad_inputs_are_named(sft_run, tmp_path):
         load_config("maniskill_sft_openvla", ["vla_eval.splits=[train,moon]"])
     # weights trained on one base model do not load into another
     with pytest.raises(ValueError, match="vla.lora_rank: saved 4, this config 8"):
-        build_vla_policy(config("maniskill_ppo_openvla", f"vla.init_from={run_dir}", "vla.lora_rank=8").vla, "cpu", 0)
+        build_policy(config("maniskill_ppo_openvla", f"vla.init_from={run_dir}", "vla.lora_rank=8").vla, "cpu", 0)
+    with pytest.raises(ValueError, match="vla.init_from=.*build_policy"):  # the builder never ignores init_from
+        build_vla_policy(config("maniskill_ppo_openvla", f"vla.init_from={run_dir}").vla, "cpu", 0)
     with pytest.raises(ValueError, match="vla.decoding: saved 'autoregressive'"):
-        build_vla_policy(config("maniskill_ppo_oft", f"vla.init_from={run_dir}").vla, "cpu", 0)
+        build_policy(config("maniskill_ppo_oft", f"vla.init_from={run_dir}").vla, "cpu", 0)
     from launch.cli import main as run_sync
     from launch.eval_vla import main as eval_vla
     from launch.run_sft import main as run_sft_main
@@ -191,3 +193,22 @@ def test_bad_inputs_are_named(sft_run, tmp_path):
         load_frames(tmp_path / "empty", "base_camera", 1)
     with pytest.raises(ValueError, match="no camera 'wrist'"):
         load_frames(run_dir / "demos", "wrist", 1)
+
+
+def test_a_vla_learner_checkpoint_loads_like_an_sft_one(sft_run, tmp_path):
+    """The on-policy learner's checkpoint layout (learner/on_policy.py: algorithm state + config) is read too, with
+    the action statistics the policy had, so an RL run's result evaluates and starts another run the same way."""
+    import dataclasses
+
+    from learner.checkpoint import save_checkpoint
+    from learner.vla import VLAPPO
+
+    rl = config("maniskill_ppo_openvla", f"vla.init_from={sft_run[0]}")
+    algorithm = VLAPPO(build_policy(rl.vla, "cpu", 0), rl.ppo, rl.vla)
+    save_checkpoint({"algorithm": algorithm.state_dict(), "config": dataclasses.asdict(rl)}, tmp_path / "checkpoints",
+                    label="u0")
+    saved, sft = load_vla(tmp_path), load_vla(sft_run[0])
+    assert saved.path.parent == tmp_path / "checkpoints" and saved.vla["init_from"] == str(sft_run[0])
+    assert set(saved.weights) == set(sft.weights)
+    assert all(np.array_equal(saved.weights[n], sft.weights[n]) for n in sft.weights)
+    np.testing.assert_array_equal(saved.action_stats.q01, sft.action_stats.q01)
