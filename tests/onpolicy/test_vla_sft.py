@@ -212,3 +212,23 @@ def test_a_vla_learner_checkpoint_loads_like_an_sft_one(sft_run, tmp_path):
     assert set(saved.weights) == set(sft.weights)
     assert all(np.array_equal(saved.weights[n], sft.weights[n]) for n in sft.weights)
     np.testing.assert_array_equal(saved.action_stats.q01, sft.action_stats.q01)
+
+
+def test_action_statistics_normalise_as_they_unnormalise():
+    from policies.vla.action_tokenizer import ActionStats
+
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([rng.uniform(-0.5, 0.3, (200, 2)), np.zeros((200, 1)),
+                              rng.choice([-1.0, 1.0], (200, 1))], axis=1)
+    stats = ActionStats.from_actions(actions)
+    np.testing.assert_allclose(stats.q01[:2], np.quantile(actions[:, :2], 0.01, axis=0))
+    assert stats.mask.tolist() == [True, True, True, False] and stats.q01[2] == stats.q99[2] == 0
+    inside = np.clip(actions, stats.q01, stats.q99)
+    norm = stats.normalize(inside)
+    assert norm.min() >= -1 and norm.max() <= 1
+    np.testing.assert_allclose(stats.unnormalize(norm)[:, :2], inside[:, :2], atol=1e-7)
+    np.testing.assert_array_equal(norm[:, 3], actions[:, 3])  # the gripper stays as it is
+    np.testing.assert_array_equal(stats.unnormalize(norm)[:, 2], 0)  # a constant dim comes back as its value
+    assert stats.normalize(np.array([[5.0, -5.0, 0.0, 1.0]]))[0, :2].tolist() == [1.0, -1.0]  # clipped
+    round_trip = ActionStats.from_norm_stats(stats.to_norm_stats("demos"))
+    np.testing.assert_array_equal(round_trip.q99, stats.q99)
