@@ -28,7 +28,6 @@ def _validate_vla(cfg) -> None:
     require(not vla.init_from or Path(vla.init_from).expanduser().is_dir(),
             f"vla.init_from={vla.init_from}: no such directory (an SFT or VLA learner checkpoint, or a run directory "
             "holding them)")
-    require(not cfg.eval.enabled, "eval.enabled: the evaluator does not run VLA policies yet (set eval.enabled=false)")
 
 
 class _VLAPolicy:

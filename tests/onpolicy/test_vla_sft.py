@@ -122,36 +122,61 @@ def test_oft_sft_command_and_the_evaluator_on_a_split(sft_run, tmp_path):
     train = out["splits"]["train"]
     assert out["checkpoint"] == summary["checkpoint"] and out["merged_lora"] and out["greedy"]
     assert train["episodes"] == 2 and train["length"] == [8, 8] and train["env_steps"] == 16
-    assert train["success_rate"] == np.mean(train["success"]) and out["success_rate"] == {"train": train["success_rate"]}
+    assert train["success_rate"] == np.mean(train["success"])
+    assert out["success_rate"] == {"train": train["success_rate"]}
 
 
-def test_success_counts_the_envs_info_success_per_episode():
+@pytest.fixture(scope="module")
+def small_env():
+    """One ZarlPutOnPlate-v1 env with 32-step episodes (the expert needs about 26 steps), shared: making one costs
+    more than the steps of these tests."""
+    from envs.maniskill import ManiSkillVectorEnv
+
+    env = ManiSkillVectorEnv("ZarlPutOnPlate-v1", 1, obs_mode="rgb", camera_size=32, wrist_camera_size=16,
+                             max_episode_steps=32)
+    yield env
+    env.close()
+
+
+def test_success_counts_the_envs_info_success_per_episode(small_env):
     """The scripted expert through the evaluator's episode loop: one episode per seed, success from info."""
-    from envs.maniskill import ManiSkillVectorEnv, split_seeds
+    from envs.maniskill import split_seeds
     from envs.maniskill.expert import ScriptedExpert
 
-    env = ManiSkillVectorEnv("ZarlPutOnPlate-v1", 1, obs_mode="rgb", camera_size=32, wrist_camera_size=16)
+    env = small_env
+    expert = ScriptedExpert("ZarlPutOnPlate-v1", 1)
+    seen = []
+
+    def act(obs):
+        return expert.act(env.privileged_state()).cpu().numpy()
+
+    def recording_step(actions):  # what the env reported, to count against
+        out = type(env).step(env, actions)
+        seen.append(bool(out[4]["success"][0]))
+        return out
+
+    env.step = recording_step
     try:
-        expert = ScriptedExpert("ZarlPutOnPlate-v1", 1)
-        seen = []
-
-        def act(obs):
-            return expert.act(env.privileged_state()).cpu().numpy()
-
-        step = env.step
-
-        def recording_step(actions):  # what the env reported, to count against
-            out = step(actions)
-            seen.append(bool(out[4]["success"][0]))
-            return out
-
-        env.step = recording_step
         result = run_seeded_episodes(env, act, split_seeds("train", 1))
     finally:
-        env.close()
+        del env.step
     assert result["episodes"] == 1 and result["success"] == [True] and result["success_rate"] == 1.0
     # success terminates the episode: the last step is the first successful one, and every step is counted
     assert seen[-1] and not any(seen[:-1]) and result["length"] == [len(seen)] and result["env_steps"] == len(seen)
+
+
+def test_the_online_evaluators_episode_loop_runs_a_vlas_chunks(small_env):
+    """actors/evaluator.py's run_episodes (the evaluator process of an RL run with eval.enabled) steps an OFT
+    policy's chunk of 8 actions one by one: a 32-step episode takes 4 decisions."""
+    from actors.evaluator import run_episodes
+
+    policy = build_policy(config("maniskill_ppo_oft").vla, "cpu", 0)
+    decisions = []
+    act = policy.act
+    policy.act = lambda obs, deterministic=False: decisions.append(1) or act(obs, deterministic)
+    metrics, _ = run_episodes(small_env, policy, 1, seed=[7])
+    assert metrics["eval/episodes"] == 1 and metrics["eval/episode_len"] == 32 and len(decisions) == 4
+    assert metrics["eval/success_rate"] == 0.0
 
 
 def test_chunk_targets_repeat_the_last_action():
@@ -232,3 +257,4 @@ def test_action_statistics_normalise_as_they_unnormalise():
     assert stats.normalize(np.array([[5.0, -5.0, 0.0, 1.0]]))[0, :2].tolist() == [1.0, -1.0]  # clipped
     round_trip = ActionStats.from_norm_stats(stats.to_norm_stats("demos"))
     np.testing.assert_array_equal(round_trip.q99, stats.q99)
+
