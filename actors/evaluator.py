@@ -23,23 +23,36 @@ from envs import make_vector_env
 from wire.runtime import RoleRuntime
 
 
+def _env_steps(policy, action: np.ndarray) -> list[np.ndarray]:
+    """The env actions of one decision: the action itself, or for a policy that acts in chunks (a VLA's
+    [B, C, A], which declares env_actions / action_chunk as the rollout actor reads them) its C actions in turn."""
+    if getattr(policy, "env_actions", None) is None and int(getattr(policy, "action_chunk", 1)) == 1:
+        return [action]
+    action = np.asarray(action)
+    return [action[:, c] for c in range(action.shape[1])]
+
+
 def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
                  record_key: str | None = None) -> tuple[dict, list]:
-    """Run exactly ceil(episodes / num_envs) episodes in each env; returns metrics and env 0's first-episode frames."""
+    """Run exactly ceil(episodes / num_envs) episodes in each env; returns metrics and env 0's first-episode frames.
+    A chunk of C actions is C env steps (an env whose episode ends inside it goes on with the chunk's rest)."""
     per_env = -(-episodes // env.num_envs)
     obs = env.reset(seed=seed)
     done_count = np.zeros(env.num_envs, int)
     returns, lengths, successes, frames = [], [], [], []
     while np.any(done_count < per_env):
-        if record_key is not None and done_count[0] == 0 and isinstance(obs, dict) and record_key in obs:
-            frames.append(np.asarray(obs[record_key][0]).copy())
-        obs, _, _, _, info = env.step(policy.act(obs, deterministic=deterministic))
-        for b in np.flatnonzero(info["done"]):
-            if done_count[b] < per_env and len(returns) < episodes:
-                returns.append(float(info["episode_return"][b]))
-                lengths.append(int(info["episode_length"][b]))
-                successes.append(bool(info["episode_success"][b]))
-            done_count[b] += 1
+        for action in _env_steps(policy, policy.act(obs, deterministic=deterministic)):
+            if record_key is not None and done_count[0] == 0 and isinstance(obs, dict) and record_key in obs:
+                frames.append(np.asarray(obs[record_key][0]).copy())
+            obs, _, _, _, info = env.step(action)
+            for b in np.flatnonzero(info["done"]):
+                if done_count[b] < per_env and len(returns) < episodes:
+                    returns.append(float(info["episode_return"][b]))
+                    lengths.append(int(info["episode_length"][b]))
+                    successes.append(bool(info["episode_success"][b]))
+                done_count[b] += 1
+            if not np.any(done_count < per_env):
+                break
     metrics = {"eval/return_mean": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
                "eval/episode_len": float(np.mean(lengths)), "eval/episodes": len(returns)}
     if getattr(env, "reports_success", True):

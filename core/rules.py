@@ -69,6 +69,22 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class SubsetOf:
+    """A non-empty list of distinct values, each one of `choices` (e.g. the splits to evaluate on)."""
+
+    choices: tuple
+
+    def describe(self) -> str:
+        return f"a non-empty list of distinct values of {', '.join(str(c) for c in self.choices)}"
+
+    def problem(self, value) -> str | None:
+        if (not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value)
+                or any(v not in self.choices for v in value)):
+            return self.describe()
+        return None
+
+
+@dataclass(frozen=True)
 class IntList:
     """A list of integers, each in [lo, hi] (layer widths)."""
 

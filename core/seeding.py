@@ -24,6 +24,8 @@ STREAMS: dict[str, int] = {
     "replay_sample": 6,  # which transitions a batch holds
     "group_resets": 7,  # GRPO: the shared reset seed of each group; key: (actor index, policy version)
     "calvin_chains": 8,  # the play table's evaluation chains; key: (chain index,): its start state and subtasks
+    "sft_demos": 9,  # the episode seeds of the demonstrations an SFT run records
+    "sft_batches": 10,  # which demonstration frames each SFT minibatch holds (torch)
 }
 
 

@@ -21,6 +21,9 @@ def main(argv: list[str], expect: str) -> int:
     preset, overrides = argv[0], argv[1:]
     try:
         cfg = load_config(preset, overrides)
+        own = getattr(builder(cfg), "command", None)
+        if own:  # a stage of its own (e.g. SFT), not a run of roles
+            raise ConfigError(f"config '{preset}' uses algo={cfg.algo}; start it with {own}")
         if builder(cfg).synchronous != (expect == "sync"):  # the pipeline says which command starts it
             other = "run_sync.py" if expect == "async" else "run_async.py"
             raise ConfigError(f"config '{preset}' uses algo={cfg.algo}; start it with launch/{other}")

@@ -110,12 +110,16 @@ def make_run_dir(path: str) -> Path:
     return run_dir
 
 
+def run_dir_name(cfg: DictConfig) -> str:
+    """The default run directory: runs/<config name>-<local time>."""
+    return str(Path("runs") / f"{cfg.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+
+
 def prepare_run(preset: str, overrides: list[str]) -> DictConfig:
     cfg = load_config(preset, overrides)  # with the sections of the run's pipeline
     check_env_ids(cfg)
     if not cfg.runner.run_dir:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        cfg.runner.run_dir = str(Path("runs") / f"{cfg.name}-{stamp}")
+        cfg.runner.run_dir = run_dir_name(cfg)
     run_dir = make_run_dir(cfg.runner.run_dir)
     cfg.runner.run_dir = str(run_dir)
     lock_run_dir(run_dir)  # before anything in it is written: a second launch leaves the first run's files alone

@@ -52,9 +52,10 @@ class MetricSinks:
             except Exception as e:
                 log.warning(f"wandb disabled: {e}")
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict, step: int | None = None) -> None:
+        """One metrics row; `step` is its x value in tensorboard and wandb (default: the row's env_steps)."""
         self.jsonl.write(json.dumps(row) + "\n")
-        step = int(row.get("env_steps", 0))
+        step = int(row.get("env_steps", 0)) if step is None else int(step)
         scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and math.isfinite(v)}
         if self.tb is not None:

@@ -1,4 +1,4 @@
-"""The config sections of the learner's algorithms (sac, ppo, grpo). Plain dataclasses, without torch: the
+"""The config sections of the learner's algorithms (sac, ppo, grpo, a VLA's sft). Plain dataclasses, without torch: the
 replay service and the launcher read a run's config without importing the networks. Each algorithm's pipeline
 (pipelines/) declares its section; the algorithm modules (learner/sac.py, ppo.py, grpo.py) use these."""
 from __future__ import annotations
@@ -95,3 +95,28 @@ class GRPOConfig(ClippedUpdateConfig):
     epochs: int = 4
     weight_decay: float = 0.0
     filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded (all scores equal)
+
+
+@dataclass
+class SFTConfig:
+    """The SFT stage of a VLA (learner/sft.py, launch/run_sft.py): behaviour cloning on demonstrations."""
+
+    RULES: ClassVar[dict] = {
+        "record_episodes": R.count(1, 10**7), "steps": R.count(1, 10**9),
+        "epochs": R.Range(1, 10**6, integer=True, optional=True), "batch_size": R.count(1, 2**20), "lr": R.LEARNING_RATE,
+        "weight_decay": R.at_least(0, 10), "max_grad_norm": R.at_least(0, 1e9), "log_every": R.count(1, 10**9)}
+
+    # the demonstration data set (envs/demos.py's layout); None: <runner.run_dir>/demos. A directory that does not
+    # exist yet is recorded first: record_episodes episodes of the scripted expert (envs/maniskill/expert.py) in the
+    # run's env, env.num_envs at a time, episode seeds from runner.seed
+    demos: Optional[str] = None
+    record_episodes: int = 100
+    record_only_successes: bool = True  # keep only the expert's successful episodes
+    # the budget: `steps` gradient steps, or with `epochs` set, that many passes over the frames (it wins)
+    steps: int = 2000
+    epochs: Optional[int] = None
+    batch_size: int = 16  # frames per gradient step (OpenVLA's LoRA fine-tuning: 16)
+    lr: float = 5e-4  # OpenVLA's LoRA fine-tuning: 5e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    log_every: int = 10  # gradient steps between metrics rows (metrics.jsonl) and progress lines

@@ -12,7 +12,7 @@ What changes against the MLP's update, and why:
 * Only what requires grad is optimised and published (LoRA + value head, or SmallVLA's trainable parts):
   two parameter groups, the value head at ``vla.value_lr`` (RLinf: 3e-3 against LoRA's 1e-4).
 * Checkpoints hold the trained weights only (the base model is the checkpoint directory, or random
-  from vla.model_seed).
+  from vla.model_seed), with the action statistics, so `vla.init_from` and launch/eval_vla.py read them.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from learner.grpo import GRPO
 from learner.ppo import PPO, OnPolicyAlgorithm, ratio_loss
 from policies.vla.config import VLAConfig
 from policies.vla.policy import VLAPolicy, group_log_probs
+from policies.vla.saved import stats_state
 
 VALUE_HEAD = "value_head"
 
@@ -67,7 +68,10 @@ class VLAUpdate:
         return loss, stats, out.values, out.entropy.mean()
 
     def state_dict(self) -> dict:
+        # action_stats: so that a learner checkpoint evaluates (launch/eval_vla.py) and starts another run
+        # (vla.init_from) with the un-normalisation it was trained under (learner/vla_checkpoint.py)
         return {"trained": {n: p.detach().clone() for n, p in self.acting_weights().items()},
+                "action_stats": stats_state(self.policy.action_stats),
                 "optimizer": self.optimizer.state_dict(), "gradient_steps": self.gradient_steps,
                 "generator": self.generator.get_state()}
 

@@ -25,6 +25,7 @@ REGISTRY: dict[str, str | type[Builder]] = {
     "grpo": "pipelines.grpo:GRPOBuilder",
     "vla_ppo": "pipelines.vla:VLAPPOBuilder",
     "vla_grpo": "pipelines.vla:VLAGRPOBuilder",
+    "vla_sft": "pipelines.vla:VLASFTBuilder",
 }
 
 

@@ -1,17 +1,22 @@
 """PPO and GRPO on a vision-language-action policy (issue 17): the on-policy pipelines (pipelines/on_policy.py)
-with a VLA (policies/vla/) in the rollout actors and the learner's updates of learner/vla.py.
+with a VLA (policies/vla/) in the rollout actors and the learner's updates of learner/vla.py; and the SFT stage
+before them (`algo: vla_sft`, learner/sft.py), a single process started with launch/run_sft.py.
 
 The rollout actor records the VLA's token ids and per-token log-probs and executes its decoded actions (a
 chunk of 8 for OFT) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
-publishes only those. Config sections: `ppo` or `grpo` (learner/configs.py) and `vla` (policies/vla/config.py).
+publishes only those. Config sections: `ppo`, `grpo` or `sft` (learner/configs.py), `vla` and `vla_eval`
+(policies/vla/config.py; what launch/eval_vla.py evaluates on).
 """
 from __future__ import annotations
 
-from core.config import require
-from learner.configs import GRPOConfig, PPOConfig
+from pathlib import Path
+
+from core.config import ConfigError, require
+from core.roles import Builder
+from learner.configs import GRPOConfig, PPOConfig, SFTConfig
 from pipelines.grpo import GRPOBuilder
 from pipelines.ppo import PPOBuilder
-from policies.vla.config import VLAConfig
+from policies.vla.config import VLAConfig, VLAEvalConfig
 
 
 def _validate_vla(cfg) -> None:
@@ -20,7 +25,9 @@ def _validate_vla(cfg) -> None:
             f"vla.action_chunk={vla.action_chunk}: autoregressive decoding gives one action per decision (OFT: "
             "vla.decoding=parallel)")
     require(vla.model != "openvla" or bool(vla.checkpoint), "vla.model=openvla needs vla.checkpoint (a directory)")
-    require(not cfg.eval.enabled, "eval.enabled: the evaluator does not run VLA policies yet (set eval.enabled=false)")
+    require(not vla.init_from or Path(vla.init_from).expanduser().is_dir(),
+            f"vla.init_from={vla.init_from}: no such directory (an SFT or VLA learner checkpoint, or a run directory "
+            "holding them)")
 
 
 class _VLAPolicy:
@@ -31,13 +38,13 @@ class _VLAPolicy:
         _validate_vla(cfg)
 
     def make_policy(self, cfg, obs_space, action_space, device, seed):
-        from policies.vla.build import build_vla_policy
+        from learner.vla_checkpoint import build_policy
 
-        return build_vla_policy(cfg.vla, device, seed)
+        return build_policy(cfg.vla, device, seed)  # with vla.init_from's weights, if set
 
 
 class VLAPPOBuilder(_VLAPolicy, PPOBuilder):
-    config_sections = {"ppo": PPOConfig, "vla": VLAConfig}
+    config_sections = {"ppo": PPOConfig, "vla": VLAConfig, "vla_eval": VLAEvalConfig}
 
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):
         from learner.vla import VLAPPO
@@ -46,9 +53,21 @@ class VLAPPOBuilder(_VLAPolicy, PPOBuilder):
 
 
 class VLAGRPOBuilder(_VLAPolicy, GRPOBuilder):
-    config_sections = {"grpo": GRPOConfig, "vla": VLAConfig}
+    config_sections = {"grpo": GRPOConfig, "vla": VLAConfig, "vla_eval": VLAEvalConfig}
 
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):
         from learner.vla import VLAGRPO
 
         return VLAGRPO(self.make_policy(cfg, obs_space, action_space, device, seed), cfg.grpo, cfg.vla, seed=seed)
+
+
+class VLASFTBuilder(_VLAPolicy, Builder):
+    """SFT of a VLA on demonstrations: one process (launch/run_sft.py), no actors, replay or learner roles."""
+
+    config_sections = {"sft": SFTConfig, "vla": VLAConfig, "vla_eval": VLAEvalConfig}
+    command = "launch/run_sft.py"  # launch/cli.py: the run_sync / run_async commands point here
+
+    def _not_a_role(self, *args, **kwargs):
+        raise ConfigError(f"algo=vla_sft runs in one process: start it with {self.command}")
+
+    make_actor = make_replay = make_learner = _not_a_role

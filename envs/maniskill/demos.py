@@ -3,7 +3,7 @@ on-disk format, envs/demos.py (LeRobot v2.1 layout); DemoWriter and DemoDataset 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -13,10 +13,11 @@ __all__ = ["DemoDataset", "DemoWriter", "record_demos"]
 
 
 def record_demos(env, expert, root: str | Path, seeds: list[int], video: bool = False,
-                 only_successes: bool = True) -> dict[str, Any]:
+                 only_successes: bool = True, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run the expert in a ManiSkillVectorEnv (obs_mode="rgb") on the given episode seeds (B at a time)
     and write each episode; returns counts. The images are the env's cameras; the state is its
-    proprio ``state``; the instruction is the task string (ZarlPutOnPlate-v1) or the env id."""
+    proprio ``state``; the instruction is the task string (ZarlPutOnPlate-v1) or the env id.
+    ``progress``, if given, gets the counts so far after every batch of B episodes."""
     B = env.num_envs
     space = env.single_observation_space
     cameras = {k: tuple(v.shape) for k, v in space.spaces.items() if k not in ("state", "instruction")}
@@ -59,5 +60,7 @@ def record_demos(env, expert, root: str | Path, seeds: list[int], video: bool = 
                                    np.array(buf[b]["done"]), np.array(buf[b]["success"]),
                                    {c: np.stack(buf[b][c]) for c in cameras}, task=tasks[b], seed=batch[b])
                 written += 1
+        if progress is not None:
+            progress({"attempted": attempted, "successes": successes, "written": written})
     writer.close()
     return {"attempted": attempted, "successes": successes, "written": written}

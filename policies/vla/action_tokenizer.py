@@ -68,6 +68,31 @@ class ActionStats:
         q01 = np.asarray(action["q01"], np.float64)
         return cls(q01=q01, q99=np.asarray(action["q99"]), mask=np.asarray(action.get("mask", np.ones_like(q01, bool))))
 
+    @classmethod
+    def from_actions(cls, actions: np.ndarray, mask: np.ndarray | None = None) -> ActionStats:
+        """A data set's statistics from its actions [N, dims]: per-dim 1st/99th percentiles (OpenVLA's
+        ``q01``/``q99``); ``mask`` defaults to every dim but the last (OpenVLA leaves the gripper as it is)."""
+        actions = np.asarray(actions, np.float64)
+        if actions.ndim != 2 or len(actions) == 0:
+            raise ValueError(f"action statistics need actions [N >= 1, dims], got shape {actions.shape}")
+        if mask is None:
+            mask = np.arange(actions.shape[1]) < actions.shape[1] - 1
+        return cls(q01=np.quantile(actions, 0.01, axis=0), q99=np.quantile(actions, 0.99, axis=0), mask=mask)
+
+    def to_norm_stats(self, dataset: str) -> dict:
+        """OpenVLA's ``norm_stats`` layout ({dataset: {"action": {"q01", "q99", "mask"}}}), JSON-ready."""
+        return {dataset: {"action": {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}}}
+
+    def normalize(self, actions: np.ndarray) -> np.ndarray:
+        """The data set's actions [..., dims] -> [-1, 1] (OpenVLA's training-time normalisation, clipped), the
+        inverse of ``unnormalize`` inside [q01, q99]; dims with mask false stay as they are."""
+        actions = np.asarray(actions, np.float64)
+        if actions.shape[-1] != len(self.q01):
+            raise ValueError(f"actions have {actions.shape[-1]} dims, the statistics {len(self.q01)}")
+        # OpenVLA's 1e-8: a dim constant in the data (q99 == q01) maps to -1 instead of dividing by zero
+        scaled = np.clip(2.0 * (actions - self.q01) / (self.q99 - self.q01 + 1e-8) - 1.0, -1.0, 1.0)
+        return np.where(self.mask, scaled, actions)
+
     def unnormalize(self, normalized: np.ndarray) -> np.ndarray:
         """[..., dims] in [-1, 1] -> the data set's action units."""
         normalized = np.asarray(normalized, np.float64)

@@ -8,6 +8,7 @@ import torch
 from policies.vla.config import VLAConfig
 from policies.vla.lora import LoRASettings, add_lora
 from policies.vla.policy import VLAPolicy, VLAPolicyConfig, openvla_prompt_encoder
+from policies.vla.saved import SavedVLA, check_fits
 
 
 def build_vla_model(cfg: VLAConfig):
@@ -40,17 +41,36 @@ def build_vla_model(cfg: VLAConfig):
     return model, tokenizer, model.action_stats() if model.config.norm_stats else None
 
 
-def build_vla_policy(cfg: VLAConfig, device: str, seed: int) -> VLAPolicy:
+def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False,
+                     saved: SavedVLA | None = None) -> VLAPolicy:
     """The policy on `device`; `seed` drives only its action sampling (and LoRA's random A, which the learner's
-    first published weights overwrite in every actor)."""
+    first published weights overwrite in every actor). `saved`: trained weights and action statistics that
+    replace the fresh ones (`vla.init_from`, read by learner/vla_checkpoint.py's build_policy). `merge_lora`: the
+    adapters merged into the base weights (peft's merge_and_unload), as a deployed model runs; nothing is
+    trainable then."""
+    if cfg.init_from and saved is None:
+        raise ValueError(f"vla.init_from={cfg.init_from}: build the policy with learner/vla_checkpoint.py's "
+                         "build_policy, which reads it")
     base, tokenizer, stats = build_vla_model(cfg)
+    if saved is not None:
+        check_fits(saved, cfg)
+        stats = saved.action_stats if saved.action_stats is not None else stats
     model = base
     if cfg.lora:
         torch.manual_seed(seed)
         model = add_lora(base, LoRASettings(rank=cfg.lora_rank, alpha=cfg.lora_alpha))
-    # SmallVLA embeds its own prompts (peft injects the adapters into `base` in place); OpenVLA's go through
-    # its tokenizer
-    encoder = base.embed_prompts if tokenizer is None else openvla_prompt_encoder(model, tokenizer)
     policy_cfg = VLAPolicyConfig(decoding=cfg.decoding, action_chunk=cfg.action_chunk, temperature=cfg.temperature,
                                  top_k=cfg.top_k, instruction=cfg.instruction, image_key=cfg.image_key)
-    return VLAPolicy(model, encoder, policy_cfg, device=device, action_stats=stats, seed=seed)
+
+    def policy_of(model) -> VLAPolicy:
+        # SmallVLA embeds its own prompts (peft injects the adapters into `base` in place); OpenVLA's go through
+        # its tokenizer
+        encoder = base.embed_prompts if tokenizer is None else openvla_prompt_encoder(model, tokenizer)
+        return VLAPolicy(model, encoder, policy_cfg, device=device, action_stats=stats, seed=seed)
+
+    policy = policy_of(model)
+    if saved is not None:
+        policy.load_weights(saved.weights)
+    if merge_lora and cfg.lora:
+        policy = policy_of(policy.model.merge_and_unload())
+    return policy

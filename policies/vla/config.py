@@ -1,9 +1,10 @@
 """The `vla` config section of the VLA pipelines (pipelines/vla.py): which model, how it decodes, LoRA, the
-value head's learning rate and the log-prob level of the PPO ratio. A plain dataclass without torch, so that
-the launcher and the rollout store read a run's config without importing transformers."""
+value head's learning rate, the log-prob level of the PPO ratio and the trained weights to start from; and
+`vla_eval`, what launch/eval_vla.py evaluates a saved VLA on. Plain dataclasses without torch, so that the
+launcher and the rollout store read a run's config without importing transformers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from core import rules as R
@@ -27,6 +28,10 @@ class VLAConfig:
     # OpenVLA-7B's HF layout (`checkpoint`); "small": SmallVLA (policies/vla/small_vla.py)
     model: str = "tiny_openvla"
     checkpoint: Optional[str] = None  # model "openvla": the directory (config.json, safetensors, tokenizer)
+    # trained weights to start from (LoRA + value head, or SmallVLA's trainable parts) and the action statistics
+    # saved with them: an SFT run's checkpoint (launch/run_sft.py) or an RL learner's (learner/vla_checkpoint.py);
+    # a checkpoint directory, or a directory holding them (a run directory or its checkpoints/: the newest)
+    init_from: Optional[str] = None
     model_seed: int = 0  # random base weights (tiny_openvla, small): identical in actors and learner
     decoding: str = "autoregressive"  # "autoregressive" (OpenVLA) | "parallel" (OpenVLA-OFT)
     action_chunk: int = 1  # actions per decision; OFT: 8
@@ -49,3 +54,18 @@ class VLAConfig:
     small_heads: int = 4
     small_image_size: int = 128
     small_pretrained: bool = True  # SmallVLA: ImageNet EfficientNet-Lite0 weights from the installed package
+
+
+SPLITS = ("train", "vision", "semantic", "execution")  # ZarlPutOnPlate-v1's (envs/maniskill/put_on_plate.py)
+
+
+@dataclass
+class VLAEvalConfig:
+    """launch/eval_vla.py: `eval.episodes` episodes of each split (the split's fixed seeds) in `eval.num_envs`
+    envs, with the policy `vla` builds (its weights from `vla.init_from`) after a save -> load -> LoRA merge."""
+
+    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS)}
+
+    splits: list = field(default_factory=lambda: list(SPLITS))
+    greedy: bool = True  # the most likely action token (argmax); false: sampled at vla.temperature / vla.top_k
+    merge_lora: bool = True  # evaluate the merged model (what a deployment runs); false: the adapter model

@@ -1,0 +1,119 @@
+"""Evaluating a saved VLA on ZarlPutOnPlate-v1's splits (launch/eval_vla.py).
+
+The policy is rebuilt from disk the way a deployment would get it: the base model of the `vla` section, the
+trained weights and action statistics of `vla.init_from` loaded into it, the LoRA adapters merged into the
+base weights (`vla_eval.merge_lora`), so the figure is the saved policy's and not the training process's.
+
+Each split (`vla_eval.splits`) is run on its fixed evaluation episodes (`split_seeds(split, eval.episodes)`,
+the same on every machine and disjoint between splits), `eval.num_envs` episodes at a time: every env is reset
+with one episode's seed and runs until that episode ends (a chunk of C actions is C env steps; what an env does
+after its episode ended is not counted). An episode succeeded when the env's `info["success"]` was true at one
+of its steps (on ZarlPutOnPlate-v1 success terminates the episode). Decoding is greedy by default
+(`vla_eval.greedy`: the most likely token of each position), else sampled at vla.temperature / vla.top_k.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from core import seeding
+from core.devices import actor_device
+
+Act = Callable[[object], np.ndarray]  # observations -> actions [B, C, A] (or [B, A])
+
+
+def run_seeded_episodes(env, act: Act, seeds: list[int]) -> dict:
+    """One episode per seed, env.num_envs at a time (the last batch padded with repeats that are not counted).
+
+    Returns episodes, successes, success_rate, per-episode `success` and `length`, `env_steps` (the counted
+    episodes' steps) and `env_steps_simulated` (every env step stepped, padding and after-episode steps too)."""
+    if not seeds:
+        raise ValueError("no episode to evaluate (0 seeds)")
+    n = env.num_envs
+    successes: list[bool] = []
+    lengths: list[int] = []
+    simulated = 0
+    for start in range(0, len(seeds), n):
+        batch = list(seeds[start:start + n])
+        keep = len(batch)
+        batch += [batch[-1]] * (n - keep)
+        obs = env.reset(seed=batch)
+        done = np.zeros(n, bool)
+        success = np.zeros(n, bool)
+        length = np.zeros(n, np.int64)
+        while not done[:keep].all():
+            actions = np.asarray(act(obs))
+            if actions.ndim == 2:
+                actions = actions[:, None]
+            for c in range(actions.shape[1]):
+                obs, _, _, _, info = env.step(actions[:, c])
+                simulated += n
+                live = ~done
+                success |= live & np.asarray(info["success"], bool)
+                length += live
+                done |= np.asarray(info["done"], bool)
+                if done[:keep].all():
+                    break
+        successes += success[:keep].tolist()
+        lengths += length[:keep].tolist()
+    return {"episodes": len(successes), "successes": int(sum(successes)),
+            "success_rate": float(np.mean(successes)), "env_steps": int(sum(lengths)),
+            "env_steps_simulated": int(simulated), "success": successes, "length": lengths}
+
+
+def split_env_config(cfg, split: str):
+    """The run's env (with eval_env's overrides) on `split`."""
+    env_cfg = OmegaConf.to_object(OmegaConf.merge(cfg.env, cfg.eval_env))
+    return replace(env_cfg, kwargs={**dict(env_cfg.kwargs), "split": split})
+
+
+def evaluate_vla(cfg, log) -> dict:
+    """Evaluate the policy of a typed run config (sections `vla` with init_from, `vla_eval`) on its splits."""
+    import torch
+
+    from envs.maniskill import PUT_ON_PLATE_ID, SPLITS, make_maniskill_vector_env, split_seeds
+    from learner.vla_checkpoint import build_policy, resolve
+
+    if not cfg.vla.init_from:
+        raise ValueError("nothing to evaluate: set vla.init_from=DIR (an SFT or VLA learner checkpoint, or the run "
+                         "directory holding it)")
+    if cfg.env.id != PUT_ON_PLATE_ID:
+        raise ValueError(f"the VLA evaluator runs {PUT_ON_PLATE_ID}'s splits; env.id is {cfg.env.id}")
+    unknown = [s for s in cfg.vla_eval.splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown splits {unknown}; {PUT_ON_PLATE_ID} has {list(SPLITS)}")
+    checkpoint = resolve(cfg.vla.init_from)
+    device = actor_device(cfg.actor, 0)
+    t_start = time.time()
+    policy = build_policy(cfg.vla, device, seeding.seed_of(cfg.runner.seed, "evaluator_policy"),
+                              merge_lora=cfg.vla_eval.merge_lora)
+    policy.model.eval()
+    greedy = bool(cfg.vla_eval.greedy)
+    log.info(f"evaluating {checkpoint} ({'merged' if cfg.vla_eval.merge_lora and cfg.vla.lora else 'as saved'}, "
+             f"{'greedy' if greedy else 'sampled'}) on {', '.join(cfg.vla_eval.splits)}: {cfg.eval.episodes} "
+             f"episodes each, {cfg.eval.num_envs} envs, {device}")
+    splits: dict[str, dict] = {}
+    for split in cfg.vla_eval.splits:
+        t0 = time.time()
+        env = make_maniskill_vector_env(split_env_config(cfg, split), num_envs=cfg.eval.num_envs)
+        try:
+            with torch.no_grad():
+                result = run_seeded_episodes(env, lambda obs: policy.act(obs, deterministic=greedy),
+                                             split_seeds(split, cfg.eval.episodes))
+        finally:
+            env.close()
+        result["wall_s"] = time.time() - t0
+        splits[split] = result
+        log.info(f"{split}: success {result['success_rate']:.3f} ({result['successes']}/{result['episodes']}), "
+                 f"{result['env_steps']:,} env steps, {result['wall_s']:.0f} s")
+    device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+    return {"checkpoint": str(checkpoint), "config": cfg.name, "splits": splits,
+            "success_rate": {s: r["success_rate"] for s, r in splits.items()},
+            "episodes_per_split": cfg.eval.episodes, "num_envs": cfg.eval.num_envs, "greedy": greedy,
+            "merged_lora": bool(cfg.vla_eval.merge_lora and cfg.vla.lora),
+            "env_steps": sum(r["env_steps"] for r in splits.values()), "wall_s": time.time() - t_start,
+            "device": device_name}

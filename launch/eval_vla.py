@@ -1,0 +1,68 @@
+"""Evaluate a saved VLA on ZarlPutOnPlate-v1's splits: `python launch/eval_vla.py CONFIG vla.init_from=DIR
+[eval.episodes=128] [vla_eval.splits=[train,vision,semantic,execution]] [key=value ...]`.
+
+CONFIG is the VLA config the checkpoint was trained with (maniskill_sft_openvla, maniskill_ppo_oft, ...; it builds
+the base model and the env), DIR an SFT or VLA learner checkpoint or the run directory holding it (the newest).
+The policy is saved -> loaded -> LoRA-merged before it acts (actors/vla_evaluator.py). The summary (success per
+split, episodes, env steps, wall time, device) is printed and written to <run dir>/eval/<checkpoint>.json, where
+the run directory is runner.run_dir when given, else the one the checkpoint is in.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from core.config import ConfigError, available_presets  # noqa: E402
+
+USAGE = """usage: eval_vla.py CONFIG vla.init_from=DIR [key=value ...]
+
+CONFIG   the VLA config of the checkpoint ({presets}) or a YAML path
+key=value  e.g. eval.episodes=128 eval.num_envs=64 vla_eval.splits=[train,vision] vla_eval.greedy=false
+"""
+
+
+def output_path(cfg, checkpoint: Path) -> Path:
+    if cfg.runner.run_dir:
+        run_dir = Path(cfg.runner.run_dir)
+    else:
+        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return run_dir / "eval" / f"{checkpoint.name}.json"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE.format(presets=", ".join(available_presets())))
+        return 0 if argv else 2
+    from launch.run_config import load_config, typed
+
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        if "vla_eval" not in cfg:
+            raise ConfigError(f"config '{argv[0]}' uses algo={cfg.algo}, not a VLA pipeline (vla_sft, vla_ppo, "
+                              "vla_grpo)")
+        if not cfg.vla.init_from:
+            raise ConfigError("nothing to evaluate: give vla.init_from=DIR (an SFT or VLA learner checkpoint, or "
+                              "the run directory holding it)")
+        from learner.vla_checkpoint import resolve
+
+        checkpoint = resolve(cfg.vla.init_from)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from actors.vla_evaluator import evaluate_vla
+    from core.log import get_logger
+
+    summary = evaluate_vla(typed(cfg), get_logger("eval_vla"))
+    path = output_path(cfg, checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({"success_rate": summary["success_rate"], "env_steps": summary["env_steps"],
+                      "wall_s": round(summary["wall_s"], 1), "summary": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
