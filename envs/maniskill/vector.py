@@ -45,6 +45,7 @@ at its next episode boundary once it has made that many steps.
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -67,6 +68,26 @@ def is_maniskill_id(env_id: str) -> bool:
 
 def maniskill_task_id(env_id: str) -> str:
     return env_id[len(MANISKILL_PREFIX):] if env_id.startswith(MANISKILL_PREFIX) else env_id
+
+
+def physx_gpu_library() -> Path:
+    """Where SAPIEN looks for its PhysX GPU library. No wheel ships it: SAPIEN downloads it from GitHub the
+    first time GPU simulation is enabled, which a machine without internet access cannot do."""
+    import sapien.physx
+
+    return Path.home() / ".sapien" / "physx" / sapien.physx.version() / "libPhysXGpu_64.so"
+
+
+def require_physx_gpu_library() -> None:
+    """A clear error instead of SAPIEN's download attempt (a hang, then a traceback) where the library is missing."""
+    path = physx_gpu_library()
+    if not path.exists():
+        import sapien.physx
+
+        raise RuntimeError(
+            f"sim_backend='gpu' needs SAPIEN's PhysX GPU library at {path}, which is not there (no wheel ships it; "
+            "SAPIEN downloads it on first use from https://github.com/sapien-sim/physx-precompiled/releases/download/"
+            f"{sapien.physx.version()}/linux-so.zip). Unzip that file there, or use sim_backend='cpu'.")
 
 
 _M64 = (1 << 64) - 1
@@ -140,9 +161,11 @@ class ManiSkillVectorEnv(Env):
         if obs_mode not in ("state", "rgb"):
             raise ValueError(f"obs_mode must be 'state' or 'rgb', got {obs_mode!r}")
         if sim_backend == "auto":
-            sim_backend = "gpu" if torch.cuda.is_available() else "cpu"
+            sim_backend = "gpu" if torch.cuda.is_available() and physx_gpu_library().exists() else "cpu"
         if sim_backend not in ("cpu", "gpu"):
             raise ValueError(f"sim_backend must be 'auto', 'cpu' or 'gpu', got {sim_backend!r}")
+        if sim_backend == "gpu":
+            require_physx_gpu_library()
         self.env_id = maniskill_task_id(env_id)
         self.num_envs = int(num_envs)
         self.obs_mode, self.sim_backend, self.torch_obs = obs_mode, sim_backend, torch_obs

@@ -306,3 +306,19 @@ def test_import_envs_does_not_import_maniskill_and_gym_make_works():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_gpu_simulation_without_sapiens_physx_gpu_library_is_a_clear_error():
+    """SAPIEN fetches its PhysX GPU library from GitHub on first use; without it (no network) the backend says
+    where the file must go instead of attempting the download, and `auto` falls back to the CPU."""
+    from envs.maniskill.vector import physx_gpu_library
+
+    if physx_gpu_library().exists():
+        pytest.skip("this machine has the PhysX GPU library")
+    with pytest.raises(RuntimeError, match="libPhysXGpu_64.so"):
+        ManiSkillVectorEnv("ManiSkill/PickCube-v1", 2, obs_mode="state", sim_backend="gpu")
+    env = ManiSkillVectorEnv("ManiSkill/PickCube-v1", 1, obs_mode="state", sim_backend="auto")
+    try:
+        assert env.sim_backend == "cpu"
+    finally:
+        env.close()
