@@ -33,7 +33,7 @@ def tiny_norm_stats(state_dim: int = 15, action_dim: int = 7) -> dict:
 
 def tiny_pi0_config(pi05: bool = False, horizon: int = 4, **overrides) -> Pi0Config:
     fields = dict(paligemma_variant="dummy", action_expert_variant="dummy", vocab_size=TINY_VOCAB, vision=TINY_VISION,
-                  action_horizon=horizon, pi05=pi05, max_token_len=96 if pi05 else 48, value_head_hidden=[32, 16, 8])
+                  action_horizon=horizon, pi05=pi05, max_token_len=160 if pi05 else 48, value_head_hidden=[32, 16, 8])
     return Pi0Config(**{**fields, **overrides})
 
 

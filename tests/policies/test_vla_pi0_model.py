@@ -193,3 +193,24 @@ def test_bad_inputs_give_clear_errors():
 def test_pi05_state_tokens():
     bins = discretize_state(torch.tensor([-1.5, -1.0, -0.999, 0.0, 0.999, 1.0, 2.0]))
     assert bins.tolist() == [0, 0, 0, 128, 255, 255, 255]
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_prefix_padding_and_other_samples_do_not_change_the_velocity(pi05):
+    """The masks: padded prompt slots and the batch's other samples leave a sample's velocity unchanged, and the
+    prefix is read through its KV cache only (one prefix pass serves every denoising step)."""
+    torch.manual_seed(0)
+    short = Pi0Model(tiny_pi0_config(pi05, max_token_len=160 if pi05 else 32))
+    long = Pi0Model(tiny_pi0_config(pi05, max_token_len=200 if pi05 else 48))
+    long.load_state_dict(short.state_dict())
+    obs = observation(3)
+    x, t = torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([1.0, 0.6, 0.2])
+    outs = []
+    for model in (short, long):
+        policy = tiny_policy(pi05, model=model)
+        cache, state = policy._prefix(obs)
+        assert cache.mask.shape[1] == 2 * 4 + model.config.max_token_len
+        outs.append(model.velocity(cache, state, x, t)[0])
+        one, state1 = policy._prefix({k: v[1:2] for k, v in obs.items()})
+        assert torch.allclose(model.velocity(one, state1, x[1:2], t[1:2])[0], outs[-1][1:2], atol=1e-5)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
