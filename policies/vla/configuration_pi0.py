@@ -45,7 +45,9 @@ def gemma_config(variant: str | dict, vocab_size: int = PALIGEMMA_VOCAB) -> Gemm
                        num_hidden_layers=v["depth"], num_attention_heads=v["num_heads"],
                        num_key_value_heads=v["num_kv_heads"], head_dim=v["head_dim"],
                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, max_position_embeddings=8192,
-                       pad_token_id=0, bos_token_id=2, eos_token_id=1)
+                       # Gemma's special ids; none for a prefix without a vocabulary (SmallPi0's)
+                       **(dict(pad_token_id=0, bos_token_id=2, eos_token_id=1) if vocab_size > 2 else
+                          dict(pad_token_id=None, bos_token_id=None, eos_token_id=None)))
 
 
 class Pi0Config(PretrainedConfig):
