@@ -140,7 +140,3 @@ class SmallPi0(Pi0Model):
             masks.append(mask)
         return torch.stack(rows), torch.tensor(masks, device=images_t.device)
 
-
-def build_pi0(config: Pi0Config) -> Pi0Model:
-    """The model class a config asks for (``prefix``)."""
-    return SmallPi0(config) if config.prefix == "small" else Pi0Model(config)

@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from policies.vla.configuration_pi0 import Pi0Config
 from policies.vla.modeling_pi0 import Pi0Model, discretize_state
+from policies.vla.pi0_build import load_pi0
 from policies.vla.openpi_checkpoint import EXPERT_LM_HEAD, load_openpi_checkpoint
 from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
 from policies.vla.tiny_checkpoints import tiny_tokenizer
@@ -122,6 +124,7 @@ def test_openpi_layout_loads_every_tensor(pi05, tmp_path):
     directory = save_tiny_openpi(tmp_path / "openpi", pi05=pi05, seed=5)
     model, report = load_openpi_checkpoint(directory)
     assert model.config.pi05 is pi05
+    assert type(load_pi0(directory)) is Pi0Model
     file = load_file(directory / "model.safetensors")
     own = model.state_dict()
     assert report.dropped == (EXPERT_LM_HEAD,)
@@ -214,3 +217,31 @@ def test_prefix_padding_and_other_samples_do_not_change_the_velocity(pi05):
         one, state1 = policy._prefix({k: v[1:2] for k, v in obs.items()})
         assert torch.allclose(model.velocity(one, state1, x[1:2], t[1:2])[0], outs[-1][1:2], atol=1e-5)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("pi05,billions", [(False, 3.238), (True, 3.353)])
+def test_full_size_model_has_openpis_shapes(pi05, billions):
+    """openpi's pi0 / pi0.5 (PaliGemma 2B + SigLIP So400m/14 + Gemma-300M expert) built on the meta device: the
+    shapes its conversion script writes (q_proj: heads x head_dim by width, one KV head of 256, ...)."""
+    with torch.device("meta"):
+        model = Pi0Model(Pi0Config(pi05=pi05))
+    sd = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    pali, expert = "paligemma_with_expert.paligemma.model.", "paligemma_with_expert.gemma_expert.model."
+    assert sd[pali + "language_model.embed_tokens.weight"] == (257152, 2048)
+    assert sd[pali + "vision_tower.vision_model.embeddings.patch_embedding.weight"] == (1152, 3, 14, 14)
+    assert sd[pali + "vision_tower.vision_model.embeddings.position_embedding.weight"] == (256, 1152)
+    assert sd[pali + "vision_tower.vision_model.encoder.layers.26.mlp.fc1.weight"] == (4304, 1152)
+    assert sd[pali + "multi_modal_projector.linear.weight"] == (2048, 1152)
+    assert sd[pali + "language_model.layers.17.mlp.gate_proj.weight"] == (16384, 2048)
+    assert sd[expert + "layers.17.self_attn.q_proj.weight"] == (2048, 1024)
+    assert sd[expert + "layers.0.self_attn.k_proj.weight"] == (256, 1024)
+    assert sd[expert + "layers.0.mlp.down_proj.weight"] == (1024, 4096)
+    assert sd["action_in_proj.weight"] == (1024, 32) and sd["action_out_proj.weight"] == (32, 1024)
+    if pi05:
+        assert sd[expert + "layers.0.input_layernorm.dense.weight"] == (3072, 1024)
+        assert sd["time_mlp_in.weight"] == (1024, 1024) and "state_proj.weight" not in sd
+    else:
+        assert sd[expert + "layers.0.input_layernorm.weight"] == (1024,)
+        assert sd["state_proj.weight"] == (1024, 32) and sd["action_time_mlp_in.weight"] == (1024, 2048)
+    n = sum(model.state_dict()[k].numel() for k in sd if not k.startswith(("value_head.", "noise_head.")))
+    assert abs(n / 1e9 - billions) < 1e-3

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
-from policies.vla.small_pi0 import SmallPi0, build_pi0, small_pi0_config
+from policies.vla.pi0_build import build_pi0, load_pi0
+from policies.vla.small_pi0 import SmallPi0, small_pi0_config
 
 
 def observation(b: int = 2):
@@ -37,7 +38,9 @@ def test_small_pi0_samples_scores_and_round_trips(pi05, sampler, tmp_path):
     assert torch.equal(scored.log_probs.detach(), torch.as_tensor(log_prob))
     assert policy.env_actions(recorded).shape == (2, 2, 7)
     model.save_pretrained(tmp_path / "small")
-    again = Pi0Policy(SmallPi0.from_pretrained(tmp_path / "small"), Pi0PolicyConfig(sampler=sampler, action_chunk=2),
+    loaded = load_pi0(tmp_path / "small")
+    assert isinstance(loaded, SmallPi0)
+    again = Pi0Policy(loaded, Pi0PolicyConfig(sampler=sampler, action_chunk=2),
                       seed=3)
     recorded2, log_prob2 = again.sample(obs)
     assert np.array_equal(recorded, recorded2) and np.array_equal(log_prob, log_prob2)
