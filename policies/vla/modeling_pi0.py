@@ -27,8 +27,10 @@ Sinusoidal time embedding as openpi: periods from 4e-3 to 4 (geometric), sin the
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +184,20 @@ class Pi0Model(PreTrainedModel):
         nn.init.zeros_(self.noise_head.bias)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """A local directory saved by this class, or one in openpi's PyTorch layout (its config.json has no
+        ``model_type``; openpi_checkpoint.py reads it, ``asset_id`` picks its norm statistics)."""
+        config = Path(pretrained_model_name_or_path) / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("model_type") != Pi0Config.model_type:
+            if cls is not Pi0Model:
+                raise ValueError(f"{pretrained_model_name_or_path} is in openpi's layout: load it with "
+                                 f"Pi0Model.from_pretrained, not {cls.__name__}")
+            from policies.vla.openpi_checkpoint import load_openpi_checkpoint
+
+            return load_openpi_checkpoint(pretrained_model_name_or_path, kwargs.pop("asset_id", None), **kwargs)[0]
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _init_weights(self, module):
         # Modules initialise themselves (PyTorch defaults, zeroed adaptive-norm / value / noise layers); weights come
         # from a checkpoint when one is loaded.
@@ -230,7 +246,8 @@ class Pi0Model(PreTrainedModel):
     def encode_observation(self, images: list[Tensor], instructions: list[str], state: Tensor,
                            tokenizer=None) -> tuple[Tensor, Tensor]:
         """Env observations -> prefix embeddings and mask: uint8 camera images [B, H, W, 3] (resized to the SigLIP
-        size, scaled to [-1, 1]), instructions tokenised as openpi does (pi0: BOS, text, newline; pi0.5: BOS and
+        size, scaled to [-1, 1]; openpi pads to a square before resizing, which changes nothing for CALVIN's square
+        cameras), instructions tokenised as openpi does (pi0: BOS, text, newline; pi0.5: BOS and
         ``pi05_prompt`` with the discretised normalised state), padded / cut to ``max_token_len``."""
         if tokenizer is None:
             raise ValueError("the PaliGemma prefix needs a tokenizer for the instructions")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from policies.vla.configuration_pi0 import Pi0Config
 from policies.vla.modeling_pi0 import Pi0Model
-from policies.vla.openpi_checkpoint import load_openpi_checkpoint
 
 
 def build_pi0(config: Pi0Config) -> Pi0Model:
@@ -24,7 +23,7 @@ def load_pi0(directory: str | Path, asset_id: str | None = None) -> Pi0Model:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} holds no config.json: not a pi0 checkpoint")
     if json.loads(path.read_text()).get("model_type") != Pi0Config.model_type:
-        return load_openpi_checkpoint(directory, asset_id)[0]
+        return Pi0Model.from_pretrained(directory, asset_id=asset_id)  # openpi's layout
     config = Pi0Config.from_pretrained(directory)
     if config.prefix == "small":
         from policies.vla.small_pi0 import SmallPi0

@@ -125,6 +125,8 @@ def test_openpi_layout_loads_every_tensor(pi05, tmp_path):
     model, report = load_openpi_checkpoint(directory)
     assert model.config.pi05 is pi05
     assert type(load_pi0(directory)) is Pi0Model
+    same = Pi0Model.from_pretrained(directory, asset_id="calvin")
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items() if k in report.loaded)
     file = load_file(directory / "model.safetensors")
     own = model.state_dict()
     assert report.dropped == (EXPERT_LM_HEAD,)
