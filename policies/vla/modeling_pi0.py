@@ -40,6 +40,7 @@ from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
 from policies.vla import flow_sampling as fs
 from policies.vla.configuration_pi0 import Pi0Config
+from policies.vla.openpi_checkpoint import LoadReport, load_state_into, read_openpi_checkpoint
 from policies.vla.value_head import ValueHead
 
 STATE_BINS = 256
@@ -193,8 +194,6 @@ class Pi0Model(PreTrainedModel):
             if cls is not Pi0Model:
                 raise ValueError(f"{pretrained_model_name_or_path} is in openpi's layout: load it with "
                                  f"Pi0Model.from_pretrained, not {cls.__name__}")
-            from policies.vla.openpi_checkpoint import load_openpi_checkpoint
-
             return load_openpi_checkpoint(pretrained_model_name_or_path, kwargs.pop("asset_id", None), **kwargs)[0]
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
@@ -375,3 +374,13 @@ class Pi0Model(PreTrainedModel):
         v, _ = self.velocity(cache, state, x_t, t)
         e = self.config.env_action_dim
         return F.mse_loss(v[..., :e], u[..., :e])
+
+
+def load_openpi_checkpoint(directory: str | Path, asset_id: str | None = None,
+                           **config_overrides) -> tuple[Pi0Model, LoadReport]:
+    """Pi0Model from an openpi PyTorch checkpoint directory (openpi_checkpoint.py reads it), with what was loaded,
+    dropped and left fresh."""
+    config, state = read_openpi_checkpoint(directory, asset_id, **config_overrides)
+    model = Pi0Model(config)
+    report = load_state_into(model, state)
+    return model.eval(), report

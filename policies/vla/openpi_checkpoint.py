@@ -1,4 +1,5 @@
-"""openpi's PyTorch checkpoint layout, read from a local directory into Pi0Model.
+"""openpi's PyTorch checkpoint layout, read from a local directory (modeling_pi0.load_openpi_checkpoint builds
+the Pi0Model).
 
 A converted openpi checkpoint directory (openpi's examples/convert_jax_model_to_pytorch.py writes it) holds:
 * ``model.safetensors``: PI0Pytorch's tensors under ``paligemma_with_expert.paligemma.model.vision_tower
@@ -32,7 +33,6 @@ import torch
 from safetensors.torch import load_file
 
 from policies.vla.configuration_pi0 import PALIGEMMA_VOCAB, Pi0Config
-from policies.vla.modeling_pi0 import Pi0Model
 
 WEIGHTS = "model.safetensors"
 TIED_EMBEDDING = "paligemma_with_expert.paligemma.lm_head.weight"
@@ -120,7 +120,8 @@ def map_openpi_state(state: dict) -> tuple[dict, list[str]]:
     return state, dropped
 
 
-def load_state_into(model: Pi0Model, state: dict) -> LoadReport:
+def load_state_into(model: torch.nn.Module, state: dict) -> LoadReport:
+    """openpi's tensors into a Pi0Model (modeling_pi0.py, which imports this module: hence no import of it here)."""
     mapped, dropped = map_openpi_state(state)
     own = model.state_dict()
     expected = {k for k in own if not k.startswith(ZARL_ONLY)}
@@ -137,10 +138,11 @@ def load_state_into(model: Pi0Model, state: dict) -> LoadReport:
     return LoadReport(tuple(sorted(mapped)), tuple(dropped), tuple(sorted(set(own) - expected)))
 
 
-def load_openpi_checkpoint(directory: str | Path, asset_id: str | None = None,
-                           **config_overrides) -> tuple[Pi0Model, LoadReport]:
-    """Pi0Model from an openpi PyTorch checkpoint directory; norm statistics (when present) land in
-    ``model.config.norm_stats``. ``config_overrides`` set zarl's own fields (env_action_dim, state_dim, ...)."""
+def read_openpi_checkpoint(directory: str | Path, asset_id: str | None = None,
+                           **config_overrides) -> tuple[Pi0Config, dict]:
+    """The Pi0Config and the tensors of an openpi PyTorch checkpoint directory; norm statistics (when present) land
+    in ``config.norm_stats``. ``config_overrides`` set zarl's own fields (env_action_dim, state_dim, ...).
+    modeling_pi0.load_openpi_checkpoint builds the model from them."""
     directory = Path(directory)
     for name in ("config.json", WEIGHTS):
         if not (directory / name).is_file():
@@ -154,6 +156,4 @@ def load_openpi_checkpoint(directory: str | Path, asset_id: str | None = None,
     config = Pi0Config(**fields, pi05=detect_pi05(state), vision=raw.get("vision"),
                        vocab_size=raw.get("vocab_size", PALIGEMMA_VOCAB),
                        norm_stats=load_norm_stats(directory, asset_id), **config_overrides)
-    model = Pi0Model(config)
-    report = load_state_into(model, state)
-    return model.eval(), report
+    return config, state

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from policies.vla.configuration_pi0 import Pi0Config
-from policies.vla.modeling_pi0 import Pi0Model, discretize_state
+from policies.vla.modeling_pi0 import Pi0Model, discretize_state, load_openpi_checkpoint
 from policies.vla.pi0_build import load_pi0
-from policies.vla.openpi_checkpoint import EXPERT_LM_HEAD, load_openpi_checkpoint
+from policies.vla.openpi_checkpoint import EXPERT_LM_HEAD
 from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
 from policies.vla.tiny_checkpoints import tiny_tokenizer
 from policies.vla.tiny_pi0 import TINY_VOCAB, save_tiny_openpi, tiny_norm_stats, tiny_pi0_config
