@@ -24,12 +24,32 @@ from envs.calvin.state import COLOURS, SceneState
 from envs.calvin.tasks import TASKS
 
 OPEN, CLOSED = 1.0, -1.0
-SAFE_Z = 0.22  # travel height between waypoints
+# Travel height between waypoints: the hand's underside (4 cm above the tcp) clears the sliding door's
+# top edge (0.30), so the hand never catches the door on its way over a block standing in front of it.
+SAFE_Z = 0.28
 GAIN = 1.0
+# How far the arm reaches beyond the tcp along +x with the gripper pointing down: the wrist (links 6-7)
+# stands 9.5 cm ahead of it whatever the yaw; the hand (20 cm long across the fingers, 7 cm wide) as
+# its yaw turns its length towards x. Below the door's top, the hand and wrist must stay in front of the
+# door's face: pressing on it, the position-controlled arm lets its joints be pushed back and then
+# climbs over the door into the compartment.
+WRIST_REACH = 0.095
+HAND_HALF = (0.035, 0.10)  # along the hand's x (the fingers' width) and y (their closing direction)
+DOOR_MARGIN = 0.012
+# Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
+# and how many grasps the expert spends on it.
+ROTATE_GOAL = math.radians(80)
+ROTATE_DONE = math.radians(68)
+ROTATE_ATTEMPTS = 3
 
 
 def _wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def _reach(yaw: float) -> float:
+    """How far beyond the tcp (+x) the hand or the wrist reaches at gripper yaw `yaw`."""
+    return max(WRIST_REACH, HAND_HALF[0] * abs(math.cos(yaw)) + HAND_HALF[1] * abs(math.sin(yaw)))
 
 
 def _grasp_yaw(block_yaw: float) -> float:
@@ -81,6 +101,16 @@ class ScriptedExpert:
         for _ in range(steps):
             yield self._action(pos, yaw, grip)[0]
 
+    def _max_x(self, y: float, yaws) -> float:
+        """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
+        face where the door covers y (inf where the hand is in front of the open half)."""
+        v, door = self.env.variant, self.state().door
+        centre = v.door_centre_y(door)
+        half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
+        if abs(y - centre) > S.CABINET_WIDTH / 4 + half_y:
+            return math.inf
+        return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN - max(_reach(a) for a in yaws)
+
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
 
@@ -91,18 +121,31 @@ class ScriptedExpert:
             yield from self._go((tcp[0], tcp[1], SAFE_Z), yaw, grip, tol=0.02)
         yield from self._go((xy[0], xy[1], SAFE_Z), yaw, grip, tol=0.01)
 
-    def _grasp(self, colour: str):
+    def _grasp(self, colour: str, turn=(), yaw=None):
+        """Grasp `colour` from above (at gripper yaw `yaw`, by default the one nearest 0 across the
+        block's y side); `turn`: the gripper yaws it will be turned through while low."""
         b = self.state().blocks[colour]
-        yaw = _grasp_yaw(b.yaw)
+        yaw = _grasp_yaw(b.yaw) if yaw is None else yaw
         # In the drawer, the hand (3.6 cm either side of the fingers along x) must stay in front of the
         # desk top's edge: a block deeper under the top is grasped off its centre (it is 5-7.5 cm long).
         x = min(b.pos[0], S.DRAWER_FRONT_X - 0.045) if "drawer" in b.on else b.pos[0]
-        yield from self._above((x, b.pos[1]), yaw, OPEN)
+        y = b.pos[1]
+        # In front of the door, likewise off the centre towards the robot, along the block's long axis
+        # (the gripper's x) as far as the finger pads (2 cm wide) still hold the block's end.
+        ax, ay = math.cos(yaw), math.sin(yaw)
+        if ax < 0:
+            ax, ay = -ax, -ay
+        need = x - self._max_x(y, [yaw] + list(turn))
+        if need > 0 and ax > 0.3:
+            t = min(need / ax, S.BLOCKS[colour][0] / 2 - 0.012)
+            x, y = x - t * ax, y - t * ay
+        dx, dy = x - b.pos[0], y - b.pos[1]
+        yield from self._above((x, y), yaw, OPEN)
         b = self.state().blocks[colour]
-        z = b.pos[2]
-        yield from self._go((x, b.pos[1], z + 0.06), yaw, OPEN, tol=0.01)
-        yield from self._go((x, b.pos[1], z - 0.005), yaw, OPEN, max_steps=40)
-        yield from self._hold((x, b.pos[1], z - 0.005), yaw, CLOSED, 12)
+        x, y, z = b.pos[0] + dx, b.pos[1] + dy, b.pos[2]
+        yield from self._go((x, y, z + 0.06), yaw, OPEN, tol=0.01)
+        yield from self._go((x, y, z - 0.005), yaw, OPEN, max_steps=40)
+        yield from self._hold((x, y, z - 0.005), yaw, CLOSED, 12)
         return yaw, b.pos
 
     def _release_at(self, pos, yaw):
@@ -144,19 +187,37 @@ class ScriptedExpert:
         yield from self._hold((tcp[0], tcp[1], tcp[2] + 0.12), yaw, CLOSED, 200)
 
     def _rotate(self, colour, sign):
-        yaw, _pos = yield from self._grasp(colour)
-        tcp, _ = self._tcp()
-        low = (tcp[0], tcp[1], tcp[2] + 0.015)  # off the table while turning, so it does not drag
-        yield from self._go(low, yaw, CLOSED, max_steps=10)
-        # 80 degrees, towards whichever side keeps the last joint in range.
-        target = yaw + sign * math.radians(80)
-        for _ in range(100):  # 1.4 rad at up to 0.05 rad per step, and the arm lags
-            a, _ = self._action(low, target, CLOSED)
-            if abs(_wrap(self._yaw_now() - target)) < 0.05:
-                break
-            yield a
-        yield from self._hold(low, target, OPEN, 10)
-        yield from self._go((low[0], low[1], SAFE_Z), target, OPEN, tol=0.02)
+        """Grasp, lift 1.5 cm, turn until the block (not the gripper: the block slips in the fingers as
+        they turn) has turned ROTATE_GOAL from where it stood, release; again from the new pose if the
+        block still lacks the oracle's 60 degrees (a slip, or a grasp that missed)."""
+        start_yaw = self.state().blocks[colour].yaw
+        for _attempt in range(ROTATE_ATTEMPTS):
+            turned = sign * _wrap(self.state().blocks[colour].yaw - start_yaw)
+            if turned > ROTATE_DONE:
+                return
+            left = ROTATE_GOAL - turned
+            # Of the two grasps across the block's y side, the one whose turn is centred nearest yaw 0,
+            # so that the last joint stays well inside its range.
+            yaw0 = _grasp_yaw(self.state().blocks[colour].yaw)
+            yaw0 = min((yaw0 - math.pi, yaw0, yaw0 + math.pi), key=lambda a: abs(a + sign * left / 2))
+            sweep = [yaw0 + sign * math.radians(d) for d in range(0, int(math.degrees(left)) + 25, 10)]
+            yaw, _pos = yield from self._grasp(colour, turn=sweep, yaw=yaw0)
+            tcp, _ = self._tcp()
+            low = (tcp[0], tcp[1], tcp[2] + 0.015)  # off the table while turning, so it does not drag
+            yield from self._go(low, yaw, CLOSED, max_steps=10)
+            # The gripper's goal is beyond the block's by the slip allowance; it stops early once the
+            # block has turned far enough.
+            target = yaw + sign * (left + math.radians(20))
+            for _ in range(120):  # 2 rad at up to 0.05 rad per step, and the arm lags
+                a, _ = self._action(low, target, CLOSED)
+                b = self.state().blocks[colour]
+                if (abs(_wrap(self._yaw_now() - target)) < 0.05
+                        or sign * _wrap(b.yaw - start_yaw) > ROTATE_GOAL):
+                    break
+                yield a
+            now = self._yaw_now()
+            yield from self._hold(low, now, OPEN, 10)
+            yield from self._go((low[0], low[1], low[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
 
     def _push_block(self, colour, sign):
         b = self.state().blocks[colour]
