@@ -36,6 +36,11 @@ GAIN = 1.0
 WRIST_REACH = 0.095
 HAND_HALF = (0.035, 0.10)  # along the hand's x (the fingers' width) and y (their closing direction)
 DOOR_MARGIN = 0.012
+# A pushed block is pushed on until it has moved this far (the oracle wants 10 cm) or the fingers have
+# gone PUSH_EXTRA beyond the planned end.
+PUSH_GOAL = 0.112
+PUSH_EXTRA = 0.03
+PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's plates (|y| > 0.38)
 # Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
 # and how many grasps the expert spends on it.
 ROTATE_GOAL = math.radians(80)
@@ -101,15 +106,20 @@ class ScriptedExpert:
         for _ in range(steps):
             yield self._action(pos, yaw, grip)[0]
 
+    def _door_face_x(self, y: float, half_y: float) -> float:
+        """The x up to which a hand `half_y` wide either side of y may reach: the sliding door's face, less
+        a margin, where the door covers that band; inf where it is in front of the open half."""
+        v = self.env.variant
+        centre = v.door_centre_y(self.state().door)
+        if abs(y - centre) > S.CABINET_WIDTH / 4 + half_y:
+            return math.inf
+        return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN
+
     def _max_x(self, y: float, yaws) -> float:
         """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
         face where the door covers y (inf where the hand is in front of the open half)."""
-        v, door = self.env.variant, self.state().door
-        centre = v.door_centre_y(door)
         half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
-        if abs(y - centre) > S.CABINET_WIDTH / 4 + half_y:
-            return math.inf
-        return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN - max(_reach(a) for a in yaws)
+        return self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
 
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
@@ -220,11 +230,30 @@ class ScriptedExpert:
             yield from self._go((low[0], low[1], low[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
 
     def _push_block(self, colour, sign):
+        """Closed fingers beside the block, along y, until the block has moved PUSH_GOAL. Usually with
+        the fingers across the push (yaw 90 degrees: a 4 cm wide pusher, the hand's length along x);
+        for a block standing in front of the door, with the fingers along the push (yaw 0: the hand's
+        length along y, a 2 cm pusher) and the tcp short of the block's middle, so that the hand and the
+        wrist stay in front of the door's face."""
         b = self.state().blocks[colour]
+        y_start = b.pos[1]
         half = max(S.BLOCKS[colour][:2]) / 2
-        start = (b.pos[0], b.pos[1] - sign * (half + 0.035), 0.018)
-        end = (b.pos[0], b.pos[1] + sign * 0.115, 0.018)  # the oracle wants 10 cm; farther meets the plates
-        yield from self._push(start, end, 0.0 + math.pi / 2)
+        y0, y1 = b.pos[1] - sign * (half + 0.035), b.pos[1] + sign * 0.115  # farther meets the plates
+        x, yaw = b.pos[0], math.pi / 2
+        if x > min(self._max_x(y, [yaw]) for y in (y0, y1)):
+            yaw = 0.0
+            # The finger's face (2 cm wide) still meets the block's near half.
+            x = max(min(x, min(self._max_x(y, [yaw]) for y in (y0, y1))), x - 0.015)
+        yield from self._above((x, y0), yaw, CLOSED)
+        yield from self._go((x, y0, 0.018), yaw, CLOSED, tol=0.006)
+        end = (x, float(np.clip(y1 + sign * PUSH_EXTRA, -PUSH_Y_LIMIT, PUSH_Y_LIMIT)), 0.018)
+        for _ in range(150):
+            a, dist = self._action(end, yaw, CLOSED)
+            moved = sign * (self.state().blocks[colour].pos[1] - y_start)
+            if moved > PUSH_GOAL or dist < 0.008:
+                break
+            yield a
+        yield from self._go((x, self._tcp()[0][1], SAFE_Z), yaw, CLOSED, tol=0.02, max_steps=40)
 
     def _slider(self, sign):
         s = self.state()
@@ -306,12 +335,21 @@ class ScriptedExpert:
         if colour is None:  # the scene is not what the subtask needs (an earlier one went astray): give up
             return
         h = S.BLOCKS[colour][2]
+        # In line with the part of the drawer farthest from the blocks already in it: a block that lands
+        # on another one rests on that block, not in the drawer.
+        inside = [b.pos[1] for c, b in s.blocks.items() if "drawer" in b.on]
+        y = max((v.drawer_y + d for d in (0.0, -0.09, 0.09)),
+                key=lambda y: min((abs(y - o) for o in inside), default=1.0))
+        # Set down near the desk's front edge with its 4.5 cm side along x (the gripper at yaw 90 degrees),
+        # then pushed over the edge by both closed fingers side by side (yaw 0, a 4 cm wide pusher): the
+        # push starts only 6 cm behind the edge, so the hand and wrist stay in front of the door's face.
         yield from self._grasp(colour)
-        yield from self._release_at((S.DRAWER_FRONT_X + 0.05, v.drawer_y, h / 2 + 0.01), 0.0)
+        yield from self._release_at((S.DRAWER_FRONT_X + 0.03, y, h / 2 + 0.01), math.pi / 2)
         b = self.state().blocks[colour]
-        half = max(S.BLOCKS[colour][:2]) / 2
-        yield from self._push((b.pos[0] + half + 0.035, b.pos[1], 0.02), (S.DRAWER_FRONT_X - 0.06, b.pos[1], 0.02),
-                              math.pi / 2)
+        length, width = S.BLOCKS[colour][:2]
+        half = (abs(math.cos(b.yaw)) * length + abs(math.sin(b.yaw)) * width) / 2  # its extent along x
+        yield from self._push((b.pos[0] + half + 0.02, b.pos[1], 0.02), (S.DRAWER_FRONT_X - 0.06, b.pos[1], 0.02),
+                              0.0)
 
     def _stack(self):
         s = self.state()
