@@ -117,9 +117,15 @@ class ScriptedExpert:
 
     def _max_x(self, y: float, yaws) -> float:
         """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
-        face where the door covers y (inf where the hand is in front of the open half)."""
+        face where the door covers y (inf where the hand is in front of the open half), and of the
+        handle (it stands out 4 cm from the face at the height of the hand working on the desk)."""
         half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
-        return self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
+        limit = self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
+        centre = self.env.variant.door_centre_y(self.state().door)
+        if abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
+            hand = max(HAND_HALF[0] * abs(math.cos(a)) + HAND_HALF[1] * abs(math.sin(a)) for a in yaws)
+            limit = min(limit, S.DOOR_HANDLE["x"][0] - DOOR_MARGIN - hand)
+        return limit
 
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
@@ -213,8 +219,12 @@ class ScriptedExpert:
             sweep = [yaw0 + sign * math.radians(d) for d in range(0, int(math.degrees(left)) + 25, 10)]
             yaw, _pos = yield from self._grasp(colour, turn=sweep, yaw=yaw0)
             tcp, _ = self._tcp()
-            low = (tcp[0], tcp[1], tcp[2] + 0.015)  # off the table while turning, so it does not drag
-            yield from self._go(low, yaw, CLOSED, max_steps=10)
+            # Off the table while turning, so it does not drag; and, for a block in front of the door
+            # that the grasp could not take far enough off its centre, drawn towards the robot until
+            # the turning hand clears the door.
+            x = min(tcp[0], self._max_x(tcp[1], sweep))
+            low = (x, tcp[1], tcp[2] + 0.015)
+            yield from self._go(low, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
             # The gripper's goal is beyond the block's by the slip allowance; it stops early once the
             # block has turned far enough.
             target = yaw + sign * (left + math.radians(20))
@@ -316,7 +326,11 @@ class ScriptedExpert:
         if where == "slider":
             lo, hi = v.open_half(s.door)
             pos = (0.58, (lo + hi) / 2, h / 2 + 0.012)
-            yield from self._go((0.42, self._tcp()[0][1], 0.20), yaw, CLOSED, tol=0.02)
+            # Over the door's top to in front of the open half, and only there down to the opening's height.
+            tcp = self._tcp()[0]
+            x = min(tcp[0], 0.40)
+            yield from self._go((x, tcp[1], SAFE_Z), yaw, CLOSED, tol=0.02)
+            yield from self._go((x, pos[1], SAFE_Z), yaw, CLOSED, tol=0.01)
             yield from self._go((0.42, pos[1], 0.20), yaw, CLOSED, tol=0.01)
             yield from self._go((pos[0], pos[1], 0.20), yaw, CLOSED, tol=0.01)
             yield from self._go(pos, yaw, CLOSED, tol=0.008)
