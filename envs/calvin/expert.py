@@ -41,6 +41,11 @@ DOOR_MARGIN = 0.012
 PUSH_GOAL = 0.112
 PUSH_EXTRA = 0.03
 PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's plates (|y| > 0.38)
+# Reaching into the slider's compartment: the share of the hand's sideways error added to the aim each
+# step, and the most the aim is moved.
+LEAN_GAIN = 0.3
+LEAN_LIMIT = 0.04
+SLIDER_ATTEMPTS = 2
 # Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
 # and how many grasps the expert spends on it.
 ROTATE_GOAL = math.radians(80)
@@ -187,13 +192,35 @@ class ScriptedExpert:
         z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
         yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008)
-        yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, tol=0.006)
-        yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12)
+        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, OPEN)
+        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, CLOSED, steps=12)
         return yaw, b.pos
+
+    def _go_leaning(self, pos, yaw, grip, steps=90, tol=0.006):
+        """Like _go, with the sideways (y) error integrated into the target: reaching into the
+        compartment of a door on the robot's side, the forearm leans on the door's edge and the hand
+        stays 1-2 cm off the aim, so that an open finger meets the block's side instead of passing it."""
+        bias = 0.0
+        for i in range(steps):
+            tcp, _ = self._tcp()
+            err_y = pos[1] - tcp[1]
+            bias = float(np.clip(bias + LEAN_GAIN * err_y, -LEAN_LIMIT, LEAN_LIMIT))
+            a, dist = self._action((pos[0], pos[1] + bias, pos[2]), yaw, grip)
+            if grip == OPEN and math.hypot(pos[0] - tcp[0], err_y) < tol and abs(pos[2] - tcp[2]) < tol:
+                return
+            yield a
 
     def _lift(self, colour):
         if "slider" in self.state().blocks[colour].on:
-            yaw, pos = yield from self._grasp_in_slider(colour)
+            for _attempt in range(SLIDER_ATTEMPTS):
+                yaw, pos = yield from self._grasp_in_slider(colour)
+                if self.state().blocks[colour].held:
+                    break
+                # Missed (an open finger pushed the block along): out of the compartment, and again from
+                # where the block now stands.
+                tcp, _ = self._tcp()
+                yield from self._hold(tcp, yaw, OPEN, 8)
+                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01)
             yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01)
             yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200)
             return
