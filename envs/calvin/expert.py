@@ -365,22 +365,26 @@ class ScriptedExpert:
             yield from self._go((0.42, pos[1], pos[2] + 0.02), yaw, OPEN, tol=0.02)
             yield from self._go((0.42, pos[1], SAFE_Z), yaw, OPEN, tol=0.02)
         else:
-            pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, v.drawer_y, S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
+            pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, self._drawer_free_y(), S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
             yield from self._release_at(pos, yaw)
 
-    def _push_into_drawer(self):
+    def _drawer_free_y(self) -> float:
+        """The drawer's middle, or 9 cm to the side farthest from the blocks already in it: a block set down
+        on another one rests on that block, which the oracles do not count as in the drawer."""
         s, v = self.state(), self.env.variant
+        inside = [b.pos[1] for b in s.blocks.values() if "drawer" in b.on]
+        return max((v.drawer_y + d for d in (0.0, -0.09, 0.09)),
+                   key=lambda y: min((abs(y - o) for o in inside), default=1.0))
+
+    def _push_into_drawer(self):
+        s = self.state()
         # The first block (in COLOURS order) on the table: the one the chain generator's symbolic model moves.
         colour = next((c for c in COLOURS if "table" in s.blocks[c].on
                        and not any(c in s.blocks[o].on for o in COLOURS)), None)
         if colour is None:  # the scene is not what the subtask needs (an earlier one went astray): give up
             return
         h = S.BLOCKS[colour][2]
-        # In line with the part of the drawer farthest from the blocks already in it: a block that lands
-        # on another one rests on that block, not in the drawer.
-        inside = [b.pos[1] for c, b in s.blocks.items() if "drawer" in b.on]
-        y = max((v.drawer_y + d for d in (0.0, -0.09, 0.09)),
-                key=lambda y: min((abs(y - o) for o in inside), default=1.0))
+        y = self._drawer_free_y()
         # Set down near the desk's front edge with its 4.5 cm side along x (the gripper at yaw 90 degrees),
         # then pushed over the edge by both closed fingers side by side (yaw 0, a 4 cm wide pusher): the
         # push starts only 6 cm behind the edge, so the hand and wrist stay in front of the door's face.
