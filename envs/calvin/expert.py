@@ -34,12 +34,12 @@ GAIN = 1.0
 # door's face: pressing on it, the position-controlled arm lets its joints be pushed back and then
 # climbs over the door into the compartment.
 WRIST_REACH = 0.095
-HAND_HALF = (0.035, 0.10)  # along the hand's x (the fingers' width) and y (their closing direction)
+HAND_HALF = (0.035, 0.115)  # along the hand's x (the fingers' width) and y (their closing direction)
 DOOR_MARGIN = 0.012
 # A pushed block is pushed on until it has moved this far (the oracle wants 10 cm) or the fingers have
 # gone PUSH_EXTRA beyond the planned end.
-PUSH_GOAL = 0.112
-PUSH_EXTRA = 0.03
+PUSH_GOAL = 0.106
+PUSH_EXTRA = 0.05
 PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's plates (|y| > 0.38)
 # Reaching into the slider's compartment: the share of the hand's sideways error added to the aim each
 # step, and the most the aim is moved.
