@@ -368,13 +368,16 @@ class ScriptedExpert:
             pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, self._drawer_free_y(), S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
             yield from self._release_at(pos, yaw)
 
-    def _drawer_free_y(self) -> float:
-        """The drawer's middle, or 9 cm to the side farthest from the blocks already in it: a block set down
-        on another one rests on that block, which the oracles do not count as in the drawer."""
+    def _drawer_free_y(self, moving: str | None = None) -> float:
+        """The y, from the drawer's middle to 9 cm either side, farthest from the blocks already in the
+        drawer (a block set down on another one rests on that block, which the oracles do not count as
+        in the drawer) and from blocks on the table near its front edge (where push into drawer sets its
+        block down and pushes it); `moving`: the block being moved, not an obstacle."""
         s, v = self.state(), self.env.variant
-        inside = [b.pos[1] for b in s.blocks.values() if "drawer" in b.on]
-        return max((v.drawer_y + d for d in (0.0, -0.09, 0.09)),
-                   key=lambda y: min((abs(y - o) for o in inside), default=1.0))
+        others = [b.pos[1] for c, b in s.blocks.items() if c != moving
+                  and ("drawer" in b.on or ("table" in b.on and b.pos[0] < S.DRAWER_FRONT_X + 0.13))]
+        return max((v.drawer_y + d for d in (0.0, -0.045, 0.045, -0.09, 0.09)),
+                   key=lambda y: min((abs(y - o) for o in others), default=1.0))
 
     def _push_into_drawer(self):
         s = self.state()
@@ -384,7 +387,7 @@ class ScriptedExpert:
         if colour is None:  # the scene is not what the subtask needs (an earlier one went astray): give up
             return
         h = S.BLOCKS[colour][2]
-        y = self._drawer_free_y()
+        y = self._drawer_free_y(colour)
         # Set down near the desk's front edge with its 4.5 cm side along x (the gripper at yaw 90 degrees),
         # then pushed over the edge by both closed fingers side by side (yaw 0, a 4 cm wide pusher): the
         # push starts only 6 cm behind the edge, so the hand and wrist stay in front of the door's face.
