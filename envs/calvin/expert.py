@@ -9,7 +9,14 @@ with the gripper pointing down:
 * grasps (lift, place, stack, unstack, rotate, push into drawer) come from above, the fingers across
   the block's 4.5 cm side (gripper yaw = block yaw, modulo 180 degrees);
 * pushes (blocks, door, drawer, switch) put the closed fingers beside the handle or block and move;
-* the button is pressed down with closed fingers.
+  a block push runs until the block itself has moved far enough;
+* the button is pressed down with closed fingers;
+* rotations turn until the block (which slips in the fingers) has turned far enough, and grasp again
+  if it has not;
+* the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
+  and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
+  narrower pusher), since an arm pressed on the door climbs over it into the compartment;
+* blocks are set down in the drawer beside, not on, the blocks already in it.
 """
 from __future__ import annotations
 
