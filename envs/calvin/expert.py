@@ -325,8 +325,10 @@ class ScriptedExpert:
             yield from self._go((S.DRAWER_FRONT_X - 0.03, y, 0.01), 0.0, CLOSED, tol=0.01)
             yield from self._go((x, y, 0.01), 0.0, CLOSED, tol=0.008)
             yield from self._go((x, y, z), 0.0, CLOSED, tol=0.008)
-            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, z), 0.0, CLOSED, tol=0.008, max_steps=120)
-            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, SAFE_Z), 0.0, CLOSED, tol=0.02, max_steps=40)
+            # Until the front is flush (the fingers' face is 1.5 cm ahead of the tcp): a drawer opened only
+            # part of the way by an earlier subtask has less than the oracle's 8 cm to travel otherwise.
+            yield from self._go((S.DRAWER_FRONT_X - 0.015, y, z), 0.0, CLOSED, tol=0.008, max_steps=120)
+            yield from self._go((S.DRAWER_FRONT_X - 0.03, y, SAFE_Z), 0.0, CLOSED, tol=0.02, max_steps=40)
 
     def _button(self):
         bx, by = self.env.variant.button_xy
