@@ -9,7 +9,14 @@ with the gripper pointing down:
 * grasps (lift, place, stack, unstack, rotate, push into drawer) come from above, the fingers across
   the block's 4.5 cm side (gripper yaw = block yaw, modulo 180 degrees);
 * pushes (blocks, door, drawer, switch) put the closed fingers beside the handle or block and move;
-* the button is pressed down with closed fingers.
+  a block push runs until the block itself has moved far enough;
+* the button is pressed down with closed fingers;
+* rotations turn until the block (which slips in the fingers) has turned far enough, and grasp again
+  if it has not;
+* the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
+  and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
+  narrower pusher), since an arm pressed on the door climbs over it into the compartment;
+* blocks are set down in the drawer beside, not on, the blocks already in it.
 """
 from __future__ import annotations
 
@@ -24,12 +31,42 @@ from envs.calvin.state import COLOURS, SceneState
 from envs.calvin.tasks import TASKS
 
 OPEN, CLOSED = 1.0, -1.0
-SAFE_Z = 0.22  # travel height between waypoints
+# Travel height between waypoints: the hand's underside (4 cm above the tcp) clears the sliding door's
+# top edge (0.30), so the hand never catches the door on its way over a block standing in front of it.
+SAFE_Z = 0.28
 GAIN = 1.0
+# How far the arm reaches beyond the tcp along +x with the gripper pointing down: the wrist (links 6-7)
+# stands 9.5 cm ahead of it whatever the yaw; the hand (20 cm long across the fingers, 7 cm wide) as
+# its yaw turns its length towards x. Below the door's top, the hand and wrist must stay in front of the
+# door's face: pressing on it, the position-controlled arm lets its joints be pushed back and then
+# climbs over the door into the compartment.
+WRIST_REACH = 0.095
+HAND_HALF = (0.035, 0.115)  # along the hand's x (the fingers' width) and y (their closing direction)
+DOOR_MARGIN = 0.012
+# A pushed block is pushed on until it has moved this far (the oracle wants 10 cm) or the fingers have
+# gone PUSH_EXTRA beyond the planned end.
+PUSH_GOAL = 0.106
+PUSH_EXTRA = 0.05
+PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's plates (|y| > 0.38)
+# Reaching into the slider's compartment: the share of the hand's sideways error added to the aim each
+# step, and the most the aim is moved.
+LEAN_GAIN = 0.3
+LEAN_LIMIT = 0.04
+SLIDER_ATTEMPTS = 2
+# Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
+# and how many grasps the expert spends on it.
+ROTATE_GOAL = math.radians(80)
+ROTATE_DONE = math.radians(68)
+ROTATE_ATTEMPTS = 3
 
 
 def _wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def _reach(yaw: float) -> float:
+    """How far beyond the tcp (+x) the hand or the wrist reaches at gripper yaw `yaw`."""
+    return max(WRIST_REACH, HAND_HALF[0] * abs(math.cos(yaw)) + HAND_HALF[1] * abs(math.sin(yaw)))
 
 
 def _grasp_yaw(block_yaw: float) -> float:
@@ -81,6 +118,27 @@ class ScriptedExpert:
         for _ in range(steps):
             yield self._action(pos, yaw, grip)[0]
 
+    def _door_face_x(self, y: float, half_y: float) -> float:
+        """The x up to which a hand `half_y` wide either side of y may reach: the sliding door's face, less
+        a margin, where the door covers that band; inf where it is in front of the open half."""
+        v = self.env.variant
+        centre = v.door_centre_y(self.state().door)
+        if abs(y - centre) > S.CABINET_WIDTH / 4 + half_y:
+            return math.inf
+        return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN
+
+    def _max_x(self, y: float, yaws) -> float:
+        """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
+        face where the door covers y (inf where the hand is in front of the open half), and of the
+        handle (it stands out 4 cm from the face at the height of the hand working on the desk)."""
+        half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
+        limit = self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
+        centre = self.env.variant.door_centre_y(self.state().door)
+        if abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
+            hand = max(HAND_HALF[0] * abs(math.cos(a)) + HAND_HALF[1] * abs(math.sin(a)) for a in yaws)
+            limit = min(limit, S.DOOR_HANDLE["x"][0] - DOOR_MARGIN - hand)
+        return limit
+
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
 
@@ -91,18 +149,31 @@ class ScriptedExpert:
             yield from self._go((tcp[0], tcp[1], SAFE_Z), yaw, grip, tol=0.02)
         yield from self._go((xy[0], xy[1], SAFE_Z), yaw, grip, tol=0.01)
 
-    def _grasp(self, colour: str):
+    def _grasp(self, colour: str, turn=(), yaw=None):
+        """Grasp `colour` from above (at gripper yaw `yaw`, by default the one nearest 0 across the
+        block's y side); `turn`: the gripper yaws it will be turned through while low."""
         b = self.state().blocks[colour]
-        yaw = _grasp_yaw(b.yaw)
+        yaw = _grasp_yaw(b.yaw) if yaw is None else yaw
         # In the drawer, the hand (3.6 cm either side of the fingers along x) must stay in front of the
         # desk top's edge: a block deeper under the top is grasped off its centre (it is 5-7.5 cm long).
         x = min(b.pos[0], S.DRAWER_FRONT_X - 0.045) if "drawer" in b.on else b.pos[0]
-        yield from self._above((x, b.pos[1]), yaw, OPEN)
+        y = b.pos[1]
+        # In front of the door, likewise off the centre towards the robot, along the block's long axis
+        # (the gripper's x) as far as the finger pads (2 cm wide) still hold the block's end.
+        ax, ay = math.cos(yaw), math.sin(yaw)
+        if ax < 0:
+            ax, ay = -ax, -ay
+        need = x - self._max_x(y, [yaw] + list(turn))
+        if need > 0 and ax > 0.3:
+            t = min(need / ax, S.BLOCKS[colour][0] / 2 - 0.012)
+            x, y = x - t * ax, y - t * ay
+        dx, dy = x - b.pos[0], y - b.pos[1]
+        yield from self._above((x, y), yaw, OPEN)
         b = self.state().blocks[colour]
-        z = b.pos[2]
-        yield from self._go((x, b.pos[1], z + 0.06), yaw, OPEN, tol=0.01)
-        yield from self._go((x, b.pos[1], z - 0.005), yaw, OPEN, max_steps=40)
-        yield from self._hold((x, b.pos[1], z - 0.005), yaw, CLOSED, 12)
+        x, y, z = b.pos[0] + dx, b.pos[1] + dy, b.pos[2]
+        yield from self._go((x, y, z + 0.06), yaw, OPEN, tol=0.01)
+        yield from self._go((x, y, z - 0.005), yaw, OPEN, max_steps=40)
+        yield from self._hold((x, y, z - 0.005), yaw, CLOSED, 12)
         return yaw, b.pos
 
     def _release_at(self, pos, yaw):
@@ -128,13 +199,35 @@ class ScriptedExpert:
         z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
         yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008)
-        yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, tol=0.006)
-        yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12)
+        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, OPEN)
+        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, CLOSED, steps=12)
         return yaw, b.pos
+
+    def _go_leaning(self, pos, yaw, grip, steps=90, tol=0.006):
+        """Like _go, with the sideways (y) error integrated into the target: reaching into the
+        compartment of a door on the robot's side, the forearm leans on the door's edge and the hand
+        stays 1-2 cm off the aim, so that an open finger meets the block's side instead of passing it."""
+        bias = 0.0
+        for i in range(steps):
+            tcp, _ = self._tcp()
+            err_y = pos[1] - tcp[1]
+            bias = float(np.clip(bias + LEAN_GAIN * err_y, -LEAN_LIMIT, LEAN_LIMIT))
+            a, dist = self._action((pos[0], pos[1] + bias, pos[2]), yaw, grip)
+            if grip == OPEN and math.hypot(pos[0] - tcp[0], err_y) < tol and abs(pos[2] - tcp[2]) < tol:
+                return
+            yield a
 
     def _lift(self, colour):
         if "slider" in self.state().blocks[colour].on:
-            yaw, pos = yield from self._grasp_in_slider(colour)
+            for _attempt in range(SLIDER_ATTEMPTS):
+                yaw, pos = yield from self._grasp_in_slider(colour)
+                if self.state().blocks[colour].held:
+                    break
+                # Missed (an open finger pushed the block along): out of the compartment, and again from
+                # where the block now stands.
+                tcp, _ = self._tcp()
+                yield from self._hold(tcp, yaw, OPEN, 8)
+                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01)
             yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01)
             yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200)
             return
@@ -144,26 +237,67 @@ class ScriptedExpert:
         yield from self._hold((tcp[0], tcp[1], tcp[2] + 0.12), yaw, CLOSED, 200)
 
     def _rotate(self, colour, sign):
-        yaw, _pos = yield from self._grasp(colour)
-        tcp, _ = self._tcp()
-        low = (tcp[0], tcp[1], tcp[2] + 0.015)  # off the table while turning, so it does not drag
-        yield from self._go(low, yaw, CLOSED, max_steps=10)
-        # 80 degrees, towards whichever side keeps the last joint in range.
-        target = yaw + sign * math.radians(80)
-        for _ in range(100):  # 1.4 rad at up to 0.05 rad per step, and the arm lags
-            a, _ = self._action(low, target, CLOSED)
-            if abs(_wrap(self._yaw_now() - target)) < 0.05:
-                break
-            yield a
-        yield from self._hold(low, target, OPEN, 10)
-        yield from self._go((low[0], low[1], SAFE_Z), target, OPEN, tol=0.02)
+        """Grasp, lift 1.5 cm, turn until the block (not the gripper: the block slips in the fingers as
+        they turn) has turned ROTATE_GOAL from where it stood, release; again from the new pose if the
+        block still lacks the oracle's 60 degrees (a slip, or a grasp that missed)."""
+        start_yaw = self.state().blocks[colour].yaw
+        for _attempt in range(ROTATE_ATTEMPTS):
+            turned = sign * _wrap(self.state().blocks[colour].yaw - start_yaw)
+            if turned > ROTATE_DONE:
+                return
+            left = ROTATE_GOAL - turned
+            # Of the two grasps across the block's y side, the one whose turn is centred nearest yaw 0,
+            # so that the last joint stays well inside its range.
+            yaw0 = _grasp_yaw(self.state().blocks[colour].yaw)
+            yaw0 = min((yaw0 - math.pi, yaw0, yaw0 + math.pi), key=lambda a: abs(a + sign * left / 2))
+            sweep = [yaw0 + sign * math.radians(d) for d in range(0, int(math.degrees(left)) + 25, 10)]
+            yaw, _pos = yield from self._grasp(colour, turn=sweep, yaw=yaw0)
+            tcp, _ = self._tcp()
+            # Off the table while turning, so it does not drag; and, for a block in front of the door
+            # that the grasp could not take far enough off its centre, drawn towards the robot until
+            # the turning hand clears the door.
+            x = min(tcp[0], self._max_x(tcp[1], sweep))
+            low = (x, tcp[1], tcp[2] + 0.015)
+            yield from self._go(low, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
+            # The gripper's goal is beyond the block's by the slip allowance; it stops early once the
+            # block has turned far enough.
+            target = yaw + sign * (left + math.radians(20))
+            for _ in range(120):  # 2 rad at up to 0.05 rad per step, and the arm lags
+                a, _ = self._action(low, target, CLOSED)
+                b = self.state().blocks[colour]
+                if (abs(_wrap(self._yaw_now() - target)) < 0.05
+                        or sign * _wrap(b.yaw - start_yaw) > ROTATE_GOAL):
+                    break
+                yield a
+            now = self._yaw_now()
+            yield from self._hold(low, now, OPEN, 10)
+            yield from self._go((low[0], low[1], low[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
 
     def _push_block(self, colour, sign):
+        """Closed fingers beside the block, along y, until the block has moved PUSH_GOAL. Usually with
+        the fingers across the push (yaw 90 degrees: a 4 cm wide pusher, the hand's length along x);
+        for a block standing in front of the door, with the fingers along the push (yaw 0: the hand's
+        length along y, a 2 cm pusher) and the tcp short of the block's middle, so that the hand and the
+        wrist stay in front of the door's face."""
         b = self.state().blocks[colour]
+        y_start = b.pos[1]
         half = max(S.BLOCKS[colour][:2]) / 2
-        start = (b.pos[0], b.pos[1] - sign * (half + 0.035), 0.018)
-        end = (b.pos[0], b.pos[1] + sign * 0.115, 0.018)  # the oracle wants 10 cm; farther meets the plates
-        yield from self._push(start, end, 0.0 + math.pi / 2)
+        y0, y1 = b.pos[1] - sign * (half + 0.035), b.pos[1] + sign * 0.115  # farther meets the plates
+        x, yaw = b.pos[0], math.pi / 2
+        if x > min(self._max_x(y, [yaw]) for y in (y0, y1)):
+            yaw = 0.0
+            # The finger's face (2 cm wide) still meets the block's near half.
+            x = max(min(x, min(self._max_x(y, [yaw]) for y in (y0, y1))), x - 0.015)
+        yield from self._above((x, y0), yaw, CLOSED)
+        yield from self._go((x, y0, 0.018), yaw, CLOSED, tol=0.006)
+        end = (x, float(np.clip(y1 + sign * PUSH_EXTRA, -PUSH_Y_LIMIT, PUSH_Y_LIMIT)), 0.018)
+        for _ in range(150):
+            a, dist = self._action(end, yaw, CLOSED)
+            moved = sign * (self.state().blocks[colour].pos[1] - y_start)
+            if moved > PUSH_GOAL or dist < 0.008:
+                break
+            yield a
+        yield from self._go((x, self._tcp()[0][1], SAFE_Z), yaw, CLOSED, tol=0.02, max_steps=40)
 
     def _slider(self, sign):
         s = self.state()
@@ -191,8 +325,10 @@ class ScriptedExpert:
             yield from self._go((S.DRAWER_FRONT_X - 0.03, y, 0.01), 0.0, CLOSED, tol=0.01)
             yield from self._go((x, y, 0.01), 0.0, CLOSED, tol=0.008)
             yield from self._go((x, y, z), 0.0, CLOSED, tol=0.008)
-            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, z), 0.0, CLOSED, tol=0.008, max_steps=120)
-            yield from self._go((S.DRAWER_FRONT_X - 0.035, y, SAFE_Z), 0.0, CLOSED, tol=0.02, max_steps=40)
+            # Until the front is flush (the fingers' face is 1.5 cm ahead of the tcp): a drawer opened only
+            # part of the way by an earlier subtask has less than the oracle's 8 cm to travel otherwise.
+            yield from self._go((S.DRAWER_FRONT_X - 0.015, y, z), 0.0, CLOSED, tol=0.008, max_steps=120)
+            yield from self._go((S.DRAWER_FRONT_X - 0.03, y, SAFE_Z), 0.0, CLOSED, tol=0.02, max_steps=40)
 
     def _button(self):
         bx, by = self.env.variant.button_xy
@@ -226,7 +362,11 @@ class ScriptedExpert:
         if where == "slider":
             lo, hi = v.open_half(s.door)
             pos = (0.58, (lo + hi) / 2, h / 2 + 0.012)
-            yield from self._go((0.42, self._tcp()[0][1], 0.20), yaw, CLOSED, tol=0.02)
+            # Over the door's top to in front of the open half, and only there down to the opening's height.
+            tcp = self._tcp()[0]
+            x = min(tcp[0], 0.40)
+            yield from self._go((x, tcp[1], SAFE_Z), yaw, CLOSED, tol=0.02)
+            yield from self._go((x, pos[1], SAFE_Z), yaw, CLOSED, tol=0.01)
             yield from self._go((0.42, pos[1], 0.20), yaw, CLOSED, tol=0.01)
             yield from self._go((pos[0], pos[1], 0.20), yaw, CLOSED, tol=0.01)
             yield from self._go(pos, yaw, CLOSED, tol=0.008)
@@ -234,23 +374,39 @@ class ScriptedExpert:
             yield from self._go((0.42, pos[1], pos[2] + 0.02), yaw, OPEN, tol=0.02)
             yield from self._go((0.42, pos[1], SAFE_Z), yaw, OPEN, tol=0.02)
         else:
-            pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, v.drawer_y, S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
+            pos = (S.DRAWER_FRONT_X - s.drawer + 0.07, self._drawer_free_y(), S.DRAWER_Z[0] + 0.01 + h / 2 + 0.01)
             yield from self._release_at(pos, yaw)
 
-    def _push_into_drawer(self):
+    def _drawer_free_y(self, moving: str | None = None) -> float:
+        """The y, from the drawer's middle to 9 cm either side, farthest from the blocks already in the
+        drawer (a block set down on another one rests on that block, which the oracles do not count as
+        in the drawer) and from blocks on the table near its front edge (where push into drawer sets its
+        block down and pushes it); `moving`: the block being moved, not an obstacle."""
         s, v = self.state(), self.env.variant
+        others = [b.pos[1] for c, b in s.blocks.items() if c != moving
+                  and ("drawer" in b.on or ("table" in b.on and b.pos[0] < S.DRAWER_FRONT_X + 0.13))]
+        return max((v.drawer_y + d for d in (0.0, -0.045, 0.045, -0.09, 0.09)),
+                   key=lambda y: min((abs(y - o) for o in others), default=1.0))
+
+    def _push_into_drawer(self):
+        s = self.state()
         # The first block (in COLOURS order) on the table: the one the chain generator's symbolic model moves.
         colour = next((c for c in COLOURS if "table" in s.blocks[c].on
                        and not any(c in s.blocks[o].on for o in COLOURS)), None)
         if colour is None:  # the scene is not what the subtask needs (an earlier one went astray): give up
             return
         h = S.BLOCKS[colour][2]
+        y = self._drawer_free_y(colour)
+        # Set down near the desk's front edge with its 4.5 cm side along x (the gripper at yaw 90 degrees),
+        # then pushed over the edge by both closed fingers side by side (yaw 0, a 4 cm wide pusher): the
+        # push starts only 6 cm behind the edge, so the hand and wrist stay in front of the door's face.
         yield from self._grasp(colour)
-        yield from self._release_at((S.DRAWER_FRONT_X + 0.05, v.drawer_y, h / 2 + 0.01), 0.0)
+        yield from self._release_at((S.DRAWER_FRONT_X + 0.03, y, h / 2 + 0.01), math.pi / 2)
         b = self.state().blocks[colour]
-        half = max(S.BLOCKS[colour][:2]) / 2
-        yield from self._push((b.pos[0] + half + 0.035, b.pos[1], 0.02), (S.DRAWER_FRONT_X - 0.06, b.pos[1], 0.02),
-                              math.pi / 2)
+        length, width = S.BLOCKS[colour][:2]
+        half = (abs(math.cos(b.yaw)) * length + abs(math.sin(b.yaw)) * width) / 2  # its extent along x
+        yield from self._push((b.pos[0] + half + 0.02, b.pos[1], 0.02), (S.DRAWER_FRONT_X - 0.06, b.pos[1], 0.02),
+                              0.0)
 
     def _stack(self):
         s = self.state()

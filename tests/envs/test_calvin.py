@@ -233,9 +233,11 @@ def test_summarise():
 
 # ----------------------------------------------------------------------------------------------- experts
 # Seeded trials in the physics: the switch, button and drawer scripts every time; the grasping scripts
-# (lift) in at least 2 of 3, the block push in at least 1 (benchmarks/calvin_expert.py measures all 34 over more).
+# (lift, rotate, push into drawer) in at least 2 of 3, the block push in at least 1 (benchmarks/calvin_expert.py
+# measures all 34 over more).
 @pytest.mark.parametrize("task,need", [("turn_on_led", 3), ("open_drawer", 3), ("turn_on_lightbulb", 3),
-                                       ("lift_red_block_table", 2), ("push_blue_block_left", 1)])
+                                       ("lift_red_block_table", 2), ("rotate_red_block_left", 2),
+                                       ("push_into_drawer", 2), ("push_blue_block_left", 1)])
 def test_expert_completes_subtask(env, task, need):
     from core import seeding
     wins = 0
@@ -267,6 +269,32 @@ def test_expert_demonstrations_round_trip(tmp_path):
     assert ep["observation.images.rgb_static"].shape == (T, 64, 64, 3)
     assert ep["observation.images.rgb_gripper"].shape == (T, 32, 32, 3)
     assert ep["task"] in phrasings("turn_on_led", "train") and bool(ep["next.success"][-1])
+
+
+def test_expert_keeps_the_hand_in_front_of_the_door(env):
+    from envs.calvin.expert import DOOR_MARGIN, WRIST_REACH
+    env.reset(seed=5, options={"start": StartSpec(door="left")})
+    expert = ScriptedExpert(env)
+    v, door = env.variant, env.scene_state().door
+    centre = v.door_centre_y(door)
+    face = S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN
+    lo, hi = v.open_half(door)
+    # In front of the open half nothing limits the hand; in front of the door the wrist stays short of its
+    # face, the hand turned lengthwise to x shorter still, and shorter again in front of the handle.
+    assert expert._max_x((lo + hi) / 2, [0.0]) == math.inf
+    beside = centre + S.CABINET_WIDTH / 8
+    assert expert._max_x(beside, [0.0]) == pytest.approx(face - WRIST_REACH)
+    assert expert._max_x(beside, [math.pi / 2]) < face - WRIST_REACH
+    assert expert._max_x(centre, [math.pi / 2]) < expert._max_x(beside, [math.pi / 2])
+
+
+def test_expert_sets_blocks_down_clear_of_the_drawer_blocks(env):
+    env.reset(seed=6, options={"start": StartSpec(drawer="open", blocks=(("red", "drawer"), ("blue", "table"),
+                                                                          ("pink", "table")))})
+    red = env.scene_state().blocks["red"]
+    assert "drawer" in red.on
+    y = ScriptedExpert(env)._drawer_free_y("blue")
+    assert abs(y - red.pos[1]) > 0.06 and abs(y - env.variant.drawer_y) <= 0.09 + 1e-9
 
 
 def test_expert_holds_still_when_the_scene_does_not_allow_its_subtask(env):
