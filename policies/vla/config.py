@@ -83,10 +83,14 @@ SPLITS = ("train", "vision", "semantic", "execution")  # ZarlPutOnPlate-v1's (en
 @dataclass
 class VLAEvalConfig:
     """launch/eval_vla.py: `eval.episodes` episodes of each split (the split's fixed seeds) in `eval.num_envs`
-    envs, with the policy `vla` builds (its weights from `vla.init_from`) after a save -> load -> LoRA merge."""
+    envs, with the policy `vla` builds (its weights from `vla.init_from`) after a save -> load -> LoRA merge; on
+    the play table, `eval.episodes` chains (one env)."""
 
-    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS)}
+    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS), "subtask_steps": R.count(1, 10**6)}
 
     splits: list = field(default_factory=lambda: list(SPLITS))
     greedy: bool = True  # the most likely action token (argmax); false: sampled at vla.temperature / vla.top_k
     merge_lora: bool = True  # evaluate the merged model (what a deployment runs); false: the adapter model
+    # the play table (CalvinPlayTable-v0): eval.episodes of CALVIN's fixed 5-subtask chains (envs/calvin/chains.py)
+    # instead of the splits, each subtask given subtask_steps env steps (CALVIN: 360)
+    subtask_steps: int = 360
