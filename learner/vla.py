@@ -66,7 +66,8 @@ class VLAUpdate:
         """(ratio loss, its stats, values [b], mean entropy) of the minibatch rows idx, with gradients."""
         out = self.policy.evaluate(tree.map(lambda a: a[idx], data["obs"]), data["action"][idx])
         level = self.vla_cfg.logprob_type
-        new, old = self.policy.group_log_probs(out.log_probs, level), self.policy.group_log_probs(data["log_prob"][idx], level)
+        new = self.policy.group_log_probs(out.log_probs, level)
+        old = self.policy.group_log_probs(data["log_prob"][idx], level)
         if new.ndim == 2:
             advantage = advantage[:, None]
         cfg = self.cfg

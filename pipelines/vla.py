@@ -2,9 +2,9 @@
 with a VLA (policies/vla/) in the rollout actors and the learner's updates of learner/vla.py; and the SFT stage
 before them (`algo: vla_sft`, learner/sft.py), a single process started with launch/run_sft.py.
 
-The rollout actor records the VLA's token ids and per-token log-probs (a pi0 / pi0.5: its denoising chain and
-per-action log-densities, `vla.model` tiny_pi0 / small_pi0 / pi0 ...) and executes its decoded actions (a
-chunk of 8 for OFT, `vla.action_chunk` for pi0) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
+The rollout actor records the VLA's token ids and per-token log-probs (a pi0 / pi0.5: its denoising chain
+and per-action log-densities, `vla.model` tiny_pi0 / small_pi0 / pi0 ...) and executes its decoded actions
+(a chunk of 8 for OFT, `vla.action_chunk` for pi0) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
 publishes only those. Config sections: `ppo`, `grpo` or `sft` (learner/configs.py), `vla` and `vla_eval`
 (policies/vla/config.py; what launch/eval_vla.py evaluates on).
 """

@@ -9,9 +9,9 @@ from typing import ClassVar, Optional
 
 from core import rules as R
 
-MODELS = ("tiny_openvla", "openvla", "small", "tiny_pi0", "tiny_pi05", "small_pi0", "small_pi05", "pi0")
 # the flow-matching VLAs (policies/vla/pi0_policy.py); the others decode action tokens
 PI0_MODELS = ("tiny_pi0", "tiny_pi05", "small_pi0", "small_pi05", "pi0")
+MODELS = ("tiny_openvla", "openvla", "small", *PI0_MODELS)
 
 
 def is_pi0(model: str) -> bool:

@@ -85,7 +85,8 @@ def play_table_rollout(policy, cfg, decisions: int = 3) -> dict:
              "action": torch.as_tensor(np.stack([r[1] for r in rows]))[None],
              "log_prob": torch.as_tensor(np.stack([r[2] for r in rows]))[None],
              "reward": torch.tensor([[r[3] for r in rows]], dtype=torch.float32),
-             "terminated": torch.tensor([[r[4] for r in rows]]), "truncated": torch.zeros(1, decisions, dtype=torch.bool)}
+             "terminated": torch.tensor([[r[4] for r in rows]]),
+             "truncated": torch.zeros(1, decisions, dtype=torch.bool)}
     last = {k: torch.as_tensor(v[None]) for k, v in obs.items()}
     finals = {"obs": tree.map(lambda a: a[:0], last), "index": torch.zeros(0, 2, dtype=torch.int32)}
     return {"steps": steps, "finals": finals, "envs": {"last_obs": last}}
