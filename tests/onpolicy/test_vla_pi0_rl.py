@@ -35,12 +35,14 @@ def run(config: str, run_dir: Path, *overrides: str) -> tuple[dict, list[dict]]:
 
 
 def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the_expert_and_heads(tmp_path):
-    # One rollout (the processes' start-up is most of the test's time): 2 envs x 2 decisions of 5 env steps; 2 epochs
-    # of 2 minibatches of 2 decisions: 4 gradient steps; policy version 1, + the update, + the final one
-    summary, rows = run("calvin_ppo_pi0_sde", tmp_path / "run", "runner.seed=1", "runner.max_env_steps=20")
+    # Two rollouts of 2 envs x 1 decision of 5 env steps (the processes' start-up is most of the test's time; the
+    # first update's metrics reach metrics.jsonl while the second rollout runs); 2 epochs of 1 minibatch of 2
+    # decisions each: 4 gradient steps; policy version 1, + 2 updates, + the final one
+    summary, rows = run("calvin_ppo_pi0_sde", tmp_path / "run", "runner.seed=1", "runner.max_env_steps=20",
+                        "ppo.rollout_len=1")
     learner = summary["roles"]["learner"]["counters"]
-    assert summary["env_steps"] == 20 and learner["learner_steps"] == 1 and learner["updates"] == 4
-    assert learner["policy_version"] == 3
+    assert summary["env_steps"] == 20 and learner["learner_steps"] == 2 and learner["updates"] == 4
+    assert learner["policy_version"] == 4
     assert summary["roles"]["replay"]["counters"]["stale_chunks"] == 0
     trained = [r for r in rows if "train/actor/policy_loss" in r]
     assert trained and all(r["train/actor/ratio_max_dev"] > 0 and r["alarm/ratio_one"] == 0 for r in trained)
