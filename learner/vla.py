@@ -76,7 +76,7 @@ class VLAUpdate:
         return loss, stats, out.values, out.entropy.mean()
 
     def state_dict(self) -> dict:
-        # action_stats: so that a learner checkpoint evaluates (launch/eval_vla.py) and starts another run
+        # action_stats / norm_stats: so that a learner checkpoint evaluates (launch/eval_vla.py) and starts another run
         # (vla.init_from) with the un-normalisation it was trained under (learner/vla_checkpoint.py)
         return {"trained": {n: p.detach().clone() for n, p in self.acting_weights().items()},
                 **policy_stats(self.policy),
