@@ -1,4 +1,5 @@
-"""Evaluating a saved VLA on ZarlPutOnPlate-v1's splits (launch/eval_vla.py).
+"""Evaluating a saved VLA on ZarlPutOnPlate-v1's splits, or on CALVIN's chains of the play table
+(launch/eval_vla.py).
 
 The policy is rebuilt from disk the way a deployment would get it: the base model of the `vla` section, the
 trained weights and action statistics of `vla.init_from` loaded into it, the LoRA adapters merged into the
@@ -10,6 +11,12 @@ with one episode's seed and runs until that episode ends (a chunk of C actions i
 after its episode ended is not counted). An episode succeeded when the env's `info["success"]` was true at one
 of its steps (on ZarlPutOnPlate-v1 success terminates the episode). Decoding is greedy by default
 (`vla_eval.greedy`: the most likely token of each position), else sampled at vla.temperature / vla.top_k.
+
+On CalvinPlayTable-v0 (a pi0 / pi0.5, or any policy reading the play table's cameras) the episodes are the first
+`eval.episodes` of CALVIN's fixed 5-subtask chains (envs/calvin/chains.py: each subtask judged by its oracle from
+its own start, `vla_eval.subtask_steps` steps each, a chain stops at its first failure), in one env, the policy
+given each subtask's instruction (envs/calvin/language.py) and acting in chunks (a new chunk at every subtask's
+start); greedy = pi0's deterministic ODE sampler. The figures: average completed length and success at 1..5.
 """
 from __future__ import annotations
 
@@ -71,16 +78,85 @@ def split_env_config(cfg, split: str):
     return replace(env_cfg, kwargs={**dict(env_cfg.kwargs), "split": split})
 
 
-def evaluate_vla(cfg, log) -> dict:
-    """Evaluate the policy of a typed run config (sections `vla` with init_from, `vla_eval`) on its splits."""
+class ChunkedChainPolicy:
+    """chains.evaluate's ``policy(obs, task) -> action`` from a chunked policy: one decision every `chunk` steps,
+    a fresh one when a subtask starts; counts the env steps it acted."""
+
+    def __init__(self, policy, deterministic: bool):
+        from envs.calvin.language import instruction
+
+        self.policy, self.deterministic, self.instruction = policy, deterministic, instruction
+        self.queue: list[np.ndarray] = []
+        self.text = ""
+        self.env_steps = 0
+
+    def start(self, task: str) -> None:
+        self.queue, self.text = [], self.instruction(task)
+
+    def __call__(self, obs: dict, task: str) -> np.ndarray:
+        if not self.queue:
+            batch = {**{k: np.asarray(v)[None] for k, v in obs.items()}, "instruction": [self.text]}
+            actions = np.asarray(self.policy.act(batch, deterministic=self.deterministic))[0]
+            self.queue = list(actions if actions.ndim == 2 else actions[None])
+        self.env_steps += 1
+        return self.queue.pop(0)
+
+
+def evaluate_calvin(cfg, policy, log) -> dict:
+    """CALVIN's chains with a saved policy (module docstring)."""
+    import gymnasium as gym
     import torch
 
-    from envs.maniskill import PUT_ON_PLATE_ID, SPLITS, make_maniskill_vector_env, split_seeds
-    from learner.vla_checkpoint import build_policy, resolve
+    from envs.calvin.chains import evaluate, make_chains
+
+    env = gym.make(cfg.env.id, **{**dict(cfg.env.kwargs), "cameras": True, "task": None})
+    act = ChunkedChainPolicy(policy, bool(cfg.vla_eval.greedy))
+    try:
+        with torch.no_grad():
+            result = evaluate(env, make_chains(cfg.eval.episodes), act, start_subtask=act.start,
+                              steps_per_subtask=cfg.vla_eval.subtask_steps)
+    finally:
+        env.close()
+    result["env_steps"] = act.env_steps
+    log.info(f"chains: average length {result['avg_len']:.2f} over {result['chains']}, success at 1..5 "
+             f"{[round(result[f'success_{k}'], 3) for k in range(1, 6)]}, {act.env_steps:,} env steps")
+    return result
+
+
+def saved_policy(cfg):
+    """The policy `vla` builds with `vla.init_from`'s weights (LoRA merged as vla_eval asks), in eval mode."""
+    from learner.vla_checkpoint import build_policy
 
     if not cfg.vla.init_from:
         raise ValueError("nothing to evaluate: set vla.init_from=DIR (an SFT or VLA learner checkpoint, or the run "
                          "directory holding it)")
+    policy = build_policy(cfg.vla, actor_device(cfg.actor, 0), seeding.seed_of(cfg.runner.seed, "evaluator_policy"),
+                          merge_lora=cfg.vla_eval.merge_lora)
+    policy.model.eval()
+    return policy
+
+
+def evaluate_vla(cfg, log) -> dict:
+    """Evaluate the policy of a typed run config (sections `vla` with init_from, `vla_eval`) on its splits, or on
+    the play table's chains."""
+    import torch
+
+    from envs.calvin import ENV_ID as CALVIN_ID
+    from envs.maniskill import PUT_ON_PLATE_ID, SPLITS, make_maniskill_vector_env, split_seeds
+    from learner.vla_checkpoint import resolve
+
+    if cfg.env.id == CALVIN_ID:
+        checkpoint = resolve(cfg.vla.init_from) if cfg.vla.init_from else None
+        t_start = time.time()
+        policy = saved_policy(cfg)
+        device = str(policy.device)
+        log.info(f"evaluating {checkpoint} on {cfg.eval.episodes} CALVIN chains ({device}, "
+                 f"{'deterministic' if cfg.vla_eval.greedy else 'sampled'})")
+        chains = evaluate_calvin(cfg, policy, log)
+        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+        return {"checkpoint": str(checkpoint), "config": cfg.name, "chains": chains,
+                "avg_len": chains["avg_len"], "greedy": bool(cfg.vla_eval.greedy), "env_steps": chains["env_steps"],
+                "wall_s": time.time() - t_start, "device": device_name}
     if cfg.env.id != PUT_ON_PLATE_ID:
         raise ValueError(f"the VLA evaluator runs {PUT_ON_PLATE_ID}'s splits; env.id is {cfg.env.id}")
     unknown = [s for s in cfg.vla_eval.splits if s not in SPLITS]
@@ -89,9 +165,7 @@ def evaluate_vla(cfg, log) -> dict:
     checkpoint = resolve(cfg.vla.init_from)
     device = actor_device(cfg.actor, 0)
     t_start = time.time()
-    policy = build_policy(cfg.vla, device, seeding.seed_of(cfg.runner.seed, "evaluator_policy"),
-                              merge_lora=cfg.vla_eval.merge_lora)
-    policy.model.eval()
+    policy = saved_policy(cfg)
     greedy = bool(cfg.vla_eval.greedy)
     log.info(f"evaluating {checkpoint} ({'merged' if cfg.vla_eval.merge_lora and cfg.vla.lora else 'as saved'}, "
              f"{'greedy' if greedy else 'sampled'}) on {', '.join(cfg.vla_eval.splits)}: {cfg.eval.episodes} "

@@ -1,5 +1,6 @@
 """Evaluate a saved VLA on ZarlPutOnPlate-v1's splits: `python launch/eval_vla.py CONFIG vla.init_from=DIR
-[eval.episodes=128] [vla_eval.splits=[train,vision,semantic,execution]] [key=value ...]`.
+[eval.episodes=128] [vla_eval.splits=[train,vision,semantic,execution]] [key=value ...]`; with a play-table config
+(calvin_sft_pi0, calvin_ppo_pi0_sde, ...) on CALVIN's 5-subtask chains (eval.episodes chains; average length).
 
 CONFIG is the VLA config the checkpoint was trained with (maniskill_sft_openvla, maniskill_ppo_oft, ...; it builds
 the base model and the env), DIR an SFT or VLA learner checkpoint or the run directory holding it (the newest).
@@ -59,7 +60,8 @@ def main(argv: list[str]) -> int:
     path = output_path(cfg, checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({"success_rate": summary["success_rate"], "env_steps": summary["env_steps"],
+    figure = {"avg_len": summary["avg_len"]} if "chains" in summary else {"success_rate": summary["success_rate"]}
+    print(json.dumps({**figure, "env_steps": summary["env_steps"],
                       "wall_s": round(summary["wall_s"], 1), "summary": str(path)}))
     return 0
 

@@ -16,7 +16,7 @@ from core.config import ConfigError, available_presets  # noqa: E402
 
 USAGE = """usage: run_sft.py CONFIG [key=value ...]
 
-CONFIG   an SFT preset (maniskill_sft_openvla, maniskill_sft_oft) or a YAML path; presets: {presets}
+CONFIG   an SFT preset (maniskill_sft_openvla, maniskill_sft_oft, calvin_sft_pi0, calvin_sft_pi05) or a YAML path; presets: {presets}
 key=value  override any setting, e.g. sft.steps=500 sft.demos=/data/demos runner.run_dir=runs/sft
 """
 

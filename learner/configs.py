@@ -107,11 +107,14 @@ class SFTConfig:
         "weight_decay": R.at_least(0, 10), "max_grad_norm": R.at_least(0, 1e9), "log_every": R.count(1, 10**9)}
 
     # the demonstration data set (envs/demos.py's layout); None: <runner.run_dir>/demos. A directory that does not
-    # exist yet is recorded first: record_episodes episodes of the scripted expert (envs/maniskill/expert.py) in the
-    # run's env, env.num_envs at a time, episode seeds from runner.seed
+    # exist yet is recorded first: record_episodes episodes of the scripted expert (envs/maniskill/expert.py, or
+    # envs/calvin/expert.py on the play table) in the run's env, env.num_envs at a time, episode seeds from runner.seed
     demos: Optional[str] = None
     record_episodes: int = 100
     record_only_successes: bool = True  # keep only the expert's successful episodes
+    # the play table (CalvinPlayTable-v0): the subtasks recorded, in turn, one per episode; None: env.kwargs.task,
+    # else all 34 (envs/calvin/tasks.py)
+    tasks: Optional[list] = None
     # the budget: `steps` gradient steps, or with `epochs` set, that many passes over the frames (it wins)
     steps: int = 2000
     epochs: Optional[int] = None

@@ -9,7 +9,7 @@ from pathlib import Path
 from core.atomic_dir import MANIFEST
 from learner.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from policies.vla.config import VLAConfig
-from policies.vla.saved import SavedVLA, saved_vla, stats_state
+from policies.vla.saved import SavedVLA, policy_stats, saved_vla
 
 
 def build_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False):
@@ -27,7 +27,7 @@ def save_vla(policy, vla_cfg: VLAConfig, directory: str | Path, *, label: str, e
     import torch
 
     state = {"trained": {n: torch.from_numpy(v) for n, v in policy.trainable_weights().items()},
-             "action_stats": stats_state(policy.action_stats), "vla": dataclasses.asdict(vla_cfg), **(extra or {})}
+             **policy_stats(policy), "vla": dataclasses.asdict(vla_cfg), **(extra or {})}
     return save_checkpoint(state, directory, keep=keep, label=label, meta={"kind": "vla"})
 
 

@@ -2,8 +2,9 @@
 with a VLA (policies/vla/) in the rollout actors and the learner's updates of learner/vla.py; and the SFT stage
 before them (`algo: vla_sft`, learner/sft.py), a single process started with launch/run_sft.py.
 
-The rollout actor records the VLA's token ids and per-token log-probs and executes its decoded actions (a
-chunk of 8 for OFT) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
+The rollout actor records the VLA's token ids and per-token log-probs (a pi0 / pi0.5: its denoising chain
+and per-action log-densities, `vla.model` tiny_pi0 / small_pi0 / pi0 ...) and executes its decoded actions
+(a chunk of 8 for OFT, `vla.action_chunk` for pi0) in the env; the learner trains LoRA + value head (or SmallVLA's trainable parts) and
 publishes only those. Config sections: `ppo`, `grpo` or `sft` (learner/configs.py), `vla` and `vla_eval`
 (policies/vla/config.py; what launch/eval_vla.py evaluates on).
 """
@@ -16,18 +17,25 @@ from core.roles import Builder
 from learner.configs import GRPOConfig, PPOConfig, SFTConfig
 from pipelines.grpo import GRPOBuilder
 from pipelines.ppo import PPOBuilder
-from policies.vla.config import VLAConfig, VLAEvalConfig
+from policies.vla.config import VLAConfig, VLAEvalConfig, is_pi0
 
 
 def _validate_vla(cfg) -> None:
     vla = cfg.vla
+    require(not vla.init_from or Path(vla.init_from).expanduser().is_dir(),
+            f"vla.init_from={vla.init_from}: no such directory (an SFT or VLA learner checkpoint, or a run directory "
+            "holding them)")
+    if is_pi0(vla.model):
+        require(vla.logprob_type in ("action", "chunk"),
+                f"vla.logprob_type={vla.logprob_type}: a pi0's log-densities are per action ('action' or 'chunk')")
+        require(vla.model != "pi0" or bool(vla.checkpoint), "vla.model=pi0 needs vla.checkpoint (a directory)")
+        require(vla.model == "pi0" or vla.action_chunk <= vla.pi0_horizon,
+                f"vla.action_chunk={vla.action_chunk} exceeds the model's horizon vla.pi0_horizon={vla.pi0_horizon}")
+        return
     require(vla.decoding == "parallel" or vla.action_chunk == 1,
             f"vla.action_chunk={vla.action_chunk}: autoregressive decoding gives one action per decision (OFT: "
             "vla.decoding=parallel)")
     require(vla.model != "openvla" or bool(vla.checkpoint), "vla.model=openvla needs vla.checkpoint (a directory)")
-    require(not vla.init_from or Path(vla.init_from).expanduser().is_dir(),
-            f"vla.init_from={vla.init_from}: no such directory (an SFT or VLA learner checkpoint, or a run directory "
-            "holding them)")
 
 
 class _VLAPolicy:

@@ -148,10 +148,12 @@ def summarise(lengths: list[int]) -> dict:
 
 
 def evaluate(env, chains: list[Chain], policy: Callable[[dict, str], np.ndarray],
-             start_subtask: Callable[[str], None] | None = None) -> dict:
+             start_subtask: Callable[[str], None] | None = None,
+             steps_per_subtask: int = STEPS_PER_SUBTASK) -> dict:
     """Run each chain in `env` (a CalvinPlayTableEnv of the eval scene): ``policy(obs, task)`` -> action;
     ``start_subtask(task)``, when given, is called as each subtask begins (a scripted expert plans
-    then). Returns :func:`summarise` of the completed lengths, plus ``lengths``."""
+    then). ``steps_per_subtask``: CALVIN's 360 (fewer only for quick checks). Returns :func:`summarise`
+    of the completed lengths, plus ``lengths``."""
     from envs.calvin.tasks import is_completed
     base = env.unwrapped
     lengths = []
@@ -163,7 +165,7 @@ def evaluate(env, chains: list[Chain], policy: Callable[[dict, str], np.ndarray]
                 start_subtask(task)
             start = base.scene_state()
             ok = False
-            for _ in range(STEPS_PER_SUBTASK):
+            for _ in range(steps_per_subtask):
                 obs, *_ = base.step(policy(obs, task))
                 if is_completed(task, start, base.scene_state()):
                     ok = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from policies.vla.config import VLAConfig
+from policies.vla.config import VLAConfig, is_pi0
 from policies.vla.lora import LoRASettings, add_lora
 from policies.vla.policy import VLAPolicy, VLAPolicyConfig, openvla_prompt_encoder
 from policies.vla.saved import SavedVLA, check_fits
@@ -51,6 +51,12 @@ def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = 
     if cfg.init_from and saved is None:
         raise ValueError(f"vla.init_from={cfg.init_from}: build the policy with learner/vla_checkpoint.py's "
                          "build_policy, which reads it")
+    if is_pi0(cfg.model):
+        from policies.vla.pi0_build import build_pi0_policy
+
+        if saved is not None:
+            check_fits(saved, cfg)
+        return build_pi0_policy(cfg, device, seed, saved=saved)  # no LoRA: merge_lora changes nothing
     base, tokenizer, stats = build_vla_model(cfg)
     if saved is not None:
         check_fits(saved, cfg)

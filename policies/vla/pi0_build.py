@@ -1,10 +1,13 @@
 """Which pi0 class a config or a directory asks for: openpi's layout (openpi_checkpoint.py), or a Pi0Model /
-SmallPi0 that this project saved with save_pretrained (config.json with ``model_type`` "zarl_pi0")."""
+SmallPi0 that this project saved with save_pretrained (config.json with ``model_type`` "zarl_pi0"); and the
+Pi0Policy a `vla` config section (policies/vla/config.py, model tiny_pi0 / tiny_pi05 / small_pi0 / small_pi05 /
+pi0) asks for, in the rollout actors, the learner, SFT and the evaluator alike."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from policies.vla.config import VLAConfig
 from policies.vla.configuration_pi0 import Pi0Config
 from policies.vla.modeling_pi0 import Pi0Model
 
@@ -30,3 +33,61 @@ def load_pi0(directory: str | Path, asset_id: str | None = None) -> Pi0Model:
 
         return SmallPi0.from_pretrained(directory)
     return Pi0Model.from_pretrained(directory)
+
+
+def build_pi0_model(cfg: VLAConfig):
+    """(model, tokenizer or None) for a `vla` section with a pi0 model (policies/vla/config.py's PI0_MODELS)."""
+    import torch
+
+    if cfg.model in ("tiny_pi0", "tiny_pi05"):
+        from policies.vla.tiny_checkpoints import tiny_tokenizer
+        from policies.vla.tiny_pi0 import TINY_VOCAB, tiny_pi0_config
+
+        torch.manual_seed(cfg.model_seed)  # the same random weights in every process
+        model = Pi0Model(tiny_pi0_config(cfg.model == "tiny_pi05", cfg.pi0_horizon))
+        # A tiny random model is random in every layer, its value head's last one too (a fresh head's is zero):
+        # a random policy never earns the play table's sparse reward, and a non-constant V(s) is then what makes
+        # the GAE advantages non-zero, so a CPU-size run takes real policy-gradient steps through the pipeline.
+        torch.nn.init.normal_(model.value_head.mlp[-1].weight, std=0.5)
+        return model, tiny_tokenizer(TINY_VOCAB)
+    if cfg.model in ("small_pi0", "small_pi05"):
+        from policies.vla.small_pi0 import small_pi0_config
+
+        torch.manual_seed(cfg.model_seed)
+        config = small_pi0_config(cfg.model == "small_pi05", horizon=cfg.pi0_horizon,
+                                  small={"image_size": cfg.small_image_size,
+                                         "pretrained_image_encoder": cfg.small_pretrained})
+        return build_pi0(config), None  # SmallPi0 tokenises with MiniLM's own WordPiece
+    if cfg.model == "pi0":
+        if not cfg.checkpoint:
+            raise ValueError("vla.model=pi0 needs vla.checkpoint: a directory in openpi's PyTorch layout or saved by "
+                             "this project")
+        model = load_pi0(cfg.checkpoint)
+        if model.config.prefix == "small":
+            return model, None
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.checkpoint)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"vla.checkpoint={cfg.checkpoint}: the PaliGemma prefix needs its tokenizer in that "
+                             f"directory ({e})") from e
+        return model, tokenizer
+    raise ValueError(f"vla.model={cfg.model!r} is not a pi0 model")
+
+
+def build_pi0_policy(cfg: VLAConfig, device: str, seed: int, saved=None):
+    """The Pi0Policy a `vla` section asks for; `saved` (policies/vla/saved.py): trained weights and statistics
+    that replace the fresh ones (`vla.init_from`). `seed` drives only the sampling noise."""
+    from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
+
+    model, tokenizer = build_pi0_model(cfg)
+    policy = Pi0Policy(model, Pi0PolicyConfig(sampler=cfg.sampler, num_steps=cfg.num_steps,
+                                              noise_level=cfg.noise_level, action_chunk=cfg.action_chunk,
+                                              instruction=cfg.instruction, train_vlm=cfg.train_vlm),
+                       tokenizer=tokenizer, device=device, seed=seed)
+    if saved is not None:
+        if saved.norm_stats is not None:
+            policy.set_norm_stats(saved.norm_stats)
+        policy.load_weights(saved.weights)
+    return policy

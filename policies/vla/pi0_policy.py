@@ -177,6 +177,28 @@ class Pi0Policy(Policy):
         log_prob, entropy = self._score(cache, state, step, chain)
         return FlowScores(log_prob, self.model.value(cache, state), entropy)
 
+    def group_log_probs(self, log_probs: Tensor, level: str) -> Tensor:
+        """Per-action log-densities [B, chunk] at a PPO ratio's level: "action" as they are, "chunk" [B] their sum
+        (the decision's log-density). A flow policy has no tokens."""
+        if level == "action":
+            return log_probs
+        if level == "chunk":
+            return log_probs.sum(-1)
+        raise ValueError(f"a pi0 policy's log-probs are per action: the ratio level must be 'action' or 'chunk', "
+                         f"got {level!r}")
+
+    def flow_matching_loss(self, obs: Any, actions: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The flow-matching loss (Pi0Model.flow_matching_loss) of normalised, padded target actions [B, H, 32] at
+        these observations, with gradients (SFT, learner/sft.py)."""
+        cache, state = self._prefix(obs)
+        return self.model.flow_matching_loss(cache, state, actions.to(self.device), generator=generator)
+
+    def set_norm_stats(self, stats: dict | None) -> None:
+        """The state / action statistics the policy normalises and un-normalises with (kept in the model's config
+        too, so that save_pretrained writes them)."""
+        self.stats = stats
+        self.model.config.norm_stats = stats
+
     @torch.no_grad()
     def values(self, obs: Any) -> Tensor:
         cache, state = self._prefix(obs)

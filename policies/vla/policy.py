@@ -139,6 +139,10 @@ class VLAPolicy(Policy):
         out = self.decode(obs)
         return out.tokens.cpu().numpy(), out.log_probs.cpu().numpy()
 
+    def group_log_probs(self, log_probs: Tensor, level: str) -> Tensor:
+        """This policy's per-token log-probs summed to a PPO ratio's level (group_log_probs)."""
+        return group_log_probs(log_probs, self.cfg.action_dim, level)
+
     def env_actions(self, tokens: np.ndarray) -> np.ndarray:
         """Recorded tokens [B, n_tokens] -> env actions [B, action_chunk, action_dim] (float32)."""
         tokens = np.asarray(tokens)

@@ -8,6 +8,7 @@ written atomically, CRC-checked on load). Its state holds
     trained        {parameter name: tensor}: VLAPolicy.trainable_weights(), i.e. the LoRA adapters and the value
                    head (or SmallVLA's trainable parts), named as the policy's model names them
     action_stats   {"q01", "q99", "mask"}: how the policy's action tokens are un-normalised (absent: the model's)
+    norm_stats     pi0 / pi0.5 instead: openpi's {"state"|"actions": {mean, std, q01, q99}} (absent: the model's)
     vla            the `vla` config section the weights were trained with (what gives them their shapes and sense)
 
 An RL learner's checkpoint holds `trained` and `action_stats` under "algorithm" and the config under "config";
@@ -30,7 +31,7 @@ from policies.vla.config import VLAConfig
 # read: loading weights under other values would give another policy.
 ARCHITECTURE_KEYS = ("model", "checkpoint", "model_seed", "lora", "lora_rank", "lora_alpha", "decoding",
                      "action_chunk", "tiny_hidden", "tiny_layers", "tiny_image_size", "small_hidden", "small_layers",
-                     "small_heads", "small_image_size", "small_pretrained")
+                     "small_heads", "small_image_size", "small_pretrained", "pi0_horizon")
 
 
 @dataclass
@@ -40,6 +41,15 @@ class SavedVLA:
     action_stats: ActionStats | None
     vla: dict  # the `vla` section it was trained with
     state: dict  # the whole saved state (counters of the run that wrote it)
+    norm_stats: dict | None = None  # pi0 / pi0.5's state and action statistics
+
+
+def policy_stats(policy) -> dict:
+    """What a saved policy carries to normalise its inputs and un-normalise its actions: a token VLA's
+    `action_stats`, a pi0's `norm_stats` (Pi0Policy.stats)."""
+    if hasattr(policy, "action_stats"):
+        return {"action_stats": stats_state(policy.action_stats)}
+    return {"norm_stats": policy.stats}
 
 
 def stats_state(stats: ActionStats | None) -> dict | None:
@@ -60,7 +70,7 @@ def saved_vla(state: dict, path: Path) -> SavedVLA:
     stats = holder.get("action_stats", state.get("action_stats"))
     return SavedVLA(path=path, weights={n: t.float().numpy() for n, t in holder["trained"].items()},
                     action_stats=None if stats is None else ActionStats(**{k: np.asarray(v) for k, v in stats.items()}),
-                    vla=dict(vla), state=state)
+                    vla=dict(vla), state=state, norm_stats=holder.get("norm_stats", state.get("norm_stats")))
 
 
 def _same(key: str, a, b) -> bool:

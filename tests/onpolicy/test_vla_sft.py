@@ -41,7 +41,7 @@ def sft_run(tmp_path_factory):
 def demo_batch(run_dir, chunk: int, n: int = 4):
     frames = load_frames(run_dir / "demos", "base_camera", chunk)
     idx = np.arange(n) * (len(frames) // n)
-    return {"base_camera": frames.images[idx], "instruction": [frames.instructions[i] for i in idx]}
+    return frames.batch(idx)
 
 
 def test_sft_records_demos_computes_statistics_and_lowers_the_cross_entropy(sft_run):
