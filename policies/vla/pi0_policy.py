@@ -33,6 +33,7 @@ from core.roles import Policy
 from policies.vla import flow_sampling as fs
 from policies.vla.modeling_pi0 import Pi0Model
 from policies.vla.openpi_checkpoint import normalize, unnormalize
+from policies.vla.trained_weights import TrainedWeights
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class FlowScores:
     entropy: Tensor  # [B, chunk]
 
 
-class Pi0Policy(Policy):
+class Pi0Policy(TrainedWeights, Policy):
+    WEIGHTS_OF = "the pi0 policy"
+
     def __init__(self, model: Pi0Model, cfg: Pi0PolicyConfig, tokenizer=None, device: str = "cpu", seed: int = 0):
         mc = model.config
         if cfg.action_chunk > mc.action_horizon:
@@ -203,21 +206,3 @@ class Pi0Policy(Policy):
     def values(self, obs: Any) -> Tensor:
         cache, state = self._prefix(obs)
         return self.model.value(cache, state).float()
-
-    def trainable_weights(self) -> dict[str, np.ndarray]:
-        # copies: on the CPU .numpy() of a float32 parameter aliases it
-        return {n: p.detach().float().cpu().numpy().copy() for n, p in self.model.named_parameters()
-                if p.requires_grad}
-
-    def load_weights(self, weights: dict) -> None:
-        params = dict(self.model.named_parameters())
-        unknown = sorted(set(weights) - set(params))
-        if unknown:
-            raise ValueError(f"weights do not fit the pi0 policy: unknown parameters {unknown[:5]}")
-        with torch.no_grad():
-            for name, value in weights.items():
-                value = torch.as_tensor(np.array(value))
-                if value.shape != params[name].shape:
-                    raise ValueError(f"weight {name} has shape {tuple(value.shape)}, the policy "
-                                     f"{tuple(params[name].shape)}")
-                params[name].copy_(value)

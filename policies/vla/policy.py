@@ -36,6 +36,7 @@ from policies.vla.lora import unwrap
 from policies.vla.modeling_openvla import position_ids_of
 from policies.vla.prompt import prompt_token_ids
 from policies.vla.sampling import SamplingConfig
+from policies.vla.trained_weights import TrainedWeights
 
 DECODERS = {"autoregressive": autoregressive, "parallel": parallel}
 
@@ -83,7 +84,7 @@ def group_log_probs(log_probs: Tensor, action_dim: int, level: str) -> Tensor:
 PromptEncoder = Callable[[Tensor, list[str]], tuple[Tensor, Tensor]]
 
 
-class VLAPolicy(Policy):
+class VLAPolicy(TrainedWeights, Policy):
     """A VLA model (possibly a PeftModel) with its prompt encoder, decoding and action statistics."""
 
     def __init__(self, model: nn.Module, encode_prompts: PromptEncoder, cfg: VLAPolicyConfig, device: str = "cpu",
@@ -163,25 +164,6 @@ class VLAPolicy(Policy):
         embeds, mask = self._prompts(obs)
         return self.decoder.score(self.vla, embeds, mask, torch.as_tensor(tokens, device=self.device), self.sampling)
 
-    def trainable_weights(self) -> dict[str, np.ndarray]:
-        """What training changes, by parameter name: with LoRA the adapters and value head, else everything."""
-        # copies: on the CPU .numpy() of a float32 parameter would alias it, and change with the next step
-        return {n: p.detach().float().cpu().numpy().copy() for n, p in self.model.named_parameters()
-                if p.requires_grad}
-
-    def load_weights(self, weights: dict) -> None:
-        params = dict(self.model.named_parameters())
-        unknown = sorted(set(weights) - set(params))
-        if unknown:
-            raise ValueError(f"weights do not fit the VLA policy: unknown parameters {unknown[:5]}"
-                             f"{' ...' if len(unknown) > 5 else ''}")
-        with torch.no_grad():
-            for name, value in weights.items():
-                value = torch.as_tensor(np.array(value))  # np.array: received arrays are read-only
-                if value.shape != params[name].shape:
-                    raise ValueError(f"weight {name} has shape {tuple(value.shape)}, the policy "
-                                     f"{tuple(params[name].shape)}")
-                params[name].copy_(value)
 
 
 def openvla_prompt_encoder(model: nn.Module, tokenizer) -> PromptEncoder:

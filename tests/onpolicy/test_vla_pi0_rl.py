@@ -2,11 +2,6 @@
 processes (launch/run_sync.py), and Flow-Noise through the learner's update in-process."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,31 +9,18 @@ from core import seeding
 from learner.checkpoint import load_latest_checkpoint
 from policies.vla.build import build_vla_policy
 from policies.vla.config import VLAConfig
+from vla_helpers import run_sync
 
-REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("pybullet")
 
-QUIET = ["logging.wandb=disabled", "logging.tensorboard=false", "logging.progress_bar=false",
-         "logging.console_every_s=0.2"]
 TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer")
-
-
-def run(config: str, run_dir: Path, *overrides: str) -> tuple[dict, list[dict]]:
-    command = [sys.executable, str(REPO / "launch" / "run_sync.py"), config, f"runner.run_dir={run_dir}", *QUIET,
-               *overrides]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return summary, rows
 
 
 def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the_expert_and_heads(tmp_path):
     # Two rollouts of 2 envs x 1 decision of 5 env steps (the processes' start-up is most of the test's time; the
     # first update's metrics reach metrics.jsonl while the second rollout runs); 2 epochs of 1 minibatch of 2
     # decisions each: 4 gradient steps; policy version 1, + 2 updates, + the final one
-    summary, rows = run("calvin_ppo_pi0_sde", tmp_path / "run", "runner.seed=1", "runner.max_env_steps=20",
+    summary, rows = run_sync("calvin_ppo_pi0_sde", tmp_path / "run", "runner.seed=1", "runner.max_env_steps=20",
                         "ppo.rollout_len=1")
     learner = summary["roles"]["learner"]["counters"]
     assert summary["env_steps"] == 20 and learner["learner_steps"] == 2 and learner["updates"] == 4

@@ -14,17 +14,12 @@ pytest.importorskip("pybullet")
 
 from core import seeding, tree  # noqa: E402
 from core.log import get_logger  # noqa: E402
-from launch.run_config import load_config, typed  # noqa: E402
 from learner.sft import load_frames, run_sft  # noqa: E402
 from learner.vla_checkpoint import build_policy, load_vla  # noqa: E402
 from pipelines.vla import VLAPPOBuilder  # noqa: E402
+from vla_helpers import QUIET, config  # noqa: E402
 
-QUIET = ["logging.tensorboard=false", "logging.wandb=disabled"]
 LOG = get_logger("test_pi0_sft")
-
-
-def config(name: str, *overrides: str):
-    return typed(load_config(name, [*QUIET, *overrides]))
 
 
 @pytest.fixture(scope="module")

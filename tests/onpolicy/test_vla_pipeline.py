@@ -2,11 +2,6 @@
 with autoregressive decoding (7 tokens a step), GRPO with OFT's parallel decoding (a chunk of 8 actions a step)."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,28 +9,14 @@ from core import seeding
 from learner.checkpoint import load_latest_checkpoint
 from policies.vla.build import build_vla_policy
 from policies.vla.config import VLAConfig
+from vla_helpers import run_sync
 
-REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("mani_skill")
-
-QUIET = ["logging.wandb=disabled", "logging.tensorboard=false", "logging.progress_bar=false",
-         "logging.console_every_s=0.2"]
-
-
-def run(config: str, run_dir: Path, *overrides: str) -> tuple[dict, list[dict]]:
-    command = [sys.executable, str(REPO / "launch" / "run_sync.py"), config, f"runner.run_dir={run_dir}", *QUIET,
-               *overrides]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return summary, rows
 
 
 @pytest.mark.slow
 def test_ppo_trains_a_tiny_openvla_and_publishes_only_lora_and_value_head(tmp_path):
-    summary, rows = run("maniskill_ppo_openvla", tmp_path / "run", "runner.seed=1")
+    summary, rows = run_sync("maniskill_ppo_openvla", tmp_path / "run", "runner.seed=1")
     learner = summary["roles"]["learner"]["counters"]
     # 3 rollouts of 2 envs x 4 steps, 2 epochs of 2 minibatches each: 12 gradient steps; version 1 + 3 updates + final
     assert summary["env_steps"] == 24 and learner["learner_steps"] == 3 and learner["updates"] == 12
@@ -62,7 +43,7 @@ def test_grpo_oft_runs_whole_group_episodes_and_raises_the_dead_signal_alarms(tm
     # A random tiny VLA never grasps: every group's returns are equal (all failed), so every group is dropped,
     # no gradient step is taken, and the zero-advantage and no-success alarms go up (after 1 rollout here; the
     # counting over K rollouts is test_vla_updates.py's).
-    summary, rows = run("maniskill_grpo_oft", tmp_path / "run", "grpo.dead_signal_after=1",
+    summary, rows = run_sync("maniskill_grpo_oft", tmp_path / "run", "grpo.dead_signal_after=1",
                         "runner.max_env_steps=32")
     learner = summary["roles"]["learner"]["counters"]
     assert summary["env_steps"] == 32 and learner["learner_steps"] == 2 and learner["updates"] == 0

@@ -15,17 +15,13 @@ from actors.vla_evaluator import evaluate_vla, run_seeded_episodes  # noqa: E402
 from core.config import ConfigError  # noqa: E402
 from core.log import get_logger  # noqa: E402
 from envs.demos import DemoDataset  # noqa: E402
-from launch.run_config import load_config, typed  # noqa: E402
+from launch.run_config import load_config  # noqa: E402
 from learner.sft import chunk_targets, load_frames, run_sft  # noqa: E402
 from learner.vla_checkpoint import build_policy, load_vla, resolve  # noqa: E402
 from policies.vla.build import build_vla_policy  # noqa: E402
+from vla_helpers import QUIET, config  # noqa: E402
 
-QUIET = ["logging.tensorboard=false", "logging.wandb=disabled"]
 LOG = get_logger("test_sft")
-
-
-def config(name: str, *overrides: str):
-    return typed(load_config(name, [*QUIET, *overrides]))
 
 
 @pytest.fixture(scope="module")
