@@ -18,15 +18,15 @@ from core import seeding
 from core.config import EnvConfig, RunConfig
 from core.devices import actor_device
 from core.net import endpoint
-from core.roles import Policy
+from core.roles import Policy, acts_in_chunks
 from envs import make_vector_env
 from wire.runtime import RoleRuntime
 
 
 def _env_steps(policy, action: np.ndarray) -> list[np.ndarray]:
     """The env actions of one decision: the action itself, or for a policy that acts in chunks (a VLA's
-    [B, C, A], which declares env_actions / action_chunk as the rollout actor reads them) its C actions in turn."""
-    if getattr(policy, "env_actions", None) is None and int(getattr(policy, "action_chunk", 1)) == 1:
+    [B, C, A]) its C actions in turn."""
+    if not acts_in_chunks(policy):
         return [action]
     action = np.asarray(action)
     return [action[:, c] for c in range(action.shape[1])]

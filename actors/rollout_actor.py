@@ -35,7 +35,7 @@ import numpy as np
 from actors.process import ActorProcess
 from core import seeding, tree
 from core.config import RunConfig
-from core.roles import Policy
+from core.roles import Policy, acts_in_chunks
 from envs import make_vector_env
 from envs.vector import SyncVectorEnv
 from replay.rollout_store import split_rollout
@@ -195,7 +195,7 @@ class RolloutActor(ActorProcess):
         tree.assign(steps["obs"], (slice(None), t), obs)
         steps["action"][:, t], steps["log_prob"][:, t] = action, log_prob
         env_action = self._env_action(action)
-        if self.action_chunk > 1 or getattr(self.policy, "env_actions", None) is not None:
+        if acts_in_chunks(self.policy):
             next_obs, reward, terminated, truncated, info = self._step_chunk(np.asarray(env_action))
             self.env_steps += int(env_action.shape[0] * env_action.shape[1])
         else:

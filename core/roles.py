@@ -62,6 +62,12 @@ class Policy(abc.ABC):
     def load_weights(self, weights: Arrays) -> None: ...
 
 
+def acts_in_chunks(policy) -> bool:
+    """Whether a policy's action for a batch is a chunk [B, C, A] of C env steps: it declares `env_actions`
+    (decoding what it records into env actions, as the VLAs do) or an `action_chunk` above 1."""
+    return getattr(policy, "env_actions", None) is not None or int(getattr(policy, "action_chunk", 1)) > 1
+
+
 class Actor(abc.ABC):
     """Runs environments with the newest policy and emits experience."""
 
