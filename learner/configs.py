@@ -34,6 +34,11 @@ class SACConfig:
     backup_entropy: bool = True  # subtract alpha*log pi in the critic target
     max_grad_norm: float = 0.0  # 0 = no clipping
     augment_pad: int = 4  # DrQ random shift (images only)
+    # The learner's copy of the buffer (learner.batch_source=device) keeps each stored frame's frozen-backbone
+    # feature maps instead of the frame, computed once when the frame arrives, so no update runs the backbone
+    # (learner/device_replay.py). Needs a frozen backbone, and no augmentation (augment_pad=0): a shift of the
+    # frame cannot be applied to its maps.
+    stored_features: bool = False
     # GPU speed switches; both keep the update's math, and neither does anything on a CPU.
     # cuda_graph: capture the whole learner step (every critic update, the actor and temperature updates, the
     # target averaging) once as a CUDA graph and replay it each step, so the host launches one graph instead

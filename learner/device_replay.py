@@ -8,6 +8,12 @@ exactly as it grants a batch. The copy writes each row into the same ring slots 
 oldest live transition (sent with every reply) to the end of the newest row received. Batches are then
 gathered on the device, and a 50 MB vision batch never crosses the host, the socket or pinned memory.
 
+With sac.stored_features the copy keeps, for each camera, the frozen backbone's feature maps of a frame
+instead of the frame: the maps are computed once, when the row arrives (policies/vision_encoder.py,
+frozen_feature_maps), and the batches carry them as "obs_maps" / "next_obs_maps", so that no update runs the
+backbone. A frozen backbone gives the same maps whenever it runs; what is lost is image augmentation, which
+needs the frames.
+
 A reply from a different service process (another epoch: a restarted or restored replay service) or for a
 buffer of another geometry empties the copy; the service then sends its rows again from the oldest, at most
 replay.rows_max_mb per reply, and the updates in between sample from what has arrived.
@@ -30,8 +36,13 @@ class RowsError(ValueError):
 
 
 class DeviceReplay:
-    def __init__(self, device: torch.device, seed: int):
+    def __init__(self, device: torch.device, seed: int, encoder=None, chunk_frames: int = 256):
+        """``encoder``: a VisionEncoder with a frozen backbone whose cameras' frames are kept as feature maps
+        (None: keep every observation as sent); its maps are computed at most ``chunk_frames`` frames at a time."""
         self.device = device
+        self.encoder, self.chunk_frames = encoder, chunk_frames
+        self.map_shapes: dict[str, tuple] = {} if encoder is None else dict(encoder.map_shapes)
+        self.maps: dict[str, torch.Tensor] = {}  # camera -> [obs_capacity, C, h, w] float32
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed) % 2**63)
         self.epoch: str | None = None
@@ -46,7 +57,8 @@ class DeviceReplay:
         return max(0, self.end - self.start)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in [*self.obs.values(), *self.steps.values()])
+        arrays = [*self.obs.values(), *self.maps.values(), *self.steps.values()]
+        return sum(t.numel() * t.element_size() for t in arrays)
 
     def apply(self, meta: dict, arrays: dict) -> None:
         """Write one reply's rows (meta["rows"] from the service, arrays as sent: numpy or tensors)."""
@@ -69,6 +81,11 @@ class DeviceReplay:
                     for i in row_slots(rows, capacity, obs_capacity))
             for k, dst in self.obs.items():
                 dst.index_copy_(0, o, _tensor(obs[k], self.device))
+            for k, dst in self.maps.items():
+                frames = _tensor(obs[k], self.device)
+                for i in range(0, len(frames), self.chunk_frames):
+                    part = slice(i, i + self.chunk_frames)
+                    dst.index_copy_(0, o[part], self.encoder.frozen_feature_maps({k: frames[part]})[k])
             for k, dst in self.steps.items():
                 dst.index_copy_(0, t, _tensor(arrays[k], self.device))
             if self.end <= start:  # the first rows of this epoch (or all rows were evicted since the last reply)
@@ -87,10 +104,14 @@ class DeviceReplay:
         t = (i + self.start) % capacity
         o = self.steps["obs_index"][t] % obs_capacity
         nxt = self.steps["next_obs_index"][t] % obs_capacity
-        return {"obs": nested_obs({k: v[o] for k, v in self.obs.items()}),
-                "next_obs": nested_obs({k: v[nxt] for k, v in self.obs.items()}),
-                "action": self.steps["action"][t], "reward": self.steps["reward"][t],
-                "terminated": self.steps["terminated"][t]}
+        batch = {"obs": nested_obs({k: v[o] for k, v in self.obs.items()}),
+                 "next_obs": nested_obs({k: v[nxt] for k, v in self.obs.items()}),
+                 "action": self.steps["action"][t], "reward": self.steps["reward"][t],
+                 "terminated": self.steps["terminated"][t]}
+        if self.maps:
+            batch["obs_maps"] = {k: v[o] for k, v in self.maps.items()}
+            batch["next_obs_maps"] = {k: v[nxt] for k, v in self.maps.items()}
+        return batch
 
     def _reset(self, epoch: str, geometry: tuple) -> None:
         if self.epoch is not None:
@@ -99,8 +120,15 @@ class DeviceReplay:
         if geometry == self.geometry:
             return  # same arrays: what they hold is dead until rows of the new epoch overwrite it
         capacity, obs_capacity, spec = geometry
-        self.obs, self.steps = {}, {}  # free the old arrays before the new ones are made
-        need = spec.obs_bytes() * obs_capacity + ReplayBuffer.step_bytes(spec) * capacity
+        self.obs, self.maps, self.steps = {}, {}, {}  # free the old arrays before the new ones are made
+        missing = sorted(set(self.map_shapes) - set(spec.obs))
+        if missing:
+            raise RowsError(f"the buffer's observations {sorted(spec.obs)} lack the camera(s) {missing} whose feature "
+                            "maps this copy keeps")
+        frames = {k: v for k, v in spec.obs.items() if k not in self.map_shapes}
+        frame_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in frames.values())
+        map_bytes = sum(int(np.prod(s)) * 4 for s in self.map_shapes.values())
+        need = (frame_bytes + map_bytes) * obs_capacity + ReplayBuffer.step_bytes(spec) * capacity
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need > free:
@@ -108,7 +136,9 @@ class DeviceReplay:
                                 f"{free / 1e9:.1f} GB are free: lower replay.capacity_gb or set "
                                 "learner.batch_source=service")
         self.obs = {k: torch.zeros((obs_capacity, *s), dtype=_DTYPES[d], device=self.device)
-                    for k, (s, d) in spec.obs.items()}
+                    for k, (s, d) in frames.items()}
+        self.maps = {k: torch.zeros((obs_capacity, *s), dtype=torch.float32, device=self.device)
+                     for k, s in self.map_shapes.items()}
         a_shape, a_dtype = spec.action
         self.steps = {"action": torch.zeros((capacity, *a_shape), dtype=_DTYPES[a_dtype], device=self.device),
                       "reward": torch.zeros(capacity, dtype=torch.float32, device=self.device),

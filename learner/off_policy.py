@@ -64,9 +64,15 @@ class OffPolicyLearner(Learner):
         source = cfg.learner.batch_source
         if source == "auto":
             source = "device" if self.device.type == "cuda" else "service"
-        self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample")) \
+        if sac_cfg.stored_features and source != "device":
+            raise ValueError("sac.stored_features=true needs the learner's copy of the buffer, and "
+                             f"learner.batch_source=auto chose the replay service's batches on {self.device}: "
+                             "set learner.batch_source=device")
+        encoder = self.agent.encoder if sac_cfg.stored_features else None
+        self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample"), encoder=encoder) \
             if source == "device" else None
-        where = "by the replay service" if self.copy is None else f"on {self.device}, from a copy of the buffer"
+        where = "by the replay service" if self.copy is None else f"on {self.device}, from a copy of the buffer" + \
+            (" that keeps the frozen backbone's feature maps of its frames" if encoder is not None else "")
         self.log.info(f"training batches are sampled {where}")
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
                                     cfg.replay.prefetch, self.device,

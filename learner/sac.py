@@ -92,11 +92,16 @@ class SAC:
         """The learner step on the device, without a host sync: (metric names, their values as one tensor)."""
         cfg, agent = self.cfg, self.agent
         metrics: dict[str, float] = {}
-        # Augment every image once, then run the frozen backbone ONCE over all observations and next
-        # observations of all batches: one large pass keeps the GPU busy where many small ones would not.
-        observations = [self._augment(b["obs"]) for b in batches] + [self._augment(b["next_obs"]) for b in batches]
-        with self._autocast():
-            features = split_batches(agent.encoder.precompute(concat_batches(observations)), len(observations))
+        if "obs_maps" in batches[0]:
+            # The frozen backbone's maps came with the batch (sac.stored_features: computed once per stored frame).
+            observations = [b["obs"] for b in batches] + [b["next_obs"] for b in batches]
+            features = [b["obs_maps"] for b in batches] + [b["next_obs_maps"] for b in batches]
+        else:
+            # Augment every image once, then run the frozen backbone ONCE over all observations and next
+            # observations of all batches: one large pass keeps the GPU busy where many small ones would not.
+            observations = [self._augment(b["obs"]) for b in batches] + [self._augment(b["next_obs"]) for b in batches]
+            with self._autocast():
+                features = split_batches(agent.encoder.precompute(concat_batches(observations)), len(observations))
         for i, batch in enumerate(batches):
             obs, next_obs = observations[i], observations[len(batches) + i]
             pre, next_pre = features[i], features[len(batches) + i]

@@ -24,6 +24,17 @@ class SACBuilder(Builder):
         require(sac.num_min_q <= sac.num_q, f"sac.num_min_q={sac.num_min_q}: must be <= sac.num_q={sac.num_q}")
         require(cfg.policy.log_std_min < cfg.policy.log_std_max,
                 f"policy.log_std_min={cfg.policy.log_std_min}: must be < policy.log_std_max={cfg.policy.log_std_max}")
+        if sac.stored_features:
+            encoder = cfg.policy.encoder
+            require(encoder.type != "state" and not encoder.trainable,
+                    "sac.stored_features=true needs a camera encoder with a frozen backbone (policy.encoder.type="
+                    f"{encoder.type}, policy.encoder.trainable={encoder.trainable})")
+            require(sac.augment_pad == 0,
+                    f"sac.stored_features=true keeps feature maps, not frames, so sac.augment_pad={sac.augment_pad} "
+                    "could not shift them: set sac.augment_pad=0")
+            require(cfg.learner.batch_source != "service",
+                    "sac.stored_features=true: the maps are kept in the learner's copy of the buffer, which "
+                    "learner.batch_source=service does not have")
         require(cfg.learner.world_size == 1,
                 f"learner.world_size={cfg.learner.world_size}: the SAC learner runs on one rank (data-parallel ranks "
                 "are the on-policy learner's)")

@@ -24,7 +24,9 @@ do not depend on any trainable parameter, so the learner computes them once
 per batch with ``precompute`` and hands the result to every encoder call of
 that update (critic, actor, target critic): the backbone is by far the most
 expensive part of a SAC-CNN update, and this avoids running it several times
-on the same images.
+on the same images. Going further, ``frozen_feature_maps`` computes them once
+per *stored frame*, for a replay copy that keeps maps instead of frames
+(sac.stored_features): then no update runs the backbone at all.
 """
 from __future__ import annotations
 
@@ -186,8 +188,10 @@ class VisionEncoder(nn.Module):
             first = self._backbone(self.cameras[0])
             channels = first.out_channels
             self.image_heads = nn.ModuleDict()
+            self.map_shapes: dict[str, tuple[int, int, int]] = {}  # each camera's backbone map [C, h, w]
             for cam in self.cameras:
                 h, w = first.output_size(shapes[cam][0], shapes[cam][1])
+                self.map_shapes[cam] = (channels, h, w)
                 self.image_heads[cam] = ImageFeatureHead(
                     channels, h, w, cfg.num_spatial_kernels, cfg.image_feature_dim, cfg.dropout
                 )
@@ -280,6 +284,22 @@ class VisionEncoder(nn.Module):
             return None
         with torch.no_grad():
             return self._feature_maps(obs)
+
+    @torch.no_grad()
+    def frozen_feature_maps(self, images: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The frozen backbone's maps of some frames, for a store that keeps them instead of the frames.
+
+        ``images``: uint8 [N, H, W, 3] for some of the cameras (N may differ from call to call). The backbone
+        runs eagerly (its ``forward``, not a compiled ``__call__``): a network compiled for fixed shapes would
+        recompile for every new N. The maps equal ``precompute``'s for the same frames.
+        """
+        if self.cfg.trainable:
+            raise ValueError("frozen_feature_maps needs a frozen backbone (policy.encoder.trainable=false): a "
+                             "trainable backbone's maps change with every update and cannot be stored")
+        unknown = sorted(set(images) - set(self.cameras))
+        if unknown:
+            raise KeyError(f"frozen_feature_maps: {unknown} are not cameras of this encoder {list(self.cameras)}")
+        return {cam: self.backbone.forward(self.preprocess(x, cam)).float() for cam, x in images.items()}
 
     def forward(self, obs: dict[str, Tensor], precomputed: dict[str, Tensor] | None = None) -> Tensor:
         """Features [B, out_dim]; ``precomputed`` is what ``precompute(obs)`` returned for the same obs."""

@@ -172,3 +172,92 @@ def test_a_run_trains_from_the_learners_copy(tmp_path):
     assert learner["copy_transitions"] >= 2000 and learner["copy_resets"] == 0
     assert replay["rows_bytes_sent"] > 0 and replay["updates_served"] >= summary["learner_updates"]
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
+
+
+# ----------------------------------------------------------------------------- sac.stored_features
+
+VISION_SPEC = Spec(obs={"front": ((32, 32, 3), "uint8"), "wrist": ((32, 32, 3), "uint8"),
+                        "state": ((7,), "float32")}, action=((4,), "float32"))
+
+
+def _vision_agent(seed: int = 0):
+    import gymnasium
+
+    from policies.config import EncoderConfig, PolicyConfig
+    from policies.sac_agent import SACAgent
+
+    image = gymnasium.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    obs_space = gymnasium.spaces.Dict({"front": image, "wrist": image,
+                                       "state": gymnasium.spaces.Box(-1, 1, (7,), np.float32)})
+    cfg = PolicyConfig(hidden=[32, 32], encoder=EncoderConfig(type="resnet10", num_spatial_kernels=2,
+                                                               image_feature_dim=16, proprio_dim=8, dropout=0.0))
+    return SACAgent(obs_space, 4, cfg, num_q=3, seed=seed)
+
+
+def _vision_chunk(rng: np.random.Generator, B: int, T: int) -> dict:
+    frames = lambda *lead: rng.integers(0, 256, (*lead, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    return {"obs": {"front": frames(B, T + 1), "wrist": frames(B, T + 1),
+                    "state": rng.standard_normal((B, T + 1, 7)).astype(np.float32)},
+            "action": rng.uniform(-1, 1, (B, T, 4)).astype(np.float32),
+            "reward": rng.standard_normal((B, T)).astype(np.float32),
+            "terminated": np.zeros((B, T), bool), "truncated": np.zeros((B, T), bool),
+            "final_obs": {"front": frames(0), "wrist": frames(0), "state": np.zeros((0, 7), np.float32)},
+            "final_index": np.zeros((0, 2), np.int32)}
+
+
+def test_a_copy_that_stores_feature_maps_serves_the_frozen_backbones_maps_of_the_sampled_frames():
+    agent = _vision_agent()
+    buffer = ReplayBuffer(VISION_SPEC, capacity=40, chunk_len=6)
+    frames_copy = DeviceReplay(torch.device("cpu"), seed=3)
+    maps_copy = DeviceReplay(torch.device("cpu"), seed=3, encoder=agent.encoder, chunk_frames=5)  # chunks of 5
+    rng, sent_frames, sent_maps = np.random.default_rng(0), None, None
+    for _ in range(8):  # 8 x 12 transitions through a ring of 40: evicted twice
+        buffer.add_chunk(_vision_chunk(rng, B=2, T=6))
+        sent_frames, _ = sync(buffer, frames_copy, sent_frames)
+        sent_maps, _ = sync(buffer, maps_copy, sent_maps)
+    assert set(maps_copy.obs) == {"state"} and set(maps_copy.maps) == {"front", "wrist"}
+    assert maps_copy.maps["front"].shape[1:] == agent.encoder.map_shapes["front"]
+    with_frames, with_maps = frames_copy.sample(64), maps_copy.sample(64)  # same seed: the same transitions
+    assert torch.equal(with_frames["action"], with_maps["action"])
+    assert set(with_maps["obs"]) == {"state"}
+    for key in ("obs", "next_obs"):
+        expected = agent.encoder.precompute(with_frames[key])
+        for cam in ("front", "wrist"):
+            torch.testing.assert_close(with_maps[f"{key}_maps"][cam], expected[cam], rtol=1e-5, atol=1e-5)
+
+
+def test_an_update_on_stored_maps_equals_the_update_on_the_frames_without_augmentation():
+    from learner.configs import SACConfig
+    from learner.sac import SAC
+
+    buffer = ReplayBuffer(VISION_SPEC, capacity=200, chunk_len=6)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        buffer.add_chunk(_vision_chunk(rng, B=2, T=6))
+    cfg = SACConfig(batch_size=16, num_q=3, critic_actor_ratio=2, augment_pad=0)
+    results = []
+    for stored in (False, True):
+        agent = _vision_agent(seed=5)
+        copy = DeviceReplay(torch.device("cpu"), seed=7, encoder=agent.encoder if stored else None)
+        sync(buffer, copy, None)
+        sac = SAC(agent, 4, cfg, torch.device("cpu"))
+        torch.manual_seed(11)  # the target heads' random subset and the actor's samples
+        for _ in range(3):
+            metrics = sac.update([copy.sample(16) for _ in range(cfg.critic_actor_ratio)])
+        results.append((metrics, {k: v.clone() for k, v in agent.state_dict().items()}))
+    (m_frames, w_frames), (m_maps, w_maps) = results
+    for k in w_frames:
+        torch.testing.assert_close(w_maps[k], w_frames[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert m_maps["train/critic/q_loss"] == pytest.approx(m_frames["train/critic/q_loss"], rel=1e-4)
+
+
+def test_stored_features_refuse_an_augmented_or_trainable_or_service_fed_config():
+    from core.config import ConfigError
+    from launch.run_config import load_config
+
+    base = ["sac.stored_features=true", "learner.batch_source=device"]
+    load_config("frankasim_sac_cnn", [*base, "sac.augment_pad=0"])  # the valid combination loads
+    for bad, named in ((["sac.augment_pad=4"], "augment_pad"), (["sac.augment_pad=0", "policy.encoder.trainable=true"],
+                       "trainable"), (["sac.augment_pad=0", "learner.batch_source=service"], "batch_source")):
+        with pytest.raises(ConfigError, match=named):
+            load_config("frankasim_sac_cnn", [*base, *bad])
