@@ -17,7 +17,7 @@ class SACConfig:
         "num_q": R.count(1, 64), "num_min_q": R.count(1, 64), "critic_actor_ratio": R.count(1, 1000),
         "actor_q": R.OneOf(("mean", "min")), "init_temperature": R.positive(1e6),
         "target_entropy": R.Range(-1e6, 1e6, optional=True), "max_grad_norm": R.at_least(0, 1e9),
-        "augment_pad": R.count(0, 64)}
+        "augment_pad": R.count(0, 64), "stored_shifts": R.count(1, 64)}
 
     batch_size: int = 256
     gamma: float = 0.99
@@ -36,9 +36,11 @@ class SACConfig:
     augment_pad: int = 4  # DrQ random shift (images only)
     # The learner's copy of the buffer (learner.batch_source=device) keeps each stored frame's frozen-backbone
     # feature maps instead of the frame, computed once when the frame arrives, so no update runs the backbone
-    # (learner/device_replay.py). Needs a frozen backbone, and no augmentation (augment_pad=0): a shift of the
-    # frame cannot be applied to its maps.
+    # (learner/device_replay.py). Needs a frozen backbone. A shift cannot be applied to maps, so with augment_pad
+    # > 0 the copy keeps the maps of `stored_shifts` randomly shifted copies of each frame (that many times the
+    # memory) and each use draws one of them.
     stored_features: bool = False
+    stored_shifts: int = 4
     # GPU speed switches; both keep the update's math, and neither does anything on a CPU.
     # cuda_graph: capture the whole learner step (every critic update, the actor and temperature updates, the
     # target averaging) once as a CUDA graph and replay it each step, so the host launches one graph instead

@@ -11,8 +11,10 @@ gathered on the device, and a 50 MB vision batch never crosses the host, the soc
 With sac.stored_features the copy keeps, for each camera, the frozen backbone's feature maps of a frame
 instead of the frame: the maps are computed once, when the row arrives (policies/vision_encoder.py,
 frozen_feature_maps), and the batches carry them as "obs_maps" / "next_obs_maps", so that no update runs the
-backbone. A frozen backbone gives the same maps whenever it runs; what is lost is image augmentation, which
-needs the frames.
+backbone. A frozen backbone gives the same maps whenever it runs. Image augmentation (DrQ's random shift,
+learner/augment.py) needs the frames, so with a shift pad the copy stores the maps of `shifts` randomly shifted
+copies of each frame instead, and each use of the frame in a batch draws one of them: the shifts of a frame
+come from a fixed set of that many rather than afresh each time.
 
 A reply from a different service process (another epoch: a restarted or restored replay service) or for a
 buffer of another geometry empties the copy; the service then sends its rows again from the oldest, at most
@@ -23,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from learner.augment import random_shift
 from replay.buffer import ReplayBuffer, row_slots
 from wire.schema import Spec, flat_obs, nested_obs
 
@@ -36,13 +39,18 @@ class RowsError(ValueError):
 
 
 class DeviceReplay:
-    def __init__(self, device: torch.device, seed: int, encoder=None, chunk_frames: int = 256):
+    def __init__(self, device: torch.device, seed: int, encoder=None, shift_pad: int = 0, shifts: int = 1,
+                 chunk_frames: int = 256):
         """``encoder``: a VisionEncoder with a frozen backbone whose cameras' frames are kept as feature maps
-        (None: keep every observation as sent); its maps are computed at most ``chunk_frames`` frames at a time."""
+        (None: keep every observation as sent), the maps of ``shifts`` copies of each frame shifted by up to
+        ``shift_pad`` pixels (0: the frame as it is), computed at most ``chunk_frames`` frames at a time."""
+        if shifts < 1 or (shift_pad == 0 and shifts != 1):
+            raise ValueError(f"DeviceReplay: shifts={shifts} with shift_pad={shift_pad}: need shifts >= 1, and 1 "
+                             "when frames are not shifted")
         self.device = device
-        self.encoder, self.chunk_frames = encoder, chunk_frames
+        self.encoder, self.chunk_frames, self.shift_pad, self.shifts = encoder, chunk_frames, shift_pad, shifts
         self.map_shapes: dict[str, tuple] = {} if encoder is None else dict(encoder.map_shapes)
-        self.maps: dict[str, torch.Tensor] = {}  # camera -> [obs_capacity, C, h, w] float32
+        self.maps: dict[str, torch.Tensor] = {}  # camera -> [obs_capacity, shifts, C, h, w] float32
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed) % 2**63)
         self.epoch: str | None = None
@@ -82,10 +90,7 @@ class DeviceReplay:
             for k, dst in self.obs.items():
                 dst.index_copy_(0, o, _tensor(obs[k], self.device))
             for k, dst in self.maps.items():
-                frames = _tensor(obs[k], self.device)
-                for i in range(0, len(frames), self.chunk_frames):
-                    part = slice(i, i + self.chunk_frames)
-                    dst.index_copy_(0, o[part], self.encoder.frozen_feature_maps({k: frames[part]})[k])
+                self._store_maps(k, dst, _tensor(obs[k], self.device), o)
             for k, dst in self.steps.items():
                 dst.index_copy_(0, t, _tensor(arrays[k], self.device))
             if self.end <= start:  # the first rows of this epoch (or all rows were evicted since the last reply)
@@ -93,6 +98,21 @@ class DeviceReplay:
             self.end = rows[-1][0] + rows[-1][2]
             self.rows_received += len(rows)
         self.start = max(self.start, start)
+
+    def _store_maps(self, camera: str, dst: torch.Tensor, frames: torch.Tensor, slots: torch.Tensor) -> None:
+        for i in range(0, len(frames), self.chunk_frames):
+            part = slice(i, i + self.chunk_frames)
+            for j in range(self.shifts):
+                view = random_shift(frames[part], self.shift_pad, generator=self.generator) if self.shift_pad \
+                    else frames[part]
+                dst[:, j].index_copy_(0, slots[part], self.encoder.frozen_feature_maps({camera: view})[camera])
+
+    def _maps_at(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each slot's stored maps, one of its shifted copies drawn per sample."""
+        if self.shifts == 1:
+            return {k: v[slots, 0] for k, v in self.maps.items()}
+        which = torch.randint(0, self.shifts, (len(slots),), device=self.device, generator=self.generator)
+        return {k: v[slots, which] for k, v in self.maps.items()}
 
     def sample(self, batch_size: int) -> dict | None:
         """A uniform batch of the live transitions, on the device, shaped as the replay service's batches."""
@@ -109,8 +129,7 @@ class DeviceReplay:
                  "action": self.steps["action"][t], "reward": self.steps["reward"][t],
                  "terminated": self.steps["terminated"][t]}
         if self.maps:
-            batch["obs_maps"] = {k: v[o] for k, v in self.maps.items()}
-            batch["next_obs_maps"] = {k: v[nxt] for k, v in self.maps.items()}
+            batch["obs_maps"], batch["next_obs_maps"] = self._maps_at(o), self._maps_at(nxt)
         return batch
 
     def _reset(self, epoch: str, geometry: tuple) -> None:
@@ -127,7 +146,7 @@ class DeviceReplay:
                             "maps this copy keeps")
         frames = {k: v for k, v in spec.obs.items() if k not in self.map_shapes}
         frame_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in frames.values())
-        map_bytes = sum(int(np.prod(s)) * 4 for s in self.map_shapes.values())
+        map_bytes = sum(int(np.prod(s)) * 4 * self.shifts for s in self.map_shapes.values())
         need = (frame_bytes + map_bytes) * obs_capacity + ReplayBuffer.step_bytes(spec) * capacity
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -137,7 +156,7 @@ class DeviceReplay:
                                 "learner.batch_source=service")
         self.obs = {k: torch.zeros((obs_capacity, *s), dtype=_DTYPES[d], device=self.device)
                     for k, (s, d) in frames.items()}
-        self.maps = {k: torch.zeros((obs_capacity, *s), dtype=torch.float32, device=self.device)
+        self.maps = {k: torch.zeros((obs_capacity, self.shifts, *s), dtype=torch.float32, device=self.device)
                      for k, s in self.map_shapes.items()}
         a_shape, a_dtype = spec.action
         self.steps = {"action": torch.zeros((capacity, *a_shape), dtype=_DTYPES[a_dtype], device=self.device),

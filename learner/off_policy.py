@@ -69,10 +69,13 @@ class OffPolicyLearner(Learner):
                              f"learner.batch_source=auto chose the replay service's batches on {self.device}: "
                              "set learner.batch_source=device")
         encoder = self.agent.encoder if sac_cfg.stored_features else None
-        self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample"), encoder=encoder) \
+        shifts = sac_cfg.stored_shifts if encoder is not None and sac_cfg.augment_pad > 0 else 1
+        self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample"), encoder=encoder,
+                                 shift_pad=sac_cfg.augment_pad if encoder is not None else 0, shifts=shifts) \
             if source == "device" else None
         where = "by the replay service" if self.copy is None else f"on {self.device}, from a copy of the buffer" + \
-            (" that keeps the frozen backbone's feature maps of its frames" if encoder is not None else "")
+            (f" that keeps the frozen backbone's feature maps of {shifts} cop{'y' if shifts == 1 else 'ies'} of each "
+             "frame" if encoder is not None else "")
         self.log.info(f"training batches are sampled {where}")
         self.fetcher = BatchFetcher(self.rt.ctx, endpoint(cfg, "replay_learner", bind=False), self.sac_cfg.batch_size,
                                     cfg.replay.prefetch, self.device,

@@ -29,9 +29,6 @@ class SACBuilder(Builder):
             require(encoder.type != "state" and not encoder.trainable,
                     "sac.stored_features=true needs a camera encoder with a frozen backbone (policy.encoder.type="
                     f"{encoder.type}, policy.encoder.trainable={encoder.trainable})")
-            require(sac.augment_pad == 0,
-                    f"sac.stored_features=true keeps feature maps, not frames, so sac.augment_pad={sac.augment_pad} "
-                    "could not shift them: set sac.augment_pad=0")
             require(cfg.learner.batch_source != "service",
                     "sac.stored_features=true: the maps are kept in the learner's copy of the buffer, which "
                     "learner.batch_source=service does not have")

@@ -216,7 +216,7 @@ def test_a_copy_that_stores_feature_maps_serves_the_frozen_backbones_maps_of_the
         sent_frames, _ = sync(buffer, frames_copy, sent_frames)
         sent_maps, _ = sync(buffer, maps_copy, sent_maps)
     assert set(maps_copy.obs) == {"state"} and set(maps_copy.maps) == {"front", "wrist"}
-    assert maps_copy.maps["front"].shape[1:] == agent.encoder.map_shapes["front"]
+    assert maps_copy.maps["front"].shape[1:] == (1, *agent.encoder.map_shapes["front"])
     with_frames, with_maps = frames_copy.sample(64), maps_copy.sample(64)  # same seed: the same transitions
     assert torch.equal(with_frames["action"], with_maps["action"])
     assert set(with_maps["obs"]) == {"state"}
@@ -251,13 +251,48 @@ def test_an_update_on_stored_maps_equals_the_update_on_the_frames_without_augmen
     assert m_maps["train/critic/q_loss"] == pytest.approx(m_frames["train/critic/q_loss"], rel=1e-4)
 
 
-def test_stored_features_refuse_an_augmented_or_trainable_or_service_fed_config():
+def test_with_a_shift_pad_the_copy_stores_the_maps_of_shifted_copies_and_draws_one_per_use():
+    agent = _vision_agent()
+    pad, shifts = 2, 3
+    buffer = ReplayBuffer(VISION_SPEC, capacity=40, chunk_len=6)
+    copy = DeviceReplay(torch.device("cpu"), seed=3, encoder=agent.encoder, shift_pad=pad, shifts=shifts)
+    buffer.add_chunk(_vision_chunk(np.random.default_rng(2), B=1, T=6))
+    sync(buffer, copy, None)
+    assert copy.maps["wrist"].shape[1] == shifts
+    # Every stored copy is the backbone's maps of the frame under one shift in [-pad, pad] x [-pad, pad].
+    frame = torch.from_numpy(buffer.obs["wrist"][buffer.obs_index[0] % buffer.obs_capacity])
+    size = frame.shape[0]
+    every_shift = []
+    for dy in range(-pad, pad + 1):
+        for dx in range(-pad, pad + 1):
+            rows = (torch.arange(size) + dy).clamp(0, size - 1)
+            cols = (torch.arange(size) + dx).clamp(0, size - 1)
+            every_shift.append(frame[rows][:, cols])
+    candidates = agent.encoder.frozen_feature_maps({"wrist": torch.stack(every_shift)})["wrist"]
+    slot = int(buffer.obs_index[0] % buffer.obs_capacity)
+    for j in range(shifts):
+        distance = (candidates - copy.maps["wrist"][slot, j]).abs().flatten(1).max(1).values
+        assert distance.min().item() < 1e-5
+    # Uses draw among the copies: sampled maps of that frame take more than one of them.
+    seen = set()
+    for _ in range(20):
+        batch = copy.sample(64)
+        for row in batch["obs_maps"]["wrist"]:
+            match = [(row - copy.maps["wrist"][slot, j]).abs().max().item() < 1e-6 for j in range(shifts)]
+            if any(match):
+                seen.add(match.index(True))
+    assert seen == set(range(shifts))
+
+
+def test_stored_features_refuse_a_trainable_or_service_fed_config():
     from core.config import ConfigError
     from launch.run_config import load_config
 
     base = ["sac.stored_features=true", "learner.batch_source=device"]
-    load_config("frankasim_sac_cnn", [*base, "sac.augment_pad=0"])  # the valid combination loads
-    for bad, named in ((["sac.augment_pad=4"], "augment_pad"), (["sac.augment_pad=0", "policy.encoder.trainable=true"],
-                       "trainable"), (["sac.augment_pad=0", "learner.batch_source=service"], "batch_source")):
+    load_config("frankasim_sac_cnn", base)  # the valid combination loads (shifted copies: augment_pad=4)
+    for bad, named in ((["sac.stored_shifts=0"], "stored_shifts"), (["policy.encoder.trainable=true"], "trainable"),
+                       (["learner.batch_source=service"], "batch_source")):
         with pytest.raises(ConfigError, match=named):
             load_config("frankasim_sac_cnn", [*base, *bad])
+    with pytest.raises(ValueError, match="shifts"):
+        DeviceReplay(torch.device("cpu"), seed=0, shift_pad=0, shifts=2)
