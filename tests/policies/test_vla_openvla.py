@@ -191,3 +191,26 @@ def test_policy_interface(checkpoint):
         policy.load_weights({"no.such.weight": np.zeros(1)})
     with pytest.raises(ValueError):
         policy.env_actions(tokens[:, :6])
+
+
+def test_with_llama2s_vocabulary_the_prompt_ends_with_its_space_piece_29871_once():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from policies.vla.prompt import LLAMA2_SPACE_ID, llama2_space_id
+
+    # A vocabulary laid out like Llama-2's where it matters: 32,000 ids, "▁" at 29871, BOS "<s>" at 1.
+    pieces = ["<unk>", "<s>", "</s>", *sorted(set("in: what action should the robot take to pick?\nout ITWO"))]
+    pieces += [f"<unused_{i}>" for i in range(LLAMA2_SPACE_ID - len(pieces))] + ["\u2581"]
+    pieces += [f"<unused_b{i}>" for i in range(32000 - len(pieces))]
+    backend = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>"))
+    llama_like = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    assert llama2_space_id(llama_like) == LLAMA2_SPACE_ID
+    ids = prompt_token_ids(llama_like, ["pick", "pick"])
+    assert ids[0] == ids[1] and ids[0][0] == 1 and ids[0][-1] == LLAMA2_SPACE_ID
+    assert ids[0].count(LLAMA2_SPACE_ID) == 1
+    # Any other vocabulary is left as it tokenizes (the tiny checkpoints' tokenizer here).
+    from policies.vla.tiny_checkpoints import tiny_tokenizer
+
+    assert llama2_space_id(tiny_tokenizer()) is None
+    assert LLAMA2_SPACE_ID not in prompt_token_ids(tiny_tokenizer(), ["pick"])[0]
