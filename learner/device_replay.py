@@ -27,7 +27,7 @@ import torch
 
 from learner.augment import random_shift
 from replay.buffer import ReplayBuffer, row_slots
-from wire.schema import Spec, flat_obs, nested_obs
+from wire.schema import Spec, expect_array, flat_obs, nested_obs
 
 _DTYPES = {"bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
            "int64": torch.int64, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
@@ -185,8 +185,4 @@ def _tensor(array, device: torch.device) -> torch.Tensor:
 
 
 def _expect(name: str, array, shape: tuple, dtype: str) -> None:
-    if array is None:
-        raise RowsError(f"rows reply without '{name}'")
-    got_dtype = str(array.dtype).removeprefix("torch.")
-    if tuple(array.shape) != tuple(shape) or got_dtype != dtype:
-        raise RowsError(f"{name} is {got_dtype}{list(array.shape)}, the rows need {dtype}{list(shape)}")
+    expect_array(name, array, shape, dtype, error=RowsError, holder="rows reply")

@@ -167,7 +167,7 @@ class ChunkSchema:
         flat = {k: v for k, v in arrays.items() if k != "obs"}
         flat.update({("obs" if k == PLAIN else f"obs/{k}"): v for k, v in obs.items()})
         for name, (shape, dtype) in self.step_fields(b, t).items():
-            _expect(name, flat.get(name), shape, dtype)
+            expect_array(name, flat.get(name), shape, dtype)
         index = arrays.get("final_index", np.zeros((0, 2), np.int32))
         done = arrays["terminated"] | arrays["truncated"]
         if (not isinstance(index, np.ndarray) or index.ndim != 2 or index.shape[1] != 2
@@ -180,7 +180,7 @@ class ChunkSchema:
         finals = arrays.get("final_obs")
         finals = flat_obs(finals) if finals is not None else {}
         for k, (shape, dtype) in self.spec.obs.items():
-            _expect(f"final_obs '{k}'", finals.get(k, np.zeros((0, *shape), dtype)), (len(index), *shape), dtype)
+            expect_array(f"final_obs '{k}'", finals.get(k, np.zeros((0, *shape), dtype)), (len(index), *shape), dtype)
         for name, array in tree.flatten(arrays).items():
             if np.issubdtype(array.dtype, np.floating) and not _finite_as_stored(array):
                 raise ChunkError(f"'{name}' holds NaN or Inf, or values beyond float32's range")
@@ -195,8 +195,12 @@ def _finite_as_stored(array: np.ndarray) -> bool:
     return True
 
 
-def _expect(name: str, array, shape: tuple, dtype: str) -> None:
-    if not isinstance(array, np.ndarray):
-        raise ChunkError(f"chunk lacks array '{name}'")
-    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        raise ChunkError(f"{name} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}")
+def expect_array(name: str, array, shape: tuple, dtype: str, error: type[Exception] = ChunkError,
+                 holder: str = "chunk") -> None:
+    """Raise ``error`` unless ``array`` has exactly ``shape`` and ``dtype``: a numpy array, or anything with
+    a shape and a dtype named the same way (a torch tensor: torch.uint8 is "uint8")."""
+    if array is None or not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        raise error(f"{holder} lacks array '{name}'")
+    got = str(array.dtype).removeprefix("torch.")
+    if tuple(array.shape) != tuple(shape) or got != np.dtype(dtype).name:
+        raise error(f"{name} is {got}{list(array.shape)}, expected {dtype}{list(shape)}")
