@@ -59,7 +59,7 @@ def _trainable(cloud: GaussianCloud) -> GaussianCloud:
 
 def _sh_lr_mask(cloud: GaussianCloud, cfg: FitConfig) -> torch.Tensor:
     """Per-coefficient scale of the SH gradient, so that the higher bands learn at lr_sh_rest."""
-    scale = torch.full((1, cloud.sh.shape[1], 1), cfg.lr_sh_rest / cfg.lr_sh_dc)
+    scale = torch.full((1, cloud.sh.shape[1], 1), cfg.lr_sh_rest / cfg.lr_sh_dc, device=cloud.sh.device)
     scale[:, 0] = 1.0
     return scale
 
@@ -75,9 +75,9 @@ def _densify(cloud: GaussianCloud, grad_accum: torch.Tensor, count: torch.Tensor
         split[torch.topk(torch.where(keep, mean_grad, torch.full_like(mean_grad, -1.0)), k).indices] = True
         split &= mean_grad > 0
     parents = cloud.select(split)
-    offsets = torch.randn(len(parents), 3, generator=generator, dtype=cloud.means.dtype)
+    offsets = torch.randn(len(parents), 3, generator=generator, dtype=cloud.means.dtype).to(cloud.means.device)
     offsets = (quat_to_rotmat(parents.quats) @ (offsets * parents.scales())[..., None])[..., 0]
-    shrink = torch.log(torch.tensor(1.6, dtype=cloud.means.dtype))
+    shrink = torch.log(torch.tensor(1.6, dtype=cloud.means.dtype, device=cloud.means.device))
     children = GaussianCloud(parents.means + offsets, parents.quats, parents.log_scales - shrink,
                              parents.opacity_logits, parents.sh)
     stay = cloud.select(keep & ~split)
@@ -88,20 +88,23 @@ def _densify(cloud: GaussianCloud, grad_accum: torch.Tensor, count: torch.Tensor
 
 def fit(init: GaussianCloud, views: Views, cfg: FitConfig | None = None, seed: int = 0,
         progress=None) -> tuple[GaussianCloud, dict]:
-    """Fit `init` to `views` -> (fitted cloud, history: per-step loss, final Gaussian count)."""
+    """Fit `init` to `views` -> (fitted cloud, history: per-step loss, final Gaussian count), on the device
+    `init` is on (the views are moved there)."""
     cfg = cfg or FitConfig()
-    generator = torch.Generator().manual_seed(int(seed))
-    black = torch.zeros(3)
+    dev = init.means.device
+    views = views.to(dev)
+    generator = torch.Generator().manual_seed(int(seed))  # on the CPU: the same draws on any device
+    black = torch.zeros(3, device=dev)
     targets = views.images * views.masks[..., None]
     extent = float((init.means - init.means.mean(0)).norm(dim=1).max().clamp_min(1e-3))
     cloud = _trainable(init)
     opt = _optimizer(cloud, cfg, extent)
     sh_scale = _sh_lr_mask(cloud, cfg)
-    grad_accum = torch.zeros(len(cloud))
-    count = torch.zeros(len(cloud))
+    grad_accum = torch.zeros(len(cloud), device=dev)
+    count = torch.zeros(len(cloud), device=dev)
     losses = []
     for step in range(cfg.steps):
-        pick = torch.randint(len(views), (cfg.views_per_step,), generator=generator)
+        pick = torch.randint(len(views), (cfg.views_per_step,), generator=generator).to(dev)
         batch = views.cameras.select(pick)
         rgb, alpha = render(cloud, batch, background=black, backend=cfg.backend)
         loss = splat_loss(rgb, targets[pick]) + cfg.mask_weight * (alpha[..., 0] - views.masks[pick]).abs().mean()
@@ -118,8 +121,8 @@ def fit(init: GaussianCloud, views: Views, cfg: FitConfig | None = None, seed: i
         if (cfg.densify_from <= step < cfg.densify_until and step % cfg.densify_every == 0 and step > 0):
             cloud = _trainable(_densify(cloud, grad_accum, count, cfg, generator))
             opt = _optimizer(cloud, cfg, extent)
-            grad_accum = torch.zeros(len(cloud))
-            count = torch.zeros(len(cloud))
+            grad_accum = torch.zeros(len(cloud), device=dev)
+            count = torch.zeros(len(cloud), device=dev)
         if progress is not None:
             progress(step, losses[-1], len(cloud))
     fitted = cloud.detach()
@@ -130,5 +133,6 @@ def fit(init: GaussianCloud, views: Views, cfg: FitConfig | None = None, seed: i
 @torch.no_grad()
 def evaluate(cloud: GaussianCloud, views: Views, backend: str = "torch") -> float:
     """PSNR (dB) of the cloud's renders against the views' part images (black background)."""
-    rgb, _ = render(cloud, views.cameras, background=torch.zeros(3), backend=backend)
+    views = views.to(cloud.means.device)
+    rgb, _ = render(cloud, views.cameras, background=torch.zeros(3, device=cloud.means.device), backend=backend)
     return psnr(rgb.clamp(0, 1), views.images * views.masks[..., None])

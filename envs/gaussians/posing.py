@@ -24,11 +24,13 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pose_cloud(cloud: GaussianCloud, position: torch.Tensor, quat: torch.Tensor) -> GaussianCloud:
-    """The cloud (in its part's frame) moved by the part's world pose: position [3], quat [4] (w x y z)."""
-    position = torch.as_tensor(position, dtype=cloud.means.dtype, device=cloud.means.device)
-    quat = torch.nn.functional.normalize(torch.as_tensor(quat, dtype=cloud.means.dtype, device=cloud.means.device), dim=-1)
-    rot = quat_to_rotmat(quat)
-    return GaussianCloud(cloud.means @ rot.T + position, quat_multiply(quat.expand_as(cloud.quats), cloud.quats),
+    """The cloud (in its part's frame) moved by the part's world pose: position [3] and quat [4] (w x y z),
+    or one pose per Gaussian ([N, 3] and [N, 4]) to move many parts of one concatenated cloud at once."""
+    dtype, dev = cloud.means.dtype, cloud.means.device
+    position = torch.as_tensor(position, dtype=dtype, device=dev).expand(len(cloud), 3)
+    quat = torch.nn.functional.normalize(torch.as_tensor(quat, dtype=dtype, device=dev), dim=-1).expand(len(cloud), 4)
+    rot = quat_to_rotmat(quat)  # [N, 3, 3]
+    return GaussianCloud((rot @ cloud.means[..., None])[..., 0] + position, quat_multiply(quat, cloud.quats),
                          cloud.log_scales, cloud.opacity_logits, rotate_sh_degree1(cloud.sh, rot))
 
 

@@ -29,6 +29,9 @@ class Views:
     def select(self, index) -> "Views":
         return Views(self.images[index], self.masks[index], self.cameras.select(index))
 
+    def to(self, device) -> "Views":
+        return Views(self.images.to(device), self.masks.to(device), self.cameras.to(device))
+
     def split(self, every: int) -> tuple["Views", "Views"]:
         """(training views, held-out views): every `every`-th view is held out."""
         idx = torch.arange(len(self))

@@ -136,6 +136,24 @@ def decode_instruction(tokens: Any) -> str | list[str]:
     return bytes(arr[arr != 0].astype(np.uint8)).decode("utf-8")
 
 
+def build_plate(scene, name: str = "plate") -> Actor:
+    """The plate: a thin disc (PLATE_TOP thick) with a rim of 16 blocks, kinematic, its origin on the table."""
+    builder = scene.create_actor_builder()
+    plate_material = sapien.render.RenderMaterial(base_color=[0.92, 0.92, 0.88, 1])
+    disc_pose = sapien.Pose(p=[0, 0, PLATE_HALF_THICK], q=euler2quat(0, np.pi / 2, 0))
+    builder.add_cylinder_collision(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK)
+    builder.add_cylinder_visual(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK,
+                                material=plate_material)
+    for k in range(16):
+        a = 2 * np.pi * k / 16
+        pose = sapien.Pose(p=[PLATE_RADIUS * np.cos(a), PLATE_RADIUS * np.sin(a), PLATE_TOP + 0.005],
+                           q=euler2quat(0, 0, a))
+        builder.add_box_collision(pose, half_size=[0.004, 0.018, 0.005])
+        builder.add_box_visual(pose, half_size=[0.004, 0.018, 0.005], material=plate_material)
+    builder.initial_pose = sapien.Pose(p=[0, 0.3, 0])
+    return builder.build_kinematic(name=name)
+
+
 @register_env(ENV_ID, max_episode_steps=MAX_EPISODE_STEPS)
 class PutOnPlateEnv(BaseEnv):
     SUPPORTED_ROBOTS = ["panda_wristcam", "panda"]
@@ -206,20 +224,7 @@ class PutOnPlateEnv(BaseEnv):
             builder.initial_pose = sapien.Pose(p=[-0.1, 0, 0.0006])
             builder.build_kinematic(name="cloth")
 
-        builder = self.scene.create_actor_builder()
-        plate_material = sapien.render.RenderMaterial(base_color=[0.92, 0.92, 0.88, 1])
-        disc_pose = sapien.Pose(p=[0, 0, PLATE_HALF_THICK], q=euler2quat(0, np.pi / 2, 0))
-        builder.add_cylinder_collision(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK)
-        builder.add_cylinder_visual(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK,
-                                    material=plate_material)
-        for k in range(16):
-            a = 2 * np.pi * k / 16
-            pose = sapien.Pose(p=[PLATE_RADIUS * np.cos(a), PLATE_RADIUS * np.sin(a), PLATE_TOP + 0.005],
-                               q=euler2quat(0, 0, a))
-            builder.add_box_collision(pose, half_size=[0.004, 0.018, 0.005])
-            builder.add_box_visual(pose, half_size=[0.004, 0.018, 0.005], material=plate_material)
-        builder.initial_pose = sapien.Pose(p=[0, 0.3, 0])
-        self.plate = builder.build_kinematic(name="plate")
+        self.plate = build_plate(self.scene)
 
         builder = self.scene.create_actor_builder()
         builder.add_box_collision(half_size=[0.03, 0.03, 0.5])

@@ -175,7 +175,6 @@ def test_moved_part_renders_as_seen_from_the_inversely_moved_camera():
     cloud = _random_cloud(60, 1, 4, spread=0.1)
     p, q = _random_pose(5)
     K = intrinsics(math.radians(50), 32, 32)[None]
-    view = look_at([0.6, 0.4, 0.5], [0, 0, 0])[None]
     moved = pose_cloud(cloud, p, q)
     view_moved = look_at((torch.tensor([0.6, 0.4, 0.5]) + p).tolist(), p.tolist())[None]
     a, _ = render(moved, Cameras(view_moved, K, 32, 32))
