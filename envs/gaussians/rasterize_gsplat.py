@@ -30,7 +30,7 @@ def load_gsplat():
     try:
         import gsplat
     except ModuleNotFoundError as e:
-        raise GsplatUnavailable("gsplat is not installed: `pip install gsplat` (the `gaussians-gpu` extra; "
+        raise GsplatUnavailable("gsplat is not installed: `pip install gsplat` (the `gaussians_gpu` extra; "
                                 "scripts/gs_gpu.sh installs and builds it)") from e
     try:
         from gsplat import rasterization

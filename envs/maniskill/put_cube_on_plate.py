@@ -79,7 +79,8 @@ class GSPutCubeOnPlateEnv(BaseEnv):
     SUPPORTED_REWARD_MODES = ["sparse", "dense", "none"]
 
     def __init__(self, *args, robot_uids="panda", render_backend: str = "gaussians",
-                 gaussian_assets: str | Path | None = None, gaussian_backend: str = "torch", camera_size: int = 224,
+                 gaussian_assets: str | Path | None = None, gaussian_backend: str = "torch",
+                 gaussian_device: str | None = None, camera_size: int = 224,
                  robot_init_qpos_noise: float = 0.02, **kwargs):
         if render_backend not in RENDER_BACKENDS:
             raise ValueError(f"unknown render_backend {render_backend!r}; one of {RENDER_BACKENDS}")
@@ -94,6 +95,9 @@ class GSPutCubeOnPlateEnv(BaseEnv):
                                  "launch.build_gs_assets --out DIR`), or render_backend='simulator'")
             self._assets = load_assets(gaussian_assets)
             self._gaussian_backend = gaussian_backend
+            # where the Gaussians are rendered: gsplat needs CUDA even when PhysX runs on the CPU (the GPU
+            # machine without SAPIEN's PhysX GPU library); by default the simulation's device otherwise
+            self._gaussian_device = gaussian_device
         kwargs.setdefault("control_mode", "pd_ee_delta_pose")
         super().__init__(*args, robot_uids=robot_uids, **kwargs)
 
@@ -165,8 +169,13 @@ class GSPutCubeOnPlateEnv(BaseEnv):
         background = [cloud for entry, cloud in assets.values() if entry.kind == "background"]
         self.gaussian_scene = GaussianScene({name: assets[name][1] for name in wanted},
                                             background[0] if background else None, BACKGROUND_COLOUR,
-                                            backend=self._gaussian_backend, device=self.device)
+                                            backend=self._gaussian_backend, device=self._render_device())
         self._gaussian_camera = observation_camera(self.camera_size)
+
+    def _render_device(self) -> torch.device:
+        if self._gaussian_device is not None:
+            return torch.device(self._gaussian_device)
+        return torch.device("cuda") if self._gaussian_backend == "gsplat" else torch.device(self.device)
 
     def part_poses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """World poses of the moving parts (rigid_parts' order): positions [B, P, 3], quaternions [B, P, 4] (w x y z)."""
@@ -177,7 +186,7 @@ class GSPutCubeOnPlateEnv(BaseEnv):
         """The observation camera's image of every sub-scene, uint8 [B, H, W, 3]."""
         positions, quats = self.part_poses()
         images = self.gaussian_scene.render(positions, quats, self._gaussian_camera)
-        return (images * 255 + 0.5).to(torch.uint8)
+        return (images * 255 + 0.5).to(torch.uint8).to(self.device)
 
     def _get_obs_sensor_data(self, apply_texture_transforms: bool = True) -> dict:
         if not self.uses_gaussians:
