@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import sapien
 import torch
-from transforms3d.euler import euler2quat
 
 from mani_skill.envs.sapien_env import BaseEnv
 from mani_skill.sensors.camera import CameraConfig
@@ -42,7 +41,8 @@ from mani_skill.utils.structs.types import SimConfig
 from envs.gaussians.assets import load_assets
 from envs.gaussians.camera import Cameras, intrinsics
 from envs.gaussians.scene import GaussianScene
-from envs.maniskill.put_on_plate import GROUND_Z, INSTRUCTION_BYTES, PLATE_TOP, build_plate, encode_instruction
+from envs.maniskill.put_on_plate import (INSTRUCTION_BYTES, PLATE_TOP, build_plate, encode_instruction,
+                                         reset_table_and_panda)
 
 ENV_ID = "ZarlGSPutCubeOnPlate-v0"
 MAX_EPISODE_STEPS = 100
@@ -169,10 +169,10 @@ class GSPutCubeOnPlateEnv(BaseEnv):
         background = [cloud for entry, cloud in assets.values() if entry.kind == "background"]
         self.gaussian_scene = GaussianScene({name: assets[name][1] for name in wanted},
                                             background[0] if background else None, BACKGROUND_COLOUR,
-                                            backend=self._gaussian_backend, device=self._render_device())
+                                            backend=self._gaussian_backend, device=self._gaussian_render_device())
         self._gaussian_camera = observation_camera(self.camera_size)
 
-    def _render_device(self) -> torch.device:
+    def _gaussian_render_device(self) -> torch.device:
         if self._gaussian_device is not None:
             return torch.device(self._gaussian_device)
         return torch.device("cuda") if self._gaussian_backend == "gsplat" else torch.device(self.device)
@@ -197,7 +197,6 @@ class GSPutCubeOnPlateEnv(BaseEnv):
     def _initialize_episode(self, env_idx: torch.Tensor, options: dict):
         with torch.device(self.device):
             b = len(env_idx)
-            self.table_scene.table.set_pose(sapien.Pose(p=[-0.12, 0, GROUND_Z], q=euler2quat(0, 0, np.pi / 2)))
             rng = self._batched_episode_rng[env_idx]
             side = np.where(rng.uniform(0, 1, size=(1,))[:, 0] < 0.5, -1.0, 1.0)  # plate left or right of the cube
             cube_xy = np.stack([rng.uniform(-0.08, 0.04, size=(1,))[:, 0],
@@ -215,11 +214,7 @@ class GSPutCubeOnPlateEnv(BaseEnv):
             plate_p = torch.zeros((b, 3))
             plate_p[:, :2] = torch.as_tensor(plate_xy, dtype=torch.float32)
             self.plate.set_pose(Pose.create_from_pq(plate_p))
-            rest = torch.tensor([0.0, np.pi / 8, 0, -np.pi * 5 / 8, 0, np.pi * 3 / 4, np.pi / 4, 0.04, 0.04])
-            qpos = rest[None].repeat(b, 1) + torch.as_tensor(qpos_noise, dtype=torch.float32)
-            qpos[:, -2:] = 0.04
-            self.agent.reset(qpos)
-            self.agent.robot.set_pose(sapien.Pose(list(ROBOT_BASE)))
+            reset_table_and_panda(self, qpos_noise)
 
     # ---------------------------------------------------------------- queries
     def privileged_state(self) -> dict[str, torch.Tensor]:

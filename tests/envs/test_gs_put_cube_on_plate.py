@@ -152,3 +152,18 @@ def test_demos_rendered_with_gaussians(gs_env, tmp_path):
     assert data.num_episodes == 2 and len(data) == 2 * SHORT and episode["task"] == INSTRUCTION
     frames = episode["observation.images.base_camera"]
     assert frames.shape == (SHORT, SIZE, SIZE, 3) and frames.std() > 5
+
+
+def test_render_speed_benchmark_smoke(assets, tmp_path, capsys):
+    """benchmarks/gs_render_speed.py on the tiny assets: both measurements, gsplat named as unavailable here."""
+    from benchmarks import gs_render_speed
+    out = tmp_path / "bench.json"
+    gs_render_speed.main(["--assets", str(assets[0]), "--num-envs", "1", "--size", str(SIZE), "--seconds", "0.05",
+                          "--rounds", "1", "--env-steps", "3", "--env-num-envs", "1", "--device", "cpu",
+                          "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["render"][0]["torch_renders_per_s"] > 0 and result["render"][0]["num_envs"] == 1
+    env = result["env"][0]
+    assert env["state_steps_per_s"] > 0 and env["rgb_steps_per_s"] > 0 and env["gaussian_backend"] == "torch"
+    if not torch.cuda.is_available():
+        assert set(result["unavailable"]) == {"gsplat"}
