@@ -18,19 +18,22 @@ import envs.calvin  # noqa: F401  (registers CalvinPlayTable-v0; pybullet is imp
 
 # ManiSkill 3 (the `maniskill` extra). Not imported here: importing mani_skill takes 3-9 s, which every
 # role process and test importing `envs` would pay. `envs.maniskill` is imported when a ManiSkill env is
-# made (make_vector_env, or gymnasium.make of ZarlPutOnPlate-v1 through the placeholder registered here);
-# importing it registers ZarlPutOnPlate-v1 with ManiSkill and with gymnasium for real.
+# made (make_vector_env, or gymnasium.make of ZarlPutOnPlate-v1 or ZarlGSPutCubeOnPlate-v0 through the placeholders
+# registered here); importing it registers those tasks with ManiSkill and with gymnasium for real.
 MANISKILL_AVAILABLE = importlib.util.find_spec("mani_skill") is not None
-if MANISKILL_AVAILABLE and "ZarlPutOnPlate-v1" not in gym.registry:
-    gym.register("ZarlPutOnPlate-v1", entry_point="envs.maniskill.gym_entry:make_put_on_plate",
-                 disable_env_checker=True)
+if MANISKILL_AVAILABLE:
+    for _zarl_id in ("ZarlPutOnPlate-v1", "ZarlGSPutCubeOnPlate-v0"):
+        if _zarl_id not in gym.registry:
+            gym.register(_zarl_id, entry_point="envs.maniskill.gym_entry:make_zarl_task", kwargs={"env_id": _zarl_id},
+                         disable_env_checker=True)
 
 
 def uses_maniskill(env_cfg: Any) -> bool:
-    """A ManiSkill env: id `ManiSkill/<task>` (e.g. ManiSkill/PickCube-v1), `ZarlPutOnPlate-v1`, or
+    """A ManiSkill env: id `ManiSkill/<task>` (e.g. ManiSkill/PickCube-v1), a Zarl task (`ZarlPutOnPlate-v1`,
+    `ZarlGSPutCubeOnPlate-v0`), or
     `env.kwargs.backend: maniskill` with a ManiSkill task id."""
     kwargs = getattr(env_cfg, "kwargs", None) or {}
-    return (str(env_cfg.id).startswith("ManiSkill/") or str(env_cfg.id).startswith("ZarlPutOnPlate")
+    return (str(env_cfg.id).startswith("ManiSkill/") or str(env_cfg.id).startswith(("ZarlPutOnPlate", "ZarlGSPutCubeOnPlate"))
             or kwargs.get("backend") == "maniskill")
 
 

@@ -16,7 +16,7 @@ def record_demos(env, expert, root: str | Path, seeds: list[int], video: bool = 
                  only_successes: bool = True, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run the expert in a ManiSkillVectorEnv (obs_mode="rgb") on the given episode seeds (B at a time)
     and write each episode; returns counts. The images are the env's cameras; the state is its
-    proprio ``state``; the instruction is the task string (ZarlPutOnPlate-v1) or the env id.
+    proprio ``state``; the instruction is the task string (the Zarl tasks) or the env id.
     ``progress``, if given, gets the counts so far after every batch of B episodes."""
     B = env.num_envs
     space = env.single_observation_space
@@ -30,7 +30,7 @@ def record_demos(env, expert, root: str | Path, seeds: list[int], video: bool = 
         batch += [batch[-1]] * (B - len(batch))  # pad the last batch (extra rows are not written)
         keep = min(B, len(seeds) - start)
         obs = env.reset(seed=batch)
-        tasks = env.instructions() if env.is_put_on_plate else [env.env_id] * B
+        tasks = env.instructions() if env.has_instructions else [env.env_id] * B
         buf = [{"state": [], "action": [], "reward": [], "done": [], "success": [], **{c: [] for c in cameras}}
                for _ in range(B)]
         finished = np.zeros(B, bool)

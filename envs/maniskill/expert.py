@@ -6,7 +6,7 @@ controller (delta position x, y, z; delta rotation as axis-angle about the world
 open / -1 closed). All envs are handled at once with torch; each env's phase lives in a tensor and
 starts over when its episode does (elapsed_steps == 0).
 
-Phases for pick-and-place (ZarlPutOnPlate-v1, PickCube-v1): above the object (yawed to grasp it) ->
+Phases for pick-and-place (ZarlPutOnPlate-v1, ZarlGSPutCubeOnPlate-v0, PickCube-v1): above the object (yawed to grasp it) ->
 down to it -> close -> lift -> over the place position -> down -> open -> up. PickCube ends at the goal
 and holds still; PushCube: behind the cube, down to table height, push it along +x into the goal.
 """
@@ -16,6 +16,7 @@ import math
 
 import torch
 
+import envs.maniskill.put_cube_on_plate as put_cube_on_plate
 import envs.maniskill.put_on_plate as put_on_plate
 
 MAX_DELTA = 0.1  # metres (and radians) per step at action 1 (pd_ee_delta_pose's bounds)
@@ -31,7 +32,7 @@ def _yaw_of(raw_pose: torch.Tensor) -> torch.Tensor:
 
 def privileged_state(env) -> dict[str, torch.Tensor]:
     """The state an expert needs, from one (batched) ManiSkill env (its ``unwrapped``)."""
-    if isinstance(env, put_on_plate.PutOnPlateEnv):
+    if isinstance(env, (put_on_plate.PutOnPlateEnv, put_cube_on_plate.GSPutCubeOnPlateEnv)):
         return env.privileged_state()
     dev = env.device
     n = env.num_envs
@@ -51,7 +52,7 @@ def privileged_state(env) -> dict[str, torch.Tensor]:
 class ScriptedExpert:
     def __init__(self, task: str, num_envs: int, device: torch.device | str = "cpu"):
         task = task.split("/")[-1]
-        if task not in (put_on_plate.ENV_ID, "PickCube-v1", "PushCube-v1"):
+        if task not in (put_on_plate.ENV_ID, put_cube_on_plate.ENV_ID, "PickCube-v1", "PushCube-v1"):
             raise ValueError(f"no scripted expert for {task!r}")
         self.task = task
         self.phase = torch.zeros(num_envs, dtype=torch.long, device=device)

@@ -136,6 +136,38 @@ def decode_instruction(tokens: Any) -> str | list[str]:
     return bytes(arr[arr != 0].astype(np.uint8)).decode("utf-8")
 
 
+def build_plate(scene, name: str = "plate") -> Actor:
+    """The plate: a thin disc (PLATE_TOP thick) with a rim of 16 blocks, kinematic, its origin on the table."""
+    builder = scene.create_actor_builder()
+    plate_material = sapien.render.RenderMaterial(base_color=[0.92, 0.92, 0.88, 1])
+    disc_pose = sapien.Pose(p=[0, 0, PLATE_HALF_THICK], q=euler2quat(0, np.pi / 2, 0))
+    builder.add_cylinder_collision(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK)
+    builder.add_cylinder_visual(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK,
+                                material=plate_material)
+    for k in range(16):
+        a = 2 * np.pi * k / 16
+        pose = sapien.Pose(p=[PLATE_RADIUS * np.cos(a), PLATE_RADIUS * np.sin(a), PLATE_TOP + 0.005],
+                           q=euler2quat(0, 0, a))
+        builder.add_box_collision(pose, half_size=[0.004, 0.018, 0.005])
+        builder.add_box_visual(pose, half_size=[0.004, 0.018, 0.005], material=plate_material)
+    builder.initial_pose = sapien.Pose(p=[0, 0.3, 0])
+    return builder.build_kinematic(name=name)
+
+
+def reset_table_and_panda(env, qpos_noise: np.ndarray) -> None:
+    """What the table scene's initialize does, without its draw from the first env's RNG (which would make
+    env 0's episode depend on how many envs reset with it): the table in place, and the Panda at its base in
+    the table scene's rest pose plus each reset env's own joint noise [b, 9], fingers open. Call inside
+    ``torch.device(env.device)``."""
+    env.table_scene.table.set_pose(sapien.Pose(p=[-0.12, 0, GROUND_Z], q=euler2quat(0, 0, np.pi / 2)))
+    last = np.pi / 4 if env.robot_uids == "panda" else -np.pi / 4
+    rest = torch.tensor([0.0, np.pi / 8, 0, -np.pi * 5 / 8, 0, np.pi * 3 / 4, last, 0.04, 0.04])
+    q = rest[None].repeat(len(qpos_noise), 1) + torch.as_tensor(qpos_noise, dtype=torch.float32)
+    q[:, -2:] = 0.04
+    env.agent.reset(q)
+    env.agent.robot.set_pose(sapien.Pose([-0.615, 0, 0]))
+
+
 @register_env(ENV_ID, max_episode_steps=MAX_EPISODE_STEPS)
 class PutOnPlateEnv(BaseEnv):
     SUPPORTED_ROBOTS = ["panda_wristcam", "panda"]
@@ -206,20 +238,7 @@ class PutOnPlateEnv(BaseEnv):
             builder.initial_pose = sapien.Pose(p=[-0.1, 0, 0.0006])
             builder.build_kinematic(name="cloth")
 
-        builder = self.scene.create_actor_builder()
-        plate_material = sapien.render.RenderMaterial(base_color=[0.92, 0.92, 0.88, 1])
-        disc_pose = sapien.Pose(p=[0, 0, PLATE_HALF_THICK], q=euler2quat(0, np.pi / 2, 0))
-        builder.add_cylinder_collision(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK)
-        builder.add_cylinder_visual(disc_pose, radius=PLATE_RADIUS + 0.006, half_length=PLATE_HALF_THICK,
-                                    material=plate_material)
-        for k in range(16):
-            a = 2 * np.pi * k / 16
-            pose = sapien.Pose(p=[PLATE_RADIUS * np.cos(a), PLATE_RADIUS * np.sin(a), PLATE_TOP + 0.005],
-                               q=euler2quat(0, 0, a))
-            builder.add_box_collision(pose, half_size=[0.004, 0.018, 0.005])
-            builder.add_box_visual(pose, half_size=[0.004, 0.018, 0.005], material=plate_material)
-        builder.initial_pose = sapien.Pose(p=[0, 0.3, 0])
-        self.plate = builder.build_kinematic(name="plate")
+        self.plate = build_plate(self.scene)
 
         builder = self.scene.create_actor_builder()
         builder.add_box_collision(half_size=[0.03, 0.03, 0.5])
@@ -294,9 +313,6 @@ class PutOnPlateEnv(BaseEnv):
     def _initialize_episode(self, env_idx: torch.Tensor, options: dict):
         with torch.device(self.device):
             b = len(env_idx)
-            # what the table scene's initialize does, without its draw from the first env's RNG (which
-            # would make env 0's episode depend on how many envs reset with it)
-            self.table_scene.table.set_pose(sapien.Pose(p=[-0.12, 0, GROUND_Z], q=euler2quat(0, 0, np.pi / 2)))
             rng = self._batched_episode_rng[env_idx]
             idx_np = env_idx.cpu().numpy()
             plate, objects, pedestal = self._layout(rng, b)
@@ -359,13 +375,7 @@ class PutOnPlateEnv(BaseEnv):
             ped_p = torch.where((pedestal_t > 0)[:, None], ped_p, torch.tensor([1.5, -1.5, GROUND_Z + 0.5]))
             self.pedestal.set_pose(Pose.create_from_pq(ped_p))
 
-            # the table scene's rest pose, with this env's own joint noise
-            last = np.pi / 4 if self.robot_uids == "panda" else -np.pi / 4
-            rest = torch.tensor([0.0, np.pi / 8, 0, -np.pi * 5 / 8, 0, np.pi * 3 / 4, last, 0.04, 0.04])
-            q = rest[None].repeat(b, 1) + torch.as_tensor(qpos_noise, dtype=torch.float32)
-            q[:, -2:] = 0.04
-            self.agent.reset(q)
-            self.agent.robot.set_pose(sapien.Pose([-0.615, 0, 0]))
+            reset_table_and_panda(self, qpos_noise)
             self._grasp_run[env_idx] = 0
             self._last_potential[env_idx] = 0.0
 

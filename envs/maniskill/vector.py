@@ -18,7 +18,7 @@ Observation layout (matches the project's Franka envs):
 * ``obs_mode="rgb"``: a dict: ``state`` float32 [B, D] (proprio: joint positions and velocities, TCP
   pose, the task's non-privileged extras such as PickCube's goal position), one uint8 [B, H, W, 3] per
   camera (``base_camera`` third-person, ``hand_camera`` on the wrist where the robot has one) and,
-  for ZarlPutOnPlate-v1, ``instruction``: uint8 [B, 64], the instruction's UTF-8 bytes zero-padded
+  for the Zarl tasks (ZarlPutOnPlate-v1, ZarlGSPutCubeOnPlate-v0), ``instruction``: uint8 [B, 64], the instruction's UTF-8 bytes zero-padded
   (``envs.maniskill.decode_instruction`` turns it back into strings; ``infos["instruction"]`` and
   ``instructions()`` give the strings too).
 
@@ -55,15 +55,18 @@ import torch
 from core.roles import Env
 from mani_skill.utils import common
 
+import envs.maniskill.put_cube_on_plate as put_cube_on_plate
 import envs.maniskill.put_on_plate as put_on_plate
 
 MANISKILL_PREFIX = "ManiSkill/"
 DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"
+# the project's own ManiSkill tasks: they take camera_size=, and carry an instruction per env
+ZARL_TASKS = (put_on_plate.ENV_ID, put_cube_on_plate.ENV_ID)
 
 
 def is_maniskill_id(env_id: str) -> bool:
     """ManiSkill ids are given as ``ManiSkill/<id>`` (e.g. ManiSkill/PickCube-v1) or are Zarl ManiSkill tasks."""
-    return env_id.startswith(MANISKILL_PREFIX) or env_id == put_on_plate.ENV_ID
+    return env_id.startswith(MANISKILL_PREFIX) or env_id in ZARL_TASKS
 
 
 def maniskill_task_id(env_id: str) -> str:
@@ -176,7 +179,7 @@ class ManiSkillVectorEnv(Env):
         if control_mode is not None:
             make_kwargs["control_mode"] = control_mode
         if camera_size is not None:
-            if self.env_id == put_on_plate.ENV_ID:
+            if self.env_id in ZARL_TASKS:
                 make_kwargs["camera_size"] = int(camera_size)
             else:
                 make_kwargs["sensor_configs"] = {"width": int(camera_size), "height": int(camera_size)}
@@ -196,7 +199,7 @@ class ManiSkillVectorEnv(Env):
         self._block_steps = [0] * len(self.blocks)
         base = self.blocks[0]
         self.device = base.device
-        self.is_put_on_plate = self.env_id == put_on_plate.ENV_ID
+        self.has_instructions = self.env_id in ZARL_TASKS
 
         space = base.single_action_space
         if not isinstance(space, gym.spaces.Box):
@@ -233,7 +236,7 @@ class ManiSkillVectorEnv(Env):
         obs = {"state": state}
         for cam, data in raw["sensor_data"].items():
             obs[cam] = data["rgb"]
-        if self.is_put_on_plate:
+        if self.has_instructions:
             obs["instruction"] = env.instruction_tokens.clone()
         return obs
 
@@ -244,8 +247,8 @@ class ManiSkillVectorEnv(Env):
         return obs if self.torch_obs else to_host(obs)
 
     def instructions(self) -> list[str]:
-        """The current episode's instruction per env (ZarlPutOnPlate-v1; empty strings otherwise)."""
-        if not self.is_put_on_plate:
+        """The current episode's instruction per env (the Zarl tasks; empty strings otherwise)."""
+        if not self.has_instructions:
             return [""] * self.num_envs
         return [s for env in self.blocks for s in env.instructions]
 
@@ -394,7 +397,7 @@ class ManiSkillVectorEnv(Env):
         if not self.torch_obs:
             infos = to_host(infos)
         infos["final_obs"] = final_obs
-        if self.is_put_on_plate:
+        if self.has_instructions:
             infos["instruction"] = self.instructions()
         return self._out(obs), to_host(reward).astype(np.float32), to_host(terminated), to_host(truncated), infos
 
@@ -457,7 +460,7 @@ class ManiSkillGymEnv(gym.Env):
             seed = int(self.np_random.integers(2**31))
         raw, _ = env.reset(seed=int(seed))
         self._steps = 0
-        info = {"instruction": env.instructions[0]} if self._vec.is_put_on_plate else {}
+        info = {"instruction": env.instructions[0]} if self._vec.has_instructions else {}
         return self._row(self._vec._convert_one(env, raw)), info
 
     def step(self, action):
@@ -466,7 +469,7 @@ class ManiSkillGymEnv(gym.Env):
         raw, reward, terminated, _, info = env.step(a)
         self._steps += 1
         out_info = {"success": bool(info["success"][0]) if "success" in info else False}
-        if self._vec.is_put_on_plate:
+        if self._vec.has_instructions:
             out_info["instruction"] = env.instructions[0]
         truncated = self._steps >= self._vec.max_episode_steps
         return (self._row(self._vec._convert_one(env, raw)), float(reward[0]), bool(terminated[0]), bool(truncated),
