@@ -35,7 +35,8 @@ def uses_maniskill(env_cfg: Any) -> bool:
 
 
 # A learned world model as the env (envs/world_model, issue 21): a batched torch env, not a gymnasium one
-WORLD_MODEL_ID = "WorldModel-v0"
+from envs.world_model import ENV_ID as WORLD_MODEL_ID  # noqa: E402
+VECTOR_ONLY_IDS = (WORLD_MODEL_ID,)  # ids make_vector_env makes itself, unknown to gymnasium's registry
 
 
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> Any:

@@ -133,6 +133,17 @@ def calvin_trajectories(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two that contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_world_model_config():
     """Makes world-model configs small enough for CPU tests (16 px frames, a 4x4 latent grid, one transformer
     layer), with the given changes."""

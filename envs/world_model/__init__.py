@@ -11,5 +11,7 @@
 * train.py: training and held-out evaluation of each part (``python -m envs.world_model.train``);
 * vector.py: WorldModelVectorEnv, ``WorldModel-v0`` behind the vector-env contract.
 
-Nothing is imported here: envs/__init__.py routes ``WorldModel-v0`` to vector.py when one is made.
+Nothing is imported here (torch and the models load when an env is made): envs/__init__.py routes ``ENV_ID``
+to vector.py.
 """
+ENV_ID = "WorldModel-v0"

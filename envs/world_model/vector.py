@@ -38,7 +38,7 @@ import torch
 
 from core.devices import resolve_device
 from core.roles import Env
-from envs import WORLD_MODEL_ID as ENV_ID
+from envs.world_model import ENV_ID
 from envs.instructions import INSTRUCTION_BYTES, encode_instruction
 from envs.world_model.model import WorldModel
 from envs.world_model.trajectories import Episode, StartStates, load_episodes, split_episodes

@@ -14,6 +14,7 @@ from envs.world_model.trajectories import load_episodes
 from envs.world_model.vector import WorldModelVectorEnv
 
 B, C, A = 6, 8, 7
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
