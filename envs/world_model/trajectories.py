@@ -39,7 +39,10 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def load_episodes(root: str | Path, image_size: int, pose_dim: int, camera: str | None = None) -> list[Episode]:
+def load_episodes(root: str | Path | list, image_size: int, pose_dim: int, camera: str | None = None) -> list[Episode]:
+    """The episodes of a data set, or of several in turn (a list of directories, e.g. one per recording process)."""
+    if isinstance(root, (list, tuple)):
+        return [ep for r in root for ep in load_episodes(r, image_size, pose_dim, camera)]
     root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{root}: no trajectory data set (meta/info.json; envs/demos.py's layout)")
