@@ -1,8 +1,9 @@
 """How fast the world-model env generates: WorldModel-v0 (envs/world_model/vector.py) env steps per second, and
 how much of the bare model's speed the env keeps.
 
-    python benchmarks/world_model_env.py [--num-envs 16 64 256] [--flow-steps N] [--image-size 64] [--tiny]
-                                         [--seconds S] [--data DIR] [--device auto] [--json] [--out F]
+    python benchmarks/world_model_env.py [--num-envs 16 64 256] [--model DIR | --tiny] [--flow-steps N]
+                                         [--image-size 64] [--seconds S] [--data DIR] [--device auto]
+                                         [--threads N] [--json] [--out F]
 
 For each env count B, in alternating rounds (so that a shared machine's changing load hits both alike):
 
@@ -12,8 +13,9 @@ For each env count B, in alternating rounds (so that a shared machine's changing
 * ``bare_steps_per_s``: ``WorldModel.predict`` alone on the same batch (the model's work, nothing of the env);
 * ``ratio`` = env / bare (goal >= 0.9).
 
-The model has the default WorldModelConfig sizes (``--tiny``: the CPU tests' sizes) with random weights: the
-speed does not depend on what it learned. Start states come from ``--data`` (a trajectory data set), else from
+The model is ``--model`` (a saved world model), else one of the default WorldModelConfig sizes (``--tiny``: the
+CPU tests' sizes) with random weights: the speed does not depend on what it learned. ``--threads``: torch's
+CPU threads (on a shared 2-core machine one thread is faster than two that contend). Start states come from ``--data`` (a trajectory data set), else from
 two short episodes of the CALVIN play table recorded at the model's image size.
 """
 from __future__ import annotations
@@ -95,6 +97,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--flow-steps", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--model", default=None)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--data", default=None)
@@ -102,14 +106,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    sizes = dict(TINY) if args.tiny else {}
-    if args.image_size:
-        sizes["image_size"] = args.image_size
-    if args.flow_steps:
-        sizes["flow_steps"] = args.flow_steps
-    cfg = WorldModelConfig(**sizes)
-    torch.manual_seed(0)
-    model = WorldModel(cfg)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model:
+        model = WorldModel.from_pretrained(args.model)
+        if args.flow_steps:
+            model.config.flow_steps = args.flow_steps
+        cfg = model.config
+    else:
+        sizes = dict(TINY) if args.tiny else {}
+        if args.image_size:
+            sizes["image_size"] = args.image_size
+        if args.flow_steps:
+            sizes["flow_steps"] = args.flow_steps
+        cfg = WorldModelConfig(**sizes)
+        torch.manual_seed(0)
+        model = WorldModel(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else record_starts(Path(tmp) / "starts", cfg.image_size)
         results = []

@@ -3,7 +3,7 @@
 world-model env's generated env steps/s.
 
     python scripts/world_model_h200.py [--data DIR ...] [--out DIR] [--episodes 160] [--workers 14]
-                                       [--tasks open_drawer] [model.KEY=VALUE ...] [train.KEY=VALUE ...]
+                                       [--tasks open_drawer,turn_on_led] [model.KEY=VALUE ...] [train.KEY=VALUE ...]
 
 1. Trajectories: ``--data`` (data sets in envs/demos.py's layout, e.g. exported LIBERO-spatial ones), else
    recorded here from the CALVIN play table (pybullet, one process per worker, `--episodes` in all): the
@@ -11,7 +11,7 @@ world-model env's generated env steps/s.
    ones often fail: the classifier needs both), 16 steps recorded after a success, 64 px static camera.
 2. envs/world_model/train.py's training on the GPU (default sizes; model.* / train.* overrides), 10% of the
    episodes held out; the model and metrics.json written to ``--out``.
-3. benchmarks/world_model_env.py on the trained model's sizes (16, 64, 256 envs).
+3. benchmarks/world_model_env.py on the trained model (16, 64, 256 envs).
 
 Everything prints as it goes; the held-out metrics as one JSON object. On the lent H200 (no network; the
 project's venv): ``python scripts/world_model_h200.py --out /tmp/wm_run`` (about 6-8 minutes; steps are
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="/tmp/wm_run")
     p.add_argument("--episodes", type=int, default=160)
     p.add_argument("--workers", type=int, default=14)
-    p.add_argument("--tasks", nargs="+", default=["open_drawer"])
+    p.add_argument("--tasks", default="open_drawer", help="comma-separated play-table subtasks")
     p.add_argument("--seed", type=int, default=0)
     args, overrides = p.parse_known_args(argv)
     conf = OmegaConf.merge(OmegaConf.create({"model": dataclasses.asdict(WorldModelConfig()),
@@ -88,16 +88,21 @@ def main(argv: list[str]) -> int:
                            OmegaConf.from_dotlist(overrides))
     model_cfg = WorldModelConfig(**OmegaConf.to_container(conf.model))
     train_cfg = TrainConfig(**OmegaConf.to_container(conf.train))
+    from envs.calvin.tasks import TASKS
+
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        p.error(f"unknown play-table subtask(s) {unknown}; see envs/calvin/tasks.py")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = [Path(d) for d in args.data] if args.data else record(out, args.episodes, args.workers, args.tasks,
+    data = [Path(d) for d in args.data] if args.data else record(out, args.episodes, args.workers, tasks,
                                                                   model_cfg.image_size, args.seed)
     _, metrics = train_world_model(data, out / "model", model_cfg, train_cfg)
     print(json.dumps({"world_model_metrics": metrics}, indent=2))
     from benchmarks import world_model_env
 
-    size = ["--image-size", str(model_cfg.image_size), "--flow-steps", str(model_cfg.flow_steps)]
-    return world_model_env.main([*size, "--data", str(data[0]), "--seconds", "8", "--json",
+    return world_model_env.main(["--model", str(out / "model"), "--data", str(data[0]), "--seconds", "8", "--json",
                                  "--out", str(out / "env_speed.json")])
 
 
