@@ -42,18 +42,10 @@ TINY = dict(image_size=16, ae_widths=[8, 16], latent_channels=4, patch=1, hidden
 
 
 def record_starts(root: Path, image_size: int) -> Path:
-    import gymnasium as gym
+    from envs.calvin.demos import record_trajectories
 
-    import envs  # noqa: F401  (registers CalvinPlayTable-v0)
-    from envs.calvin.demos import record_subtask_demos
-    from envs.calvin.expert import ScriptedExpert
-
-    env = gym.make("CalvinPlayTable-v0", static_size=image_size, gripper_size=8)
-    try:
-        record_subtask_demos(env, ScriptedExpert(env.unwrapped), root, ["open_drawer", "turn_on_led"],
-                             np.random.default_rng(0), only_successes=False, max_steps=2)
-    finally:
-        env.close()
+    record_trajectories(root, ["open_drawer", "turn_on_led"], seed=0, static_size=image_size, only_successes=False,
+                        max_steps=2)
     return root
 
 

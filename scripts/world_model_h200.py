@@ -36,18 +36,10 @@ NOISE_CYCLE = (0.0, 0.0, 0.5, 1.0, 2.0)
 
 def _record(job: tuple) -> dict:
     root, tasks, noise, seed, image_size = job
-    import gymnasium as gym
+    from envs.calvin.demos import record_trajectories
 
-    import envs  # noqa: F401  (registers CalvinPlayTable-v0)
-    from envs.calvin.demos import record_subtask_demos
-    from envs.calvin.expert import ScriptedExpert
-
-    env = gym.make("CalvinPlayTable-v0", static_size=image_size, gripper_size=8)
-    try:
-        return record_subtask_demos(env, ScriptedExpert(env.unwrapped), root, tasks, np.random.default_rng(seed),
-                                    only_successes=False, action_noise=noise, steps_after_success=16, max_steps=160)
-    finally:
-        env.close()
+    return record_trajectories(root, tasks, seed, static_size=image_size, only_successes=False, action_noise=noise,
+                               steps_after_success=16, max_steps=160)
 
 
 def record(out: Path, episodes: int, workers: int, tasks: list[str], image_size: int, seed: int) -> list[Path]:

@@ -113,21 +113,11 @@ def calvin_trajectories(tmp_path_factory) -> Path:
     """4 episodes of the play table's scripted expert on turn_on_lightbulb, 32 px static camera: two clean (they
     succeed, and 12 steps after the success are recorded), two with action noise of std 2 (they fail; 24 steps).
     Recorded once per test session (~13 s of CPU)."""
-    import gymnasium as gym
-    import numpy as np
-
-    import envs  # noqa: F401  (registers CalvinPlayTable-v0)
-    from envs.calvin.demos import record_subtask_demos
-    from envs.calvin.expert import ScriptedExpert
+    from envs.calvin.demos import record_trajectories
 
     root = tmp_path_factory.mktemp("calvin_trajectories") / "data"
-    env = gym.make("CalvinPlayTable-v0", static_size=32, gripper_size=8)
-    try:
-        counts = record_subtask_demos(env, ScriptedExpert(env.unwrapped), root, [WORLD_MODEL_TASK] * 4,
-                                      np.random.default_rng(0), only_successes=False, action_noise=[0, 0, 2, 2],
-                                      steps_after_success=12, max_steps=[78, 78, 24, 24])
-    finally:
-        env.close()
+    counts = record_trajectories(root, [WORLD_MODEL_TASK] * 4, seed=0, static_size=32, only_successes=False,
+                                 action_noise=[0, 0, 2, 2], steps_after_success=12, max_steps=[78, 78, 24, 24])
     assert counts == {"attempted": 4, "successes": 2, "written": 4}, counts
     return root
 

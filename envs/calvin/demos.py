@@ -81,3 +81,19 @@ def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: n
             written += 1
     writer.close()
     return {"attempted": attempted, "successes": successes, "written": written}
+
+
+def record_trajectories(root: str | Path, tasks: list[str], seed: int, static_size: int = 200, **options) -> dict:
+    """``record_subtask_demos`` in a play table made for it (scene D, the static camera at `static_size` px, a
+    small gripper camera) with its scripted expert, rng from `seed`; `options` are record_subtask_demos's
+    (only_successes, action_noise, steps_after_success, max_steps, video). Returns its counts."""
+    import gymnasium as gym  # CalvinPlayTable-v0 is registered by envs.calvin, this module's package
+
+    from envs.calvin.expert import ScriptedExpert
+
+    env = gym.make("CalvinPlayTable-v0", static_size=static_size, gripper_size=8)
+    try:
+        return record_subtask_demos(env, ScriptedExpert(env.unwrapped), root, tasks, np.random.default_rng(seed),
+                                    **options)
+    finally:
+        env.close()
