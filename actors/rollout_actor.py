@@ -160,15 +160,17 @@ class RolloutActor(ActorProcess):
         return action if self.discrete else np.clip(action, -1.0, 1.0)
 
     def _step_chunk(self, actions: np.ndarray) -> tuple:
-        """Execute actions [B, C, A] as C env steps; one step's worth of what env.step returns, the rewards
-        summed up to each env's episode end, and info["executed"] [B]: the steps that belong to the decision."""
+        """Execute actions [B, C, A] as C env steps (one env.chunk_step: a world model makes the C frames in one
+        pass); one step's worth of what env.step returns, the rewards summed up to each env's episode end, and
+        info["executed"] [B]: the steps that belong to the decision."""
         b, c = actions.shape[:2]
         reward = np.zeros(b, np.float32)
         terminated, truncated, ended = np.zeros(b, bool), np.zeros(b, bool), np.zeros(b, bool)
         success, executed = np.zeros(b, bool), np.zeros(b, np.int64)
         merged = None
-        for k in range(c):
-            obs, r, term, trunc, info = self.env.step(actions[:, k])
+        obs, rewards, terms, truncs, infos = self.env.chunk_step(actions)
+        for k, info in enumerate(infos):
+            r, term, trunc = rewards[:, k], terms[:, k], truncs[:, k]
             active = ~ended
             reward += np.where(active, r, 0.0).astype(np.float32)
             executed += active

@@ -37,9 +37,18 @@ def uses_maniskill(env_cfg: Any) -> bool:
             or kwargs.get("backend") == "maniskill")
 
 
+# A learned world model as the env (envs/world_model, issue 21): a batched torch env, not a gymnasium one
+from envs.world_model import ENV_ID as WORLD_MODEL_ID  # noqa: E402
+VECTOR_ONLY_IDS = (WORLD_MODEL_ID,)  # ids make_vector_env makes itself, unknown to gymnasium's registry
+
+
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> Any:
     """B envs of `env_cfg.id`: the ManiSkill backend (envs.maniskill.ManiSkillVectorEnv, batched on the
-    GPU) for ManiSkill ids, else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
+    GPU) for ManiSkill ids, the world model (envs.world_model.vector.WorldModelVectorEnv) for WorldModel-v0,
+    else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
+    if env_cfg.id == WORLD_MODEL_ID:
+        from envs.world_model.vector import make_world_model_vector_env
+        return make_world_model_vector_env(env_cfg, num_envs=num_envs, seed=seed)
     if uses_maniskill(env_cfg):
         if not MANISKILL_AVAILABLE:
             raise ModuleNotFoundError(

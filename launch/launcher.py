@@ -85,10 +85,10 @@ def check_env_ids(cfg: DictConfig) -> None:
     """The run's environment ids are registered (the project's envs and the config's `imports` imported)."""
     import gymnasium
 
-    import envs  # noqa: F401  (registers the project's ids)
+    import envs  # registers the project's ids
 
     for key, env_id in (("env.id", cfg.env.id), ("eval_env.id", (cfg.eval_env or {}).get("id"))):
-        if env_id is None:
+        if env_id is None or str(env_id) in envs.VECTOR_ONLY_IDS:
             continue
         if str(env_id) not in gymnasium.registry:
             close = difflib.get_close_matches(str(env_id), list(gymnasium.registry), n=1)

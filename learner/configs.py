@@ -102,6 +102,10 @@ class GRPOConfig(ClippedUpdateConfig):
     epochs: int = 4
     weight_decay: float = 0.0
     filter_uniform_groups: bool = True  # drop groups where all failed or all succeeded (all scores equal)
+    # RLinf's LIBERO / world-model filter: keep only groups whose mean score lies strictly between these bounds
+    # (with reward 5 on success, 0.5 and 4.5: neither all failed nor all succeeded); None: no bound
+    filter_mean_low: Optional[float] = None
+    filter_mean_high: Optional[float] = None
 
 
 @dataclass

@@ -22,12 +22,14 @@ from policies.actor_critic import ActorCritic
 UNIFORM_STD = 1e-6  # a group's scores with a smaller spread count as all equal
 
 
-def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool = True
+def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool = True,
+                     mean_low: float | None = None, mean_high: float | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [num_envs] (consecutive envs form a group) -> (advantages [num_envs], keep [num_envs]).
 
     advantage = (score - group mean) / group std (population std); 0 in groups whose scores are all
-    equal, which are not kept when `filter_uniform`.
+    equal, which are not kept when `filter_uniform`; nor are groups whose mean score is not strictly
+    between `mean_low` and `mean_high` (each None: no bound).
     """
     if scores.ndim != 1 or len(scores) % group_size:
         raise ValueError(f"{tuple(scores.shape)} scores do not split into groups of {group_size}")
@@ -37,6 +39,10 @@ def group_advantages(scores: torch.Tensor, group_size: int, filter_uniform: bool
     uniform = (std < UNIFORM_STD).expand_as(grouped)
     advantages = torch.where(uniform, torch.zeros_like(grouped), (grouped - mean) / std.clamp_min(UNIFORM_STD))
     keep = ~uniform if filter_uniform else torch.ones_like(uniform)
+    if mean_low is not None:
+        keep = keep & (mean > mean_low)
+    if mean_high is not None:
+        keep = keep & (mean < mean_high)
     return advantages.reshape(-1), keep.reshape(-1)
 
 
@@ -51,7 +57,8 @@ class GRPO(OnPolicyAlgorithm):
         """Episode rollout tensors -> flat tensors of the valid steps of kept groups, and the rollout's metrics."""
         steps, envs = rollout["steps"], rollout["envs"]
         scores = envs["episode_return"] if self.cfg.score == "return" else envs["episode_success"]
-        advantages, keep = group_advantages(scores, self.cfg.group_size, self.cfg.filter_uniform_groups)
+        advantages, keep = group_advantages(scores, self.cfg.group_size, self.cfg.filter_uniform_groups,
+                                            self.cfg.filter_mean_low, self.cfg.filter_mean_high)
         n, t = steps["valid"].shape
         mask = (steps["valid"] & keep[:, None]).reshape(-1)
         data = {"obs": tree.map(lambda a: a.reshape(n * t, *a.shape[2:])[mask], steps["obs"]),

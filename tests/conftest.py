@@ -102,3 +102,43 @@ def system_factory(tmp_path):
     yield make
     for s in systems:
         s.close()
+
+
+# -- the world-model env's tests (envs/world_model): real trajectories from the CALVIN play table ------------------
+WORLD_MODEL_TASK = "turn_on_lightbulb"  # the expert needs ~65 steps; noisy actions fail it
+
+
+@pytest.fixture(scope="session")
+def calvin_trajectories(tmp_path_factory) -> Path:
+    """4 episodes of the play table's scripted expert on turn_on_lightbulb, 32 px static camera: two clean (they
+    succeed, and 12 steps after the success are recorded), two with action noise of std 2 (they fail; 24 steps).
+    Recorded once per test session (~13 s of CPU)."""
+    from envs.calvin.demos import record_trajectories
+
+    root = tmp_path_factory.mktemp("calvin_trajectories") / "data"
+    counts = record_trajectories(root, [WORLD_MODEL_TASK] * 4, seed=0, static_size=32, only_successes=False,
+                                 action_noise=[0, 0, 2, 2], steps_after_success=12, max_steps=[78, 78, 24, 24])
+    assert counts == {"attempted": 4, "successes": 2, "written": 4}, counts
+    return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two that contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_world_model_config():
+    """Makes world-model configs small enough for CPU tests (16 px frames, a 4x4 latent grid, one transformer
+    layer), with the given changes."""
+    from envs.world_model.config import WorldModelConfig
+
+    sizes = dict(image_size=16, ae_widths=[8, 16], latent_channels=4, patch=1, hidden=32, layers=1, heads=2,
+                 flow_steps=2, pose_hidden=64, classifier_widths=[8, 16])
+    return lambda **changes: WorldModelConfig(**{**sizes, **changes})

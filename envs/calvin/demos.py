@@ -20,9 +20,15 @@ from envs.demos import DemoWriter
 
 
 def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: np.random.Generator,
-                         video: bool = False, only_successes: bool = True) -> dict:
+                         video: bool = False, only_successes: bool = True, action_noise: float | list = 0.0,
+                         steps_after_success: int = 0, max_steps: int | list = STEPS_PER_SUBTASK) -> dict:
     """One expert episode per entry of `tasks` (starts from ``start_for(task, rng)``) written under root;
-    `env` must render its cameras. Returns counts."""
+    `env` must render its cameras. Returns counts.
+
+    For world-model trajectories (envs/world_model), which need failures and frames of the task done too:
+    `action_noise` (one value, or one per episode) adds Gaussian noise of that std to the expert's actions
+    (clipped to [-1, 1]); `steps_after_success` records that many more steps of the expert after the oracle's
+    success (its success flag stays true); `max_steps` (one value, or one per episode) bounds an episode."""
     base = env.unwrapped
     if not base.config.cameras:
         raise ValueError("recording demonstrations needs the cameras: make the env with cameras=True")
@@ -31,6 +37,8 @@ def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: n
     writer = DemoWriter(root, fps=CONTROL_HZ, state_dim=ROBOT_OBS_SIZE, action_dim=7, cameras=cameras,
                         video=video, env_id=f"CalvinPlayTable-v0/{base.config.scene}")
     attempted = written = successes = 0
+    noise = np.broadcast_to(np.asarray(action_noise, np.float64), (len(tasks),))
+    limits = np.broadcast_to(np.asarray(max_steps, np.int64), (len(tasks),))
     for i, task in enumerate(tasks):
         spec, prefix = start_for(task, rng)
         seed = int(rng.integers(2 ** 63))
@@ -45,17 +53,22 @@ def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: n
         expert.start(task)
         start = base.scene_state()
         rows = {"state": [], "action": [], "success": [], **{c: [] for c in cameras}}
-        for _ in range(STEPS_PER_SUBTASK):
+        done, after = False, 0
+        for _ in range(int(limits[i])):
             action = expert.act()
+            if noise[i] > 0:
+                action = np.clip(action + rng.normal(0.0, noise[i], action.shape), -1.0, 1.0).astype(np.float32)
             rows["state"].append(obs["robot_obs"])
             for c in cameras:
                 rows[c].append(obs[c])
             rows["action"].append(action)
             obs, *_ = base.step(action)
-            done = is_completed(task, start, base.scene_state())
+            done = done or is_completed(task, start, base.scene_state())
             rows["success"].append(done)
             if done:
-                break
+                if after >= steps_after_success:
+                    break
+                after += 1
         attempted += 1
         ok = bool(rows["success"][-1])
         successes += ok
@@ -68,3 +81,19 @@ def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: n
             written += 1
     writer.close()
     return {"attempted": attempted, "successes": successes, "written": written}
+
+
+def record_trajectories(root: str | Path, tasks: list[str], seed: int, static_size: int = 200, **options) -> dict:
+    """``record_subtask_demos`` in a play table made for it (scene D, the static camera at `static_size` px, a
+    small gripper camera) with its scripted expert, rng from `seed`; `options` are record_subtask_demos's
+    (only_successes, action_noise, steps_after_success, max_steps, video). Returns its counts."""
+    import gymnasium as gym  # CalvinPlayTable-v0 is registered by envs.calvin, this module's package
+
+    from envs.calvin.expert import ScriptedExpert
+
+    env = gym.make("CalvinPlayTable-v0", static_size=static_size, gripper_size=8)
+    try:
+        return record_subtask_demos(env, ScriptedExpert(env.unwrapped), root, tasks, np.random.default_rng(seed),
+                                    **options)
+    finally:
+        env.close()

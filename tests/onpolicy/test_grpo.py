@@ -33,6 +33,15 @@ def test_all_fail_and_all_success_groups_are_dropped():
     assert keep.all() and adv[:9].abs().sum() == 0
 
 
+def test_the_mean_score_bounds_keep_only_groups_inside_them():
+    # RLinf's world-model filter: reward 5 on success, groups of 2, keep means in (0.5, 4.5)
+    scores = torch.tensor([0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0, 0.0])
+    _, keep = group_advantages(scores, group_size=2, mean_low=0.5, mean_high=4.5)
+    assert keep.tolist() == [False, False, True, True, False, False, True, True]
+    _, keep = group_advantages(torch.tensor([0.0, 1.0, 4.0, 5.0]), group_size=2, filter_uniform=False, mean_low=0.5)
+    assert keep.tolist() == [False, False, True, True]  # mean 0.5 is not above 0.5
+
+
 def test_grpo_trains_only_on_valid_steps_of_kept_groups():
     import gymnasium as gym
 
