@@ -229,6 +229,13 @@ class CalvinPlayTableEnv(gym.Env):
         self._completed: set[str] = set()
         return self._observation(), {"success": False, "completed": [], "task": self.task}
 
+    def begin_subtask(self) -> dict:
+        """Judge the episode's subtask from the current state on (after a prefix of other subtasks set it up,
+        e.g. the lift before a place): it becomes the start state. Returns the current observation."""
+        self.start_state = self.scene_state()
+        self._completed = set()
+        return self._observation(self.start_state)
+
     def _place(self, spec: StartSpec) -> None:
         p, c, r, v = self.p, self.client, self.np_random, self.variant
         p.resetSimulation(physicsClientId=c)

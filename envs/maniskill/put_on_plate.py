@@ -54,9 +54,10 @@ from mani_skill.utils.structs.actor import Actor
 from mani_skill.utils.structs.pose import Pose
 from mani_skill.utils.structs.types import GPUMemoryConfig, SimConfig
 
+from envs.instruction import INSTRUCTION_BYTES, decode_instruction, encode_instruction  # noqa: F401 (re-exported)
+
 ENV_ID = "ZarlPutOnPlate-v1"
 MAX_EPISODE_STEPS = 80
-INSTRUCTION_BYTES = 64  # the instruction as a fixed-length, zero-padded UTF-8 observation
 SPLITS = ("train", "vision", "semantic", "execution")
 
 COLOURS = {
@@ -119,21 +120,6 @@ def split_seeds(split: str, n: int) -> list[int]:
         raise ValueError(f"unknown split {split!r}; one of {SPLITS}")
     entropy = [0x5A41524C, SPLITS.index(split) + 1]  # "ZARL", split number
     return [int(s) for s in np.random.SeedSequence(entropy).generate_state(n, np.uint32) >> 1]
-
-
-def encode_instruction(text: str, length: int = INSTRUCTION_BYTES) -> np.ndarray:
-    raw = text.encode("utf-8")[:length]
-    out = np.zeros(length, np.uint8)
-    out[: len(raw)] = np.frombuffer(raw, np.uint8)
-    return out
-
-
-def decode_instruction(tokens: Any) -> str | list[str]:
-    """Inverse of encode_instruction: uint8 [L] -> str, [B, L] -> list of str (numpy or torch)."""
-    arr = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
-    if arr.ndim == 2:
-        return [decode_instruction(row) for row in arr]
-    return bytes(arr[arr != 0].astype(np.uint8)).decode("utf-8")
 
 
 @register_env(ENV_ID, max_episode_steps=MAX_EPISODE_STEPS)
