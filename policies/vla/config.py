@@ -50,7 +50,9 @@ class VLAConfig:
     top_k: Optional[int] = None
     instruction: str = "put the object on the plate"  # when the env gives none
     image_key: str = "base_camera"  # the observation entry the model sees (ZarlPutOnPlate-v1's camera)
-    lora: bool = True  # train LoRA adapters + the value head; false: every parameter that requires grad
+    # train LoRA adapters + the value head; false: every parameter that requires grad. pi0 / pi0.5: adapters on the
+    # VLM prefix (the alternative to the frozen VLM of train_vlm=false), the expert and heads trained in full
+    lora: bool = True
     lora_rank: int = 32  # RLinf: r = 32, alpha = 32
     lora_alpha: float = 32.0
     value_lr: float = 3e-3  # the value head's own learning rate (RLinf: 3e-3; LoRA's is the algorithm's lr, 1e-4)

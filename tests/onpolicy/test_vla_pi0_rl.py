@@ -13,7 +13,8 @@ from vla_helpers import run_sync
 
 pytest.importorskip("pybullet")
 
-TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer")
+TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer",
+            lora=False)
 
 
 def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the_expert_and_heads(tmp_path):
