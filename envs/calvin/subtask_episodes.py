@@ -10,8 +10,8 @@ generator:
 3. a start from which the subtask is feasible (:func:`envs.calvin.chains.start_for`, the chain generator's
    symbolic preconditions): for most subtasks a symbolic start where its precondition holds; place in the
    slider / drawer and stack need a held block, unstack a stack, which no start has, so a prefix of subtasks
-   (a lift; a lift and a stack) is done first by the scripted expert, unrecorded and not counted in the
-   episode's steps;
+   (a lift; a lift and a stack) is done first by the scripted expert, unrecorded, unrendered and not counted
+   in the episode's steps;
 4. the env's reset seed (block poses and joint values within the symbolic start).
 
 The subtask is judged from the state after the prefix (``begin_subtask``); the reward is the env's (1 on the
@@ -108,14 +108,14 @@ class SubtaskEpisodes(gym.Wrapper):
         for attempt in range(PREFIX_ATTEMPTS):
             if attempt:  # the expert failed the prefix: another start for the same subtask and phrasing
                 plan = draw_start(plan.task, plan.instruction, self.rng)
-            obs, info = self.env.reset(seed=plan.seed, options={"start": plan.start, "task": plan.task})
-            if all(run_expert(self.env, self.expert, t)[0] for t in plan.prefix):
-                break
+            with base.cameras_off():  # nothing before the subtask's start is seen
+                _, info = self.env.reset(seed=plan.seed, options={"start": plan.start, "task": plan.task})
+                if all(run_expert(self.env, self.expert, t)[0] for t in plan.prefix):
+                    break
         else:
             raise RuntimeError(f"the scripted expert failed the prefix {plan.prefix} of {plan.task!r} from "
                                f"{PREFIX_ATTEMPTS} starts in a row")
-        if plan.prefix:
-            obs = base.begin_subtask()
+        obs = base.begin_subtask()
         self.plan = plan
         self._instruction = encode_instruction(plan.instruction)
         info = {**info, "task": plan.task, "instruction": plan.instruction, "prefix": list(plan.prefix)}
