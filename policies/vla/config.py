@@ -88,7 +88,8 @@ class VLAEvalConfig:
     envs, with the policy `vla` builds (its weights from `vla.init_from`) after a save -> load -> LoRA merge; on
     the play table, `eval.episodes` chains (one env)."""
 
-    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS), "subtask_steps": R.count(1, 10**6)}
+    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS), "subtask_steps": R.count(1, 10**6),
+                             "first_chain": R.count(0, 10**6)}
 
     splits: list = field(default_factory=lambda: list(SPLITS))
     greedy: bool = True  # the most likely action token (argmax); false: sampled at vla.temperature / vla.top_k
@@ -96,3 +97,6 @@ class VLAEvalConfig:
     # the play table (CalvinPlayTable-v0): eval.episodes of CALVIN's fixed 5-subtask chains (envs/calvin/chains.py)
     # instead of the splits, each subtask given subtask_steps env steps (CALVIN: 360)
     subtask_steps: int = 360
+    # the chains evaluated are first_chain .. first_chain + eval.episodes - 1 of the fixed 1,000: a long evaluation
+    # split into parts (processes, or sessions) whose lengths are pooled afterwards (scripts/calvin_results.py)
+    first_chain: int = 0
