@@ -25,6 +25,10 @@ as C env steps within one rollout step (one decision): the step's reward is the 
 steps, and an episode that ends inside the chunk ends that decision (its reward sum stops there, its
 final observation is the ended step's). The chunk's remaining actions then run in the next episode
 (the env auto-resets), unrecorded; with the episode limit a multiple of C, time-outs never cut a chunk.
+
+Where the env names each episode's subtask (the play table drawing one per episode, ``infos["episode_task"]``),
+the actor counts ended episodes and successes per subtask in its reported counters (``subtask_episodes/<task>``,
+``subtask_successes/<task>``).
 """
 from __future__ import annotations
 
