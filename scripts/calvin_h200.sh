@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 19's must-show 2 on one H200: CALVIN D->D average chain length and success at lengths 1..5 for the SFT
 # base, + Flow-SDE PPO and + Flow-Noise PPO, for pi0 and pi0.5 (SmallPi0, policies/vla/small_pi0.py), with wall
-# times; one docs/results/<config>/ folder per run of the table. NOT RUN YET.
+# times; one docs/results/<config>/ folder per run of the table. NOT RUN YET on a GPU: the parts' sizes (episodes,
+# steps, chains) are estimates meant to fit ~20 minutes each; checked here only at the CPU size (SIZE=cpu below:
+# every part ran through on the 2-core CPU VM, 2026-12-03, demos 1.3 min, sft 0.7, ppo 1.4, each eval ~1.5, table).
 #
 #   bash scripts/calvin_h200.sh PART        # PART: one of the list below, in that order; each fits ~20 minutes
 #
@@ -34,8 +36,6 @@
 # checkpoints (trained weights only) fit, a PPO checkpoint with its Adam moments is left out and only its final
 # trained weights come back).
 set -euo pipefail
-DEMO_EPISODES=${DEMO_EPISODES:-}; SFT_STEPS=${SFT_STEPS:-}; RL_WALL_S=${RL_WALL_S:-}; EVAL_CHAINS=${EVAL_CHAINS:-}
-EVAL_PROCS=${EVAL_PROCS:-}
 PART=${1:?usage: calvin_h200.sh PART (wheel, demos, sft_pi0, sft_pi05, ppo_*, eval_*, table)}
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -43,11 +43,6 @@ RUNS=${RUNS:-runs/calvin_h200}
 RESULTS=${RESULTS:-docs/results}      # where each run's folder goes
 OUT=${OUT:-}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WANDB_MODE=offline
-DEMO_EPISODES=${DEMO_EPISODES:-340}   # 10 per subtask
-SFT_STEPS=${SFT_STEPS:-6000}
-RL_WALL_S=${RL_WALL_S:-900}
-EVAL_CHAINS=${EVAL_CHAINS:-224}       # of CALVIN's fixed 1,000 (all 1,000: 4-5 parts of this size)
-EVAL_PROCS=${EVAL_PROCS:-14}          # 16 cores: 14 env processes + the launcher's and the system's
 mkdir -p "$RUNS"
 say() { echo "$(date -u +%H:%M:%S) [$PART] $*" | tee -a "$RUNS/status"; }
 
@@ -68,6 +63,11 @@ else
     # seed 003: 64 envs; here 8 actor processes x 8 envs (pybullet is CPU-bound: a process per core)
     PPO_SIZE="actor.num_actors=8 env.num_envs=8 ppo.rollout_len=8 ppo.minibatch_size=64 ppo.epochs=4"
 fi
+DEMO_EPISODES=${DEMO_EPISODES:-340}   # 10 per subtask
+SFT_STEPS=${SFT_STEPS:-6000}
+RL_WALL_S=${RL_WALL_S:-900}
+EVAL_CHAINS=${EVAL_CHAINS:-224}       # of CALVIN's fixed 1,000 (all 1,000: 4-5 parts of this size)
+EVAL_PROCS=${EVAL_PROCS:-14}          # 16 cores: 14 env processes + the launcher's and the system's
 CONFIG_OF() { echo "calvin_$1"; }
 MODEL_OF() { case $1 in *pi05*) echo "${MODEL_FAMILY}_pi05";; *) echo "${MODEL_FAMILY}_pi0";; esac; }
 SFT_OF() { case $1 in *pi05*) echo sft_pi05;; *) echo sft_pi0;; esac; }

@@ -86,8 +86,9 @@ def test_saved_adapters_load_and_merge_into_the_same_policy(tmp_path):
         m = merged.evaluate(obs, recorded)
     # the loaded adapter policy recomputes the saved policy's log-probs exactly (ratio 1)
     np.testing.assert_array_equal(exact.log_probs.numpy(), log_probs)
-    # merging folds B A into the weights: the same function up to float32 rounding
-    assert np.abs(m.log_probs.numpy() - log_probs).max() < 1e-3 * max(1.0, np.abs(log_probs).max())
+    # merging folds B A into the weights: the same function up to float32 rounding (measured: log-probs of size 5.7
+    # within 9.5e-7, ODE actions within 4.5e-7)
+    assert np.abs(m.log_probs.numpy() - log_probs).max() < 1e-4
     assert torch.allclose(m.values, exact.values, atol=1e-5)
     for p in (policy, loaded, merged):
         p.generator.manual_seed(7)
