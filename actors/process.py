@@ -44,10 +44,10 @@ class ActorProcess(Actor):
         """The actor kind's own counters, added to the report."""
         return {}
 
-    def report(self) -> None:
-        """Every runner.log_every_s: the counters to the launcher's monitor."""
+    def report(self, force: bool = False) -> None:
+        """Every runner.log_every_s (or now, with `force`): the counters to the launcher's monitor."""
         now = time.time()
-        if now - self._last_report < self.log_every_s:
+        if not force and now - self._last_report < self.log_every_s:
             return
         self._last_report = now
         if self.weights.rejected > self._weights_rejected_logged:
@@ -67,6 +67,7 @@ class ActorProcess(Actor):
     def close(self, done: str) -> int:
         """Say goodbye to the replay role and close everything; `done` says what this process did."""
         self.log.info(f"stopping ({self.rt.stop_reason}) after {done}")
+        self.report(force=True)  # the final counters: what happened since the last periodic report is not lost
         self.writer.close(self.rt.stop_reason)
         self.weights.close()
         self.rt.close()

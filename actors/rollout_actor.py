@@ -25,6 +25,10 @@ as C env steps within one rollout step (one decision): the step's reward is the 
 steps, and an episode that ends inside the chunk ends that decision (its reward sum stops there, its
 final observation is the ended step's). The chunk's remaining actions then run in the next episode
 (the env auto-resets), unrecorded; with the episode limit a multiple of C, time-outs never cut a chunk.
+
+Where the env names each episode's subtask (the play table drawing one per episode, ``infos["episode_task"]``),
+the actor counts ended episodes and successes per subtask in its reported counters (``subtask_episodes/<task>``,
+``subtask_successes/<task>``).
 """
 from __future__ import annotations
 
@@ -53,19 +57,18 @@ def _stack_rows(rows: list, template: Any) -> Any:
     return tree.map(lambda a: np.zeros((0, *np.asarray(a).shape[1:]), np.asarray(a).dtype), template)
 
 
-def reset_groups(env: SyncVectorEnv, group_seeds: np.ndarray, group_size: int) -> Any:
-    """Reset every env, the `group_size` envs of group g with seed group_seeds[g]; returns the observations."""
+def reset_groups(env: SyncVectorEnv, group_seeds: np.ndarray, group_size: int,
+                 between: Callable[[], None] | None = None) -> Any:
+    """Reset every env, the `group_size` envs of group g with seed group_seeds[g]; returns the observations.
+    `between` is called after each env's reset (the actor's heartbeats and stop check: a reset may take seconds,
+    e.g. the play table's expert setting a subtask up)."""
     if len(group_seeds) * group_size != env.num_envs:
         raise ValueError(f"{len(group_seeds)} groups of {group_size} do not make {env.num_envs} envs")
     if not isinstance(env, SyncVectorEnv):
         # The ManiSkill backend takes one seed per env as that env's episode seed; 31 bits, as ManiSkill takes
         # (its reset hashes larger ones down, the same way for every member of a group)
         return env.reset(seed=[int(group_seeds[i // group_size]) for i in range(env.num_envs)])
-    obs = env.reset()  # clears the vector env's episode statistics; the seeded resets below pick the states
-    for i, sub_env in enumerate(env.envs):
-        row, _ = sub_env.reset(seed=int(group_seeds[i // group_size]))
-        tree.assign(obs, i, row)
-    return obs
+    return env.reset(seed=[int(group_seeds[i // group_size]) for i in range(env.num_envs)], after_each=between)
 
 
 def _finals(rows: list, index: list, template: Any) -> dict:
@@ -110,6 +113,8 @@ class RolloutActor(ActorProcess):
             self.rollout_len = int(rollout_len)
         self.connect(self.spec)  # no shared memory: a part goes once per policy version, through the socket
         self.rollouts = 0
+        self.subtask_episodes: dict[str, int] = {}  # per subtask (envs that draw one per episode): ended episodes
+        self.subtask_successes: dict[str, int] = {}  # ... and those that succeeded
 
     def _tick(self) -> None:
         """Between env steps: stop check, replies, heartbeats, progress reports."""
@@ -119,7 +124,15 @@ class RolloutActor(ActorProcess):
         self.report()
 
     def counters(self) -> dict:
-        return {"actor_rollouts": self.rollouts}
+        return {"actor_rollouts": self.rollouts,
+                **{f"subtask_episodes/{t}": n for t, n in sorted(self.subtask_episodes.items())},
+                **{f"subtask_successes/{t}": n for t, n in sorted(self.subtask_successes.items())}}
+
+    def _count_episode(self, task: str | None, success: bool) -> None:
+        """An ended episode of subtask `task` (None: the env has no subtasks) in the per-subtask counters."""
+        if task is not None:
+            self.subtask_episodes[task] = self.subtask_episodes.get(task, 0) + 1
+            self.subtask_successes[task] = self.subtask_successes.get(task, 0) + int(success)
 
     def _wait_for_weights(self, newer_than: int) -> dict:
         """Block (heartbeating) until weights of a version above `newer_than` arrive."""
@@ -182,9 +195,12 @@ class RolloutActor(ActorProcess):
                 merged = {k2: (np.array(v, copy=True) if k2 != "final_obs" else tree.map(np.array, v))
                           for k2, v in info.items() if k2 in ("done", "episode_return", "episode_length",
                                                               "episode_success", "final_obs")}
+                merged["episode_task"] = list(info.get("episode_task", [None] * b))
             else:  # the rows whose episode ended at this step take this step's episode statistics
                 for key in ("episode_return", "episode_length", "episode_success"):
                     merged[key][now] = np.asarray(info[key])[now]
+                for i in np.flatnonzero(now):
+                    merged["episode_task"][i] = info.get("episode_task", [None] * b)[i]
                 for i in np.flatnonzero(now):
                     tree.assign(merged["final_obs"], i, _row(info["final_obs"], i))
             ended |= now
@@ -203,6 +219,7 @@ class RolloutActor(ActorProcess):
         else:
             next_obs, reward, terminated, truncated, info = self.env.step(env_action)
             info["executed"] = np.ones(self.env.num_envs, np.int64)
+            info.setdefault("episode_task", [None] * self.env.num_envs)
             self.env_steps += self.env.num_envs
         steps["reward"][:, t], steps["terminated"][:, t], steps["truncated"][:, t] = reward, terminated, truncated
         return next_obs, info
@@ -218,6 +235,7 @@ class RolloutActor(ActorProcess):
                 final_index.append((b, t))
                 episodes.append([float(info["episode_return"][b]), int(info["episode_length"][b]),
                                  bool(info["episode_success"][b])])
+                self._count_episode(info["episode_task"][b], bool(info["episode_success"][b]))
             self._tick()
         rollout = {"steps": steps,
                    "finals": _finals(finals, final_index, obs),
@@ -234,7 +252,7 @@ class RolloutActor(ActorProcess):
         group = self.group_size
         seeds = seeding.seeds(self.cfg.runner.seed, "group_resets", self.index, version,
                               count=self.env.num_envs // group)
-        obs = reset_groups(self.env, seeds, group)
+        obs = reset_groups(self.env, seeds, group, between=self._tick)
         b = self.env.num_envs
         steps = self._allocate(obs, zeros=True)
         steps["valid"] = np.zeros((b, self.rollout_len), bool)
@@ -252,6 +270,7 @@ class RolloutActor(ActorProcess):
             for i in np.flatnonzero(info["done"] & running):
                 finals.append(_row(info["final_obs"], i))
                 final_index.append((i, t))
+                self._count_episode(info["episode_task"][i], bool(ep_success[i]))
             running &= ~info["done"]
             self._tick()
         episodes = [[float(r), int(n), bool(s)] for r, n, s in zip(ep_return, ep_length, ep_success)]
@@ -268,7 +287,9 @@ class RolloutActor(ActorProcess):
         shape = (f"one episode per env, groups of {self.group_size}" if self.group_size
                  else f"rollouts of {self.rollout_len} steps")
         self.log.info(f"{self.env.num_envs} x {cfg.env.id} on {self.device}; {shape}")
-        obs = self.env.reset(seed=seeding.seeds(cfg.runner.seed, "actor_envs", self.index, 0, count=self.env.num_envs))
+        # GRPO resets its groups at every rollout; PPO's episodes run on from these resets
+        obs = None if self.group_size else self.env.reset(
+            seed=seeding.seeds(cfg.runner.seed, "actor_envs", self.index, 0, count=self.env.num_envs))
         version = 0
         try:
             while True:

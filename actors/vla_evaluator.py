@@ -107,14 +107,16 @@ def evaluate_calvin(cfg, policy, log) -> dict:
     import gymnasium as gym
     import torch
 
-    from envs.calvin.chains import evaluate, make_chains
+    from envs.calvin.chains import evaluate, make_chain
 
-    env = gym.make(cfg.env.id, **{**dict(cfg.env.kwargs), "cameras": True, "task": None})
+    # the chains set each subtask themselves: no fixed subtask, none drawn per episode
+    env = gym.make(cfg.env.id, **{**dict(cfg.env.kwargs), "cameras": True, "task": None, "tasks": None})
     act = ChunkedChainPolicy(policy, bool(cfg.vla_eval.greedy))
+    first = int(cfg.vla_eval.first_chain)
+    chains = [make_chain(i) for i in range(first, first + int(cfg.eval.episodes))]
     try:
         with torch.no_grad():
-            result = evaluate(env, make_chains(cfg.eval.episodes), act, start_subtask=act.start,
-                              steps_per_subtask=cfg.vla_eval.subtask_steps)
+            result = evaluate(env, chains, act, start_subtask=act.start, steps_per_subtask=cfg.vla_eval.subtask_steps)
     finally:
         env.close()
     result["env_steps"] = act.env_steps
@@ -155,6 +157,7 @@ def evaluate_vla(cfg, log) -> dict:
         chains = evaluate_calvin(cfg, policy, log)
         device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
         return {"checkpoint": str(checkpoint), "config": cfg.name, "chains": chains,
+                "first_chain": int(cfg.vla_eval.first_chain),
                 "avg_len": chains["avg_len"], "greedy": bool(cfg.vla_eval.greedy), "env_steps": chains["env_steps"],
                 "wall_s": time.time() - t_start, "device": device_name}
     if cfg.env.id != PUT_ON_PLATE_ID:

@@ -4,7 +4,8 @@ This is the `Env` role the actors use. It differs from gymnasium's own vector
 envs in what an RL pipeline needs: actions always in [-1, 1] (rescaled to each
 env's bounds here, so policies and replay never see env-specific ranges), the
 final observation of a finished episode kept in ``infos["final_obs"]``, episode
-statistics computed once, and ``chunk_step`` for C actions per env at a time.
+statistics computed once (with ``infos["episode_task"]``: the ended episode's subtask, where
+the env has one, as the play table does), and ``chunk_step`` for C actions per env at a time.
 """
 from __future__ import annotations
 
@@ -40,9 +41,10 @@ class SyncVectorEnv(Env):
         self._success_once = np.zeros(self.num_envs, bool)
         self.reports_success = False  # becomes True once an env's info carries a success flag
 
-    def reset(self, seed: int | Sequence[int] | None = None) -> Any:
+    def reset(self, seed: int | Sequence[int] | None = None, after_each: Callable[[], None] | None = None) -> Any:
         """Reset every env. `seed`: one seed per env, or one int from which each env's seed is derived
-        (through a SeedSequence, not seed + i, so two vectors' seeds never overlap), or None."""
+        (through a SeedSequence, not seed + i, so two vectors' seeds never overlap), or None. `after_each` is
+        called after each env's reset (a caller's heartbeats: one env's reset can take seconds)."""
         if seed is None:
             env_seeds: list = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)):
@@ -55,6 +57,8 @@ class SyncVectorEnv(Env):
         for env, env_seed in zip(self.envs, env_seeds):
             o, _ = env.reset(seed=env_seed)
             obs.append(o)
+            if after_each is not None:
+                after_each()
         self._returns[:] = 0
         self._lengths[:] = 0
         self._success_once[:] = False
@@ -81,6 +85,7 @@ class SyncVectorEnv(Env):
         ep_return = np.zeros(n, np.float32)
         ep_length = np.zeros(n, np.int64)
         ep_success = np.zeros(n, bool)
+        ep_task: list[str | None] = [None] * n
         next_obs = []
         for i, env in enumerate(self.envs):
             o, r, term, trunc, info = env.step(self._to_env_action(actions[i]))
@@ -97,12 +102,14 @@ class SyncVectorEnv(Env):
                     final_obs = tree.map(np.zeros_like, self._obs)
                 tree.assign(final_obs, i, o)
                 ep_return[i], ep_length[i], ep_success[i] = self._returns[i], self._lengths[i], self._success_once[i]
+                task = getattr(env.unwrapped, "task", None)  # the play table's subtask, read before the reset
+                ep_task[i] = task if isinstance(task, str) else None
                 self._returns[i], self._lengths[i], self._success_once[i] = 0.0, 0, False
                 o, _ = env.reset()
             next_obs.append(o)
         self._obs = tree.map(lambda *rows: np.stack(rows), *next_obs)
         infos = {"done": done, "success": success, "episode_return": ep_return, "episode_length": ep_length,
-                 "episode_success": ep_success, "final_obs": final_obs if final_obs is not None
+                 "episode_success": ep_success, "episode_task": ep_task, "final_obs": final_obs if final_obs is not None
                  else tree.map(np.zeros_like, self._obs)}
         return self._obs, rewards, terminated, truncated, infos
 

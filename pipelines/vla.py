@@ -29,6 +29,8 @@ def _validate_vla(cfg) -> None:
         require(vla.logprob_type in ("action", "chunk"),
                 f"vla.logprob_type={vla.logprob_type}: a pi0's log-densities are per action ('action' or 'chunk')")
         require(vla.model != "pi0" or bool(vla.checkpoint), "vla.model=pi0 needs vla.checkpoint (a directory)")
+        require(not (vla.lora and vla.train_vlm), "vla.lora=true puts LoRA adapters on the VLM, vla.train_vlm=true "
+                "trains it in full: choose one")
         require(vla.model == "pi0" or vla.action_chunk <= vla.pi0_horizon,
                 f"vla.action_chunk={vla.action_chunk} exceeds the model's horizon vla.pi0_horizon={vla.pi0_horizon}")
         return

@@ -202,19 +202,27 @@ def start_for(task: str, rng: np.random.Generator) -> tuple[StartSpec, tuple]:
     raise RuntimeError(f"no start found for {task!r}")  # pragma: no cover - every subtask has starts
 
 
+def run_expert(env, expert, task: str, max_steps: int = STEPS_PER_SUBTASK) -> tuple[bool, int, dict | None]:
+    """Let the expert do `task` from the current state, judged by its oracle from that state; returns (done
+    within max_steps, steps taken, the last observation, None if no step was taken)."""
+    from envs.calvin.tasks import is_completed
+    base = env.unwrapped
+    expert.start(task)
+    start = base.scene_state()
+    obs = None
+    for step in range(1, max_steps + 1):
+        obs, *_ = base.step(expert.act())
+        if is_completed(task, start, base.scene_state()):
+            return True, step, obs
+    return False, max_steps, obs
+
+
 def run_subtask(env, expert, task: str, spec: StartSpec, prefix: tuple, seed: int) -> tuple[bool, int]:
     """Reset to (spec, seed), let the expert do the prefix (up to 360 steps each), then `task`; returns
     (the oracle's verdict within 360 steps of the task's start, steps taken). A failed prefix fails."""
-    from envs.calvin.tasks import is_completed
-    base = env.unwrapped
-    base.reset(seed=seed, options={"start": spec})
+    env.unwrapped.reset(seed=seed, options={"start": spec})
     for t in prefix + (task,):
-        expert.start(t)
-        start = base.scene_state()
-        for step in range(1, STEPS_PER_SUBTASK + 1):
-            base.step(expert.act())
-            if is_completed(t, start, base.scene_state()):
-                break
-        else:
+        ok, step, _ = run_expert(env, expert, t)
+        if not ok:
             return False, STEPS_PER_SUBTASK
     return True, step

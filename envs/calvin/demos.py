@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.calvin.chains import STEPS_PER_SUBTASK, start_for
+from envs.calvin.chains import STEPS_PER_SUBTASK, run_expert, start_for
 from envs.calvin.language import instruction
 from envs.calvin.play_table import CONTROL_HZ, ROBOT_OBS_SIZE
 from envs.calvin.tasks import is_completed
@@ -44,12 +44,8 @@ def record_subtask_demos(env, expert, root: str | Path, tasks: list[str], rng: n
         seed = int(rng.integers(2 ** 63))
         obs, _ = base.reset(seed=seed, options={"start": spec})
         for t in prefix:
-            expert.start(t)
-            start = base.scene_state()
-            for _ in range(STEPS_PER_SUBTASK):
-                obs, *_ = base.step(expert.act())
-                if is_completed(t, start, base.scene_state()):
-                    break
+            _, _, last = run_expert(env, expert, t)
+            obs = last if last is not None else obs
         expert.start(task)
         start = base.scene_state()
         rows = {"state": [], "action": [], "success": [], **{c: [] for c in cameras}}

@@ -31,6 +31,7 @@ Without a subtask the reward is 0 and ``info["completed"]`` lists every subtask 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -168,6 +169,7 @@ class CalvinPlayTableEnv(gym.Env):
         self.task: str | None = None
         self.start_state: SceneState | None = None
         self._completed: set[str] = set()
+        self._render = True  # False inside cameras_off()
 
     def _build(self) -> None:
         """Load the world into an empty client (at construction and at every reset: a fresh world is the
@@ -228,6 +230,23 @@ class CalvinPlayTableEnv(gym.Env):
         self.start_state = self.scene_state()
         self._completed: set[str] = set()
         return self._observation(), {"success": False, "completed": [], "task": self.task}
+
+    @contextlib.contextmanager
+    def cameras_off(self):
+        """Steps and resets inside render no images (the cameras stay black): for steps no policy sees, such as
+        the expert setting a subtask up. Rendering is most of a step's time on the CPU renderer."""
+        was, self._render = self._render, False
+        try:
+            yield self
+        finally:
+            self._render = was
+
+    def begin_subtask(self) -> dict:
+        """Judge the episode's subtask from the current state on (after a prefix of other subtasks set it up,
+        e.g. the lift before a place): it becomes the start state. Returns the current observation."""
+        self.start_state = self.scene_state()
+        self._completed = set()
+        return self._observation(self.start_state)
 
     def _place(self, spec: StartSpec) -> None:
         p, c, r, v = self.p, self.client, self.np_random, self.variant
@@ -426,7 +445,7 @@ class CalvinPlayTableEnv(gym.Env):
 
     def _observation(self, state: SceneState | None = None) -> dict:
         state = state or self.scene_state()
-        if self.config.cameras:
+        if self.config.cameras and self._render:
             static, gripper = self.render_cameras()
         else:
             static, gripper = self._black_static, self._black_gripper

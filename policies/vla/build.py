@@ -52,11 +52,14 @@ def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = 
         raise ValueError(f"vla.init_from={cfg.init_from}: build the policy with learner/vla_checkpoint.py's "
                          "build_policy, which reads it")
     if is_pi0(cfg.model):
-        from policies.vla.pi0_build import build_pi0_policy
+        from policies.vla.pi0_build import build_pi0_policy, saved_has_lora
 
         if saved is not None:
-            check_fits(saved, cfg)
-        return build_pi0_policy(cfg, device, seed, saved=saved)  # no LoRA: merge_lora changes nothing
+            # weights saved without adapters take fresh ones when this config asks for LoRA (RL with LoRA on an SFT
+            # base); saved adapters need the same LoRA
+            fresh_lora = cfg.lora and not saved_has_lora(saved.weights)
+            check_fits(saved, cfg, ignore=("lora", "lora_rank", "lora_alpha") if fresh_lora else ())
+        return build_pi0_policy(cfg, device, seed, saved=saved, merge_lora=merge_lora)
     base, tokenizer, stats = build_vla_model(cfg)
     if saved is not None:
         check_fits(saved, cfg)

@@ -50,7 +50,9 @@ class VLAConfig:
     top_k: Optional[int] = None
     instruction: str = "put the object on the plate"  # when the env gives none
     image_key: str = "base_camera"  # the observation entry the model sees (ZarlPutOnPlate-v1's camera)
-    lora: bool = True  # train LoRA adapters + the value head; false: every parameter that requires grad
+    # train LoRA adapters + the value head; false: every parameter that requires grad. pi0 / pi0.5: adapters on the
+    # VLM prefix (the alternative to the frozen VLM of train_vlm=false), the expert and heads trained in full
+    lora: bool = True
     lora_rank: int = 32  # RLinf: r = 32, alpha = 32
     lora_alpha: float = 32.0
     value_lr: float = 3e-3  # the value head's own learning rate (RLinf: 3e-3; LoRA's is the algorithm's lr, 1e-4)
@@ -86,7 +88,8 @@ class VLAEvalConfig:
     envs, with the policy `vla` builds (its weights from `vla.init_from`) after a save -> load -> LoRA merge; on
     the play table, `eval.episodes` chains (one env)."""
 
-    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS), "subtask_steps": R.count(1, 10**6)}
+    RULES: ClassVar[dict] = {"splits": R.SubsetOf(SPLITS), "subtask_steps": R.count(1, 10**6),
+                             "first_chain": R.count(0, 10**6)}
 
     splits: list = field(default_factory=lambda: list(SPLITS))
     greedy: bool = True  # the most likely action token (argmax); false: sampled at vla.temperature / vla.top_k
@@ -94,3 +97,6 @@ class VLAEvalConfig:
     # the play table (CalvinPlayTable-v0): eval.episodes of CALVIN's fixed 5-subtask chains (envs/calvin/chains.py)
     # instead of the splits, each subtask given subtask_steps env steps (CALVIN: 360)
     subtask_steps: int = 360
+    # the chains evaluated are first_chain .. first_chain + eval.episodes - 1 of the fixed 1,000: a long evaluation
+    # split into parts (processes, or sessions) whose lengths are pooled afterwards (scripts/calvin_results.py)
+    first_chain: int = 0

@@ -76,18 +76,46 @@ def build_pi0_model(cfg: VLAConfig):
     raise ValueError(f"vla.model={cfg.model!r} is not a pi0 model")
 
 
-def build_pi0_policy(cfg: VLAConfig, device: str, seed: int, saved=None):
+def build_pi0_policy(cfg: VLAConfig, device: str, seed: int, saved=None, merge_lora: bool = False):
     """The Pi0Policy a `vla` section asks for; `saved` (policies/vla/saved.py): trained weights and statistics
-    that replace the fresh ones (`vla.init_from`). `seed` drives only the sampling noise."""
+    that replace the fresh ones (`vla.init_from`). `seed` drives the sampling noise (and LoRA's random A, which
+    the learner's first published weights overwrite in every actor).
+
+    ``vla.lora``: LoRA adapters on the VLM prefix (lora.add_vlm_lora, rank ``lora_rank``, ``lora_alpha``), the
+    alternative to the frozen VLM; the expert and heads train in full either way. Saved weights without
+    adapters (an SFT run with the VLM frozen or trained in full) load into the base model before the fresh
+    adapters go on; saved adapters load after. `merge_lora`: the adapters merged into the VLM's weights (peft's
+    merge_and_unload), as a deployed model runs."""
+    import torch
+
+    from policies.vla.lora import LoRASettings, add_vlm_lora
     from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
 
     model, tokenizer = build_pi0_model(cfg)
-    policy = Pi0Policy(model, Pi0PolicyConfig(sampler=cfg.sampler, num_steps=cfg.num_steps,
-                                              noise_level=cfg.noise_level, action_chunk=cfg.action_chunk,
-                                              instruction=cfg.instruction, train_vlm=cfg.train_vlm),
-                       tokenizer=tokenizer, device=device, seed=seed)
-    if saved is not None:
+    pcfg = Pi0PolicyConfig(sampler=cfg.sampler, num_steps=cfg.num_steps, noise_level=cfg.noise_level,
+                           action_chunk=cfg.action_chunk, instruction=cfg.instruction, train_vlm=cfg.train_vlm)
+
+    def policy_of(m):
+        return Pi0Policy(m, pcfg, tokenizer=tokenizer, device=device, seed=seed)
+
+    def load(policy):
         if saved.norm_stats is not None:
             policy.set_norm_stats(saved.norm_stats)
         policy.load_weights(saved.weights)
+
+    policy = policy_of(model)
+    saved_adapters = saved is not None and saved_has_lora(saved.weights)
+    if saved is not None and not saved_adapters:
+        load(policy)
+    if cfg.lora:
+        torch.manual_seed(seed)
+        policy = policy_of(add_vlm_lora(policy.model, LoRASettings(rank=cfg.lora_rank, alpha=cfg.lora_alpha)))
+    if saved_adapters:
+        load(policy)
+    if merge_lora and cfg.lora:
+        policy = policy_of(policy.model.merge_and_unload())
     return policy
+
+
+def saved_has_lora(weights: dict) -> bool:
+    return any(".lora_" in name for name in weights)

@@ -13,7 +13,7 @@ sample is a denoising chain, not tokens:
 * ``evaluate(obs, recorded) -> FlowScores(log_probs [B, chunk], values [B], entropy [B, chunk])`` with
   gradients; ``values(obs)``; ``act(obs, deterministic)`` (deterministic: the ODE sampler, evaluation);
   ``trainable_weights()`` / ``load_weights()``: parameters that require grad (the expert and heads when
-  the VLM is frozen).
+  the VLM is frozen; with LoRA on the VLM (lora.add_vlm_lora, `model` a peft model) its adapters too).
 * ``recorded_action``, ``recorded_log_prob_shape`` ((chunk,)) and ``action_chunk`` for the rollout actor.
 
 Observations: camera images at ``image_keys`` (uint8 [B, H, W, 3]), the proprio state at ``state_key``
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from core.roles import Policy
 from policies.vla import flow_sampling as fs
+from policies.vla.lora import has_lora
 from policies.vla.modeling_pi0 import Pi0Model
 from policies.vla.openpi_checkpoint import normalize, unnormalize
 from policies.vla.trained_weights import TrainedWeights
@@ -76,7 +77,7 @@ class Pi0Policy(TrainedWeights, Policy):
         if len(cfg.image_keys) != mc.num_images:
             raise ValueError(f"the model reads {mc.num_images} cameras, image_keys names {len(cfg.image_keys)}")
         self.model, self.cfg, self.tokenizer = model.to(device), cfg, tokenizer
-        if not cfg.train_vlm:
+        if not cfg.train_vlm and not has_lora(model):  # with LoRA on the VLM its adapters say what trains there
             model.freeze_vlm()
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -79,10 +79,11 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
-def check_fits(saved: SavedVLA, cfg: VLAConfig) -> None:
-    """ValueError naming every architecture key where the saved weights' config and `cfg` differ."""
+def check_fits(saved: SavedVLA, cfg: VLAConfig, ignore: tuple[str, ...] = ()) -> None:
+    """ValueError naming every architecture key (but those in `ignore`) where the saved weights' config and `cfg`
+    differ."""
     differ = [f"vla.{k}: saved {saved.vla.get(k)!r}, this config {getattr(cfg, k)!r}" for k in ARCHITECTURE_KEYS
-              if k in saved.vla and not _same(k, saved.vla[k], getattr(cfg, k))]
+              if k in saved.vla and k not in ignore and not _same(k, saved.vla[k], getattr(cfg, k))]
     if differ:
         raise ValueError(f"the VLA weights in {saved.path} were trained on another model than this config builds: "
                          + "; ".join(differ))

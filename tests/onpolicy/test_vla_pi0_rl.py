@@ -13,7 +13,8 @@ from vla_helpers import run_sync
 
 pytest.importorskip("pybullet")
 
-TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer")
+TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer",
+            lora=False)
 
 
 def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the_expert_and_heads(tmp_path):
@@ -38,3 +39,28 @@ def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the
     start = build_vla_policy(VLAConfig(**TINY), "cpu", seeding.seed_of(1, "learner")).trainable_weights()
     assert set(start) == set(weights)
     assert max(float(np.abs(weights[n].numpy() - start[n]).max()) for n in start) > 0
+
+
+def test_grpo_with_flow_sde_takes_gradient_steps_on_a_mixed_group_of_drawn_subtasks(tmp_path):
+    # calvin_grpo_pi0_sde: 1 group of 2 envs, reset with one seed, so both draw unstack_block (the only subtask of
+    # the CPU config) from the same start, set up by the expert (a lift and a stack). Under runner.seed=2 the first
+    # rollout's group is mixed: one episode knocks the top block off at step 14, the other times out at 20
+    # (seeds 0 and 1 give all-success and all-fail groups, which are dropped). The run stops after that rollout:
+    # its 7 decisions (3 + 4) in minibatches of 4, 2 epochs: 4 gradient steps.
+    summary, rows = run_sync("calvin_grpo_pi0_sde", tmp_path / "run", "runner.seed=2", "runner.max_env_steps=1")
+    learner = summary["roles"]["learner"]["counters"]
+    assert learner["learner_steps"] == 1 and learner["updates"] == 4
+    actor = summary["roles"]["actor-0"]["counters"]
+    assert actor["subtask_episodes/unstack_block"] == 2 and actor["subtask_successes/unstack_block"] == 1
+    assert summary["env_steps"] == 34  # the two episodes' steps (14 + 20), not the steps stepped after the first ended
+    kept = [r for r in rows if "grpo/groups_kept" in r]
+    assert all(r["grpo/groups_kept"] == 1 and r["grpo/groups"] == 1 for r in kept)
+    state, _ = load_latest_checkpoint(tmp_path / "run" / "checkpoints")
+    weights = state["algorithm"]["trained"]
+    assert weights and not any(".paligemma." in n for n in weights)
+    start = build_vla_policy(VLAConfig(**{**TINY, "instruction": "unstack the blocks"}), "cpu",
+                             seeding.seed_of(2, "learner")).trainable_weights()
+    assert set(start) == set(weights)
+    changed = [n for n in start if np.abs(weights[n].numpy() - start[n]).max() > 0]
+    assert any("gemma_expert" in n for n in changed)
+    assert not any("value_head" in n for n in changed)  # GRPO has no critic
