@@ -16,7 +16,7 @@ generator:
 
 The subtask is judged from the state after the prefix (``begin_subtask``); the reward is the env's (1 on the
 step the oracle says done). The observation gets ``instruction``: the phrasing's UTF-8 bytes, zero-padded
-(envs/instruction.py), which the VLA policies read; ``info["task"]`` names the subtask.
+(core/instruction.py), which the VLA policies read; ``info["task"]`` names the subtask.
 
 Seeding: ``reset(seed=s)`` restarts the generator from s (the rollout actor's seeds come from the run's
 SeedSequence, stream ``actor_envs``; GRPO's group members get one seed, so they draw the same subtask, phrasing
@@ -35,7 +35,7 @@ from envs.calvin.expert import ScriptedExpert
 from envs.calvin.language import phrasings
 from envs.calvin.play_table import CalvinPlayTableEnv, StartSpec
 from envs.calvin.tasks import TASKS
-from envs.instruction import INSTRUCTION_BYTES, encode_instruction
+from core.instruction import INSTRUCTION_BYTES, encode_instruction
 
 PREFIX_ATTEMPTS = 10  # draws of a start before giving up when the expert keeps failing a prefix
 

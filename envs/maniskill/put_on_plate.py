@@ -54,7 +54,7 @@ from mani_skill.utils.structs.actor import Actor
 from mani_skill.utils.structs.pose import Pose
 from mani_skill.utils.structs.types import GPUMemoryConfig, SimConfig
 
-from envs.instruction import INSTRUCTION_BYTES, decode_instruction, encode_instruction  # noqa: F401 (re-exported)
+from core.instruction import INSTRUCTION_BYTES, decode_instruction, encode_instruction  # noqa: F401 (re-exported)
 
 ENV_ID = "ZarlPutOnPlate-v1"
 MAX_EPISODE_STEPS = 80

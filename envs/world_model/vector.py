@@ -18,7 +18,7 @@ project's vector-env contract (core.roles.Env) and EVAC's interface (seed 004).
 * ``step`` (one action) is refused: the generator's unit is the chunk.
 
 Observations (numpy, on the host): ``image`` uint8 [B, H, W, 3] (the last frame), ``state`` float32 [B, 7] (the
-end-effector pose), ``instruction`` uint8 [B, 64] (envs/instruction.py). ``infos[c]`` as the other backends:
+end-effector pose), ``instruction`` uint8 [B, 64] (core/instruction.py). ``infos[c]`` as the other backends:
 done, success, episode_return / episode_length / episode_success (rows that ended at step c), final_obs, and
 ``success_prob``.
 
@@ -39,7 +39,7 @@ import torch
 from core.devices import resolve_device
 from core.roles import Env
 from envs.world_model import ENV_ID
-from envs.instruction import INSTRUCTION_BYTES, encode_instruction
+from core.instruction import INSTRUCTION_BYTES, encode_instruction
 from envs.world_model.model import WorldModel
 from envs.world_model.trajectories import Episode, StartStates, load_episodes, split_episodes
 

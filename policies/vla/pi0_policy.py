@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.instruction import decode_instruction
 from core.roles import Policy
 from policies.vla import flow_sampling as fs
 from policies.vla.lora import has_lora
@@ -97,8 +98,7 @@ class Pi0Policy(TrainedWeights, Policy):
         if instr is None:
             return [self.cfg.instruction] * b
         if isinstance(instr, (np.ndarray, Tensor)):  # zero-padded UTF-8 bytes
-            rows = instr.cpu().numpy() if isinstance(instr, Tensor) else instr
-            return [bytes(r[r != 0].astype(np.uint8)).decode("utf-8") for r in rows]
+            return decode_instruction(instr)
         return list(instr)
 
     def _state(self, obs: Any) -> Tensor:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from core.instruction import decode_instruction
 from core.roles import Policy
 from policies.vla import autoregressive, parallel
 from policies.vla.action_tokenizer import ActionStats
@@ -116,9 +117,8 @@ class VLAPolicy(TrainedWeights, Policy):
         instructions = obs.get("instruction")
         if instructions is None:
             instructions = [self.cfg.instruction] * images.shape[0]
-        elif isinstance(instructions, (np.ndarray, Tensor)):  # UTF-8 bytes, zero-padded (envs/maniskill)
-            rows = instructions.cpu().numpy() if isinstance(instructions, Tensor) else instructions
-            instructions = [bytes(r[r != 0].astype(np.uint8)).decode("utf-8") for r in rows]
+        elif isinstance(instructions, (np.ndarray, Tensor)):  # UTF-8 bytes, zero-padded (core/instruction.py)
+            instructions = decode_instruction(instructions)
         return self.encode_prompts(images, list(instructions))
 
     @torch.no_grad()

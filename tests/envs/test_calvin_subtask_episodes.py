@@ -13,7 +13,7 @@ from envs.calvin.chains import Symbolic, effect
 from envs.calvin.language import phrasings
 from envs.calvin.subtask_episodes import draw_episode, resolve_tasks
 from envs.calvin.tasks import TASKS
-from envs.instruction import decode_instruction
+from core.instruction import decode_instruction
 
 pytest.importorskip("pybullet")
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import envs
-from envs.instruction import decode_instruction
+from core.instruction import decode_instruction
 from envs.world_model.model import WorldModel
 from envs.world_model.trajectories import load_episodes
 from envs.world_model.vector import WorldModelVectorEnv
