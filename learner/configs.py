@@ -58,9 +58,10 @@ class ClippedUpdateConfig:
         "clip": R.fraction(lo_open=True, hi_open=True), "epochs": R.count(1, 10_000), "minibatch_size": R.count(1, 2**24),
         "lr": R.LEARNING_RATE, "lr_schedule": R.OneOf(("constant", "linear")), "weight_decay": R.at_least(0, 10),
         "max_grad_norm": R.at_least(0, 1e9), "entropy_coef": R.at_least(0, 100),
-        "dead_signal_after": R.count(1, 10**9)}
+        "dead_signal_after": R.count(1, 10**9), "clip_high": R.Range(0, 10, lo_open=True, optional=True)}
 
-    clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip]
+    clip: float = 0.2  # policy ratio clipped to [1 - clip, 1 + clip_high]
+    clip_high: Optional[float] = None  # upper clip of the ratio, 1 + clip_high (RLinf's clip_ratio_high); None = clip
     epochs: int = 8
     minibatch_size: int = 256
     lr: float = 3e-4
@@ -78,8 +79,7 @@ class PPOConfig(ClippedUpdateConfig):
     RULES: ClassVar[dict] = {
         **ClippedUpdateConfig.RULES, "rollout_len": R.count(1, 10**7), "gamma": R.fraction(), "gae_lambda": R.fraction(),
         "value_clip": R.at_least(0, 1e9), "huber_delta": R.positive(1e9), "value_coef": R.at_least(0, 1e6),
-        "value_batch": R.count(1, 2**24), "clip_high": R.Range(0, 10, lo_open=True, optional=True),
-        "dual_clip": R.at_least(0, 1e6)}
+        "value_batch": R.count(1, 2**24), "dual_clip": R.at_least(0, 1e6)}
 
     rollout_len: int = 200  # env steps per env per rollout
     gamma: float = 0.99
@@ -89,13 +89,14 @@ class PPOConfig(ClippedUpdateConfig):
     value_coef: float = 0.5
     normalize_advantages: bool = True  # per minibatch
     value_batch: int = 8192  # states per critic pass when computing the rollout's values
-    clip_high: Optional[float] = None  # upper clip of the ratio, 1 + clip_high (RLinf's clip_ratio_high); None = clip
     dual_clip: float = 0.0  # with a negative advantage the loss is capped at -dual_clip * A (RLinf: 3.0); 0 = off
 
 
 @dataclass
 class GRPOConfig(ClippedUpdateConfig):
-    RULES: ClassVar[dict] = {**ClippedUpdateConfig.RULES, "group_size": R.count(2, 65_536), "score": R.OneOf(("return", "success"))}
+    RULES: ClassVar[dict] = {**ClippedUpdateConfig.RULES, "group_size": R.count(2, 65_536), "score": R.OneOf(("return", "success")),
+                             "filter_mean_low": R.Range(-1e9, 1e9, optional=True),
+                             "filter_mean_high": R.Range(-1e9, 1e9, optional=True)}
 
     group_size: int = 8  # each reset state is repeated this many times
     score: str = "return"  # what ranks the members of a group: "return" | "success" (succeeded at any step)

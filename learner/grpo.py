@@ -82,7 +82,8 @@ class GRPO(OnPolicyAlgorithm):
     def policy_loss(self, data: dict, idx, advantage):
         """(clipped surrogate, its stats, no values: GRPO has no critic, mean entropy) of the minibatch rows idx."""
         dist = self.model.distribution(self.model.features(tree.map(lambda a: a[idx], data["obs"])))
-        loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx], advantage, self.cfg.clip)
+        loss, stats = clipped_surrogate(dist, data["action"][idx], data["log_prob"][idx], advantage, self.cfg.clip,
+                                        self.cfg.clip_high)
         return loss, stats, None, dist.entropy().mean()
 
     def update(self, data: dict, progress: float = 0.0) -> dict[str, float]:

@@ -79,9 +79,9 @@ def ratio_loss(log_prob: torch.Tensor, behaviour_log_prob: torch.Tensor, advanta
 
 
 def clipped_surrogate(dist, action: torch.Tensor, behaviour_log_prob: torch.Tensor, advantage: torch.Tensor,
-                      clip: float) -> tuple[torch.Tensor, dict]:
+                      clip: float, clip_high: float | None = None) -> tuple[torch.Tensor, dict]:
     """ratio_loss of a torch distribution's log-probabilities of the recorded actions."""
-    return ratio_loss(dist.log_prob(action), behaviour_log_prob, advantage, clip)
+    return ratio_loss(dist.log_prob(action), behaviour_log_prob, advantage, clip, clip_high)
 
 
 def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor, huber_delta: float,

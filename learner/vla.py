@@ -71,7 +71,7 @@ class VLAUpdate:
         if new.ndim == 2:
             advantage = advantage[:, None]
         cfg = self.cfg
-        loss, stats = ratio_loss(new, old, advantage, cfg.clip, getattr(cfg, "clip_high", None),
+        loss, stats = ratio_loss(new, old, advantage, cfg.clip, cfg.clip_high,
                                  getattr(cfg, "dual_clip", 0.0))
         return loss, stats, out.values, out.entropy.mean()
 

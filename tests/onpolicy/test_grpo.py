@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -59,6 +60,24 @@ def test_grpo_trains_only_on_valid_steps_of_kept_groups():
     assert metrics["grpo/groups_kept"] == 1 and metrics["grpo/steps_trained"] == 4
     np.testing.assert_allclose(data["advantage"].numpy(), [1, 1, 1, -1])
     assert set(grpo.update(data)) >= {"train/actor/policy_loss", "train/actor/approx_kl", "train/actor/clip_fraction"}
+
+
+def test_grpo_clips_the_ratio_asymmetrically_with_clip_high():
+    import gymnasium as gym
+
+    from policies.actor_critic import ActorCritic
+
+    cfg = OmegaConf.structured(PolicyConfig(hidden=[8], layer_norm=False))
+    model = ActorCritic(gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Discrete(2), cfg, with_critic=False)
+    obs, action = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    log_prob = model.distribution(model.features(obs)).log_prob(action).detach()
+    data = {"obs": obs, "action": action, "log_prob": log_prob - math.log(1.5)}  # every ratio is 1.5
+    idx, advantage = torch.arange(4), torch.ones(4)
+    for clip_high, bound in ((None, 1.2), (0.28, 1.28)):
+        grpo = GRPO(model, GRPOConfig(group_size=2, clip=0.2, clip_high=clip_high))
+        loss, stats, _, _ = grpo.policy_loss(data, idx, advantage)
+        assert loss.item() == pytest.approx(-bound, rel=1e-5)  # the ratio held at 1 + clip_high (or 1 + clip)
+        assert stats["train/actor/clip_fraction"].item() == 1.0
 
 
 def test_group_members_start_from_the_same_state():
