@@ -339,10 +339,13 @@ class ScriptedExpert:
         yield from self._push(start, end, 0.0)
 
     def _free_table_spot(self, exclude: str) -> tuple[float, float]:
+        """Where on the table to set a block down: the spot farthest from the other blocks, in the band
+        the blocks start in (x 0.34-0.40): farther out, the block carried at the travel height drags the
+        sliding door along by its top edge, or is set down on the door's handle (x 0.44-0.48)."""
         s = self.state()
         others = [b.pos for c, b in s.blocks.items() if c != exclude]
         best, best_d = None, -1.0
-        for x in (0.37, 0.45):
+        for x in (0.34, 0.40):
             for y in np.linspace(-0.28, 0.28, 15):
                 d = min(math.hypot(x - o[0], y - o[1]) for o in others)
                 if d > best_d:
