@@ -27,13 +27,15 @@ def main() -> None:
     ap.add_argument("--scene", default="D")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--machine", default="2-core CPU VM", help="recorded with the figures")
     args = ap.parse_args()
     env = CalvinPlayTableEnv(scene=args.scene, cameras=False)
     try:
         result = tracking_walk(env, args.waypoints)
     finally:
         env.close()
-    out = {"scene": args.scene, "waypoints": args.waypoints, **{k: result[k] for k in FIGURES}}
+    out = {"scene": args.scene, "waypoints": args.waypoints, **{k: result[k] for k in FIGURES},
+           "machine": args.machine}
     for k in FIGURES:
         print(f"{k:16s} {out[k]:.3f}" if isinstance(out[k], float) else f"{k:16s} {out[k]}")
     if args.out:
