@@ -16,7 +16,10 @@ with the gripper pointing down:
 * the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
   and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
   narrower pusher), since an arm pressed on the door climbs over it into the compartment;
-* blocks are set down in the drawer beside, not on, the blocks already in it.
+* blocks are set down in the drawer beside, not on, the blocks already in it;
+* a block in the slider is grasped from the front with the fingers tilted towards the back wall, so
+  that the wrist stays in front of the door (pointing straight down, it passes the door's plane
+  below its top edge and catches on the door's edge when the door covers the half nearer the robot).
 """
 from __future__ import annotations
 
