@@ -330,6 +330,15 @@ def test_expert_sets_blocks_down_clear_of_the_drawer_blocks(env):
     assert abs(y - red.pos[1]) > 0.06 and abs(y - env.variant.drawer_y) <= 0.09 + 1e-9
 
 
+def test_expert_sets_an_unstacked_block_down_clear_of_the_door(env):
+    env.reset(seed=6, options={"start": StartSpec(door="left")})
+    x, y = ScriptedExpert(env)._free_table_spot("red")
+    # In the band the blocks start in: farther out the carried block meets the door's top edge and handle.
+    assert 0.34 <= x <= 0.40 and x < S.DOOR_HANDLE["x"][0] - 0.03
+    others = [b.pos for c, b in env.scene_state().blocks.items() if c != "red"]
+    assert min(math.hypot(x - o[0], y - o[1]) for o in others) > 0.08
+
+
 def test_expert_holds_still_when_the_scene_does_not_allow_its_subtask(env):
     env.reset(seed=4, options={"start": StartSpec()})  # nothing is stacked
     expert = ScriptedExpert(env)
