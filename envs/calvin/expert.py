@@ -16,7 +16,10 @@ with the gripper pointing down:
 * the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
   and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
   narrower pusher), since an arm pressed on the door climbs over it into the compartment;
-* blocks are set down in the drawer beside, not on, the blocks already in it.
+* blocks are set down in the drawer beside, not on, the blocks already in it;
+* a block in the slider is grasped from the front with the fingers tilted towards the back wall, so
+  that the wrist stays in front of the door (pointing straight down, it passes the door's plane
+  below its top edge and catches on the door's edge when the door covers the half nearer the robot).
 """
 from __future__ import annotations
 
@@ -48,11 +51,9 @@ DOOR_MARGIN = 0.012
 PUSH_GOAL = 0.106
 PUSH_EXTRA = 0.05
 PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's plates (|y| > 0.38)
-# Reaching into the slider's compartment: the share of the hand's sideways error added to the aim each
-# step, and the most the aim is moved.
-LEAN_GAIN = 0.3
-LEAN_LIMIT = 0.04
+# Grasps in the slider's compartment: how many, and the fingers' tilt from the vertical (see _grasp_in_slider).
 SLIDER_ATTEMPTS = 2
+SLIDER_PITCH = math.radians(35)
 # Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
 # and how many grasps the expert spends on it.
 ROTATE_GOAL = math.radians(80)
@@ -92,12 +93,17 @@ class ScriptedExpert:
         pos, orn = self.env._tcp()
         return np.asarray(pos), orn
 
-    def _action(self, pos, yaw, grip) -> tuple[np.ndarray, float]:
+    def _action(self, pos, yaw, grip, pitch=0.0) -> tuple[np.ndarray, float]:
+        """The action towards tcp position `pos` with the gripper pointing down at yaw `yaw`, its fingers
+        tilted `pitch` radians from the vertical towards +x."""
         tcp, orn = self._tcp()
         err = np.asarray(pos) - tcp
         a = np.zeros(7)
         a[:3] = np.clip(GAIN * err / MAX_REL_POS, -1, 1)
         want = self.p.getQuaternionFromEuler([math.pi, 0.0, yaw])
+        if pitch:
+            tilt = self.p.getQuaternionFromAxisAngle([0, 1, 0], -pitch)
+            want = self.p.multiplyTransforms([0, 0, 0], tilt, [0, 0, 0], want)[1]
         inv = self.p.invertTransform([0, 0, 0], orn)[1]
         _, dq = self.p.multiplyTransforms([0, 0, 0], want, [0, 0, 0], inv)
         axis, angle = self.p.getAxisAngleFromQuaternion(dq)
@@ -106,17 +112,17 @@ class ScriptedExpert:
         a[6] = grip
         return a.astype(np.float32), float(np.linalg.norm(err))
 
-    def _go(self, pos, yaw, grip, tol=0.006, max_steps=90):
+    def _go(self, pos, yaw, grip, tol=0.006, max_steps=90, pitch=0.0):
         """Drive to a waypoint; done when within tol (metres) or after max_steps."""
         for _ in range(max_steps):
-            a, dist = self._action(pos, yaw, grip)
+            a, dist = self._action(pos, yaw, grip, pitch)
             if dist < tol:
                 return
             yield a
 
-    def _hold(self, pos, yaw, grip, steps):
+    def _hold(self, pos, yaw, grip, steps, pitch=0.0):
         for _ in range(steps):
-            yield self._action(pos, yaw, grip)[0]
+            yield self._action(pos, yaw, grip, pitch)[0]
 
     def _door_face_x(self, y: float, half_y: float) -> float:
         """The x up to which a hand `half_y` wide either side of y may reach: the sliding door's face, less
@@ -191,31 +197,22 @@ class ScriptedExpert:
         yield from self._go((end[0], end[1], SAFE_Z), yaw, CLOSED, tol=0.02, max_steps=40)
 
     def _grasp_in_slider(self, colour: str):
-        """From the front, at the block's height: the cabinet's roof and door leave no way in from above."""
+        """From the front, at the block's height (the cabinet's roof and door leave no way in from
+        above), the fingers tilted SLIDER_PITCH towards the back wall: pointing straight down, the wrist
+        (21 cm above the tcp, 8 cm behind it) would pass the door's plane below its top edge and catch
+        on the door's edge when the door covers the half nearer the robot; tilted, the wrist stays in
+        front of the door and only the hand reaches into the compartment."""
         b = self.state().blocks[colour]
         yaw = _grasp_yaw(b.yaw)
         out_x = S.CABINET_FRONT_X - 0.10
         # 1.2 cm above the block's middle, so the fingertips pass over the door's rail.
         z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
-        yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008)
-        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, OPEN)
-        yield from self._go_leaning((b.pos[0], b.pos[1], z), yaw, CLOSED, steps=12)
+        yield from self._go((out_x, b.pos[1], SAFE_Z), yaw, OPEN, tol=0.01, pitch=SLIDER_PITCH)
+        yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+        yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, pitch=SLIDER_PITCH)
+        yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12, pitch=SLIDER_PITCH)
         return yaw, b.pos
-
-    def _go_leaning(self, pos, yaw, grip, steps=90, tol=0.006):
-        """Like _go, with the sideways (y) error integrated into the target: reaching into the
-        compartment of a door on the robot's side, the forearm leans on the door's edge and the hand
-        stays 1-2 cm off the aim, so that an open finger meets the block's side instead of passing it."""
-        bias = 0.0
-        for i in range(steps):
-            tcp, _ = self._tcp()
-            err_y = pos[1] - tcp[1]
-            bias = float(np.clip(bias + LEAN_GAIN * err_y, -LEAN_LIMIT, LEAN_LIMIT))
-            a, dist = self._action((pos[0], pos[1] + bias, pos[2]), yaw, grip)
-            if grip == OPEN and math.hypot(pos[0] - tcp[0], err_y) < tol and abs(pos[2] - tcp[2]) < tol:
-                return
-            yield a
 
     def _lift(self, colour):
         if "slider" in self.state().blocks[colour].on:
@@ -226,10 +223,11 @@ class ScriptedExpert:
                 # Missed (an open finger pushed the block along): out of the compartment, and again from
                 # where the block now stands.
                 tcp, _ = self._tcp()
-                yield from self._hold(tcp, yaw, OPEN, 8)
-                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01)
-            yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01)
-            yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200)
+                yield from self._hold(tcp, yaw, OPEN, 8, pitch=SLIDER_PITCH)
+                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01,
+                                    pitch=SLIDER_PITCH)
+            yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01, pitch=SLIDER_PITCH)
+            yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200, pitch=SLIDER_PITCH)
             return
         yaw, pos = yield from self._grasp(colour)
         tcp, _ = self._tcp()
@@ -344,10 +342,13 @@ class ScriptedExpert:
         yield from self._push(start, end, 0.0)
 
     def _free_table_spot(self, exclude: str) -> tuple[float, float]:
+        """Where on the table to set a block down: the spot farthest from the other blocks, in the band
+        the blocks start in (x 0.34-0.40): farther out, the block carried at the travel height drags the
+        sliding door along by its top edge, or is set down on the door's handle (x 0.44-0.48)."""
         s = self.state()
         others = [b.pos for c, b in s.blocks.items() if c != exclude]
         best, best_d = None, -1.0
-        for x in (0.37, 0.45):
+        for x in (0.34, 0.40):
             for y in np.linspace(-0.28, 0.28, 15):
                 d = min(math.hypot(x - o[0], y - o[1]) for o in others)
                 if d > best_d:

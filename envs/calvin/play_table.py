@@ -12,8 +12,15 @@ Observation (a dict, CALVIN's layout):
 Action, float32 [7] in [-1, 1]: CALVIN's relative action: tcp position change (x 0.02 m at 1), tcp
 orientation change (world-frame rotation vector, 0.05 rad per axis at 1) and the gripper (> 0 open,
 <= 0 close). The new tcp target is the current tcp pose moved by the action, kept inside a workspace
-box; inverse kinematics (pybullet's null-space IK within the joint limits, around the current posture)
-turns it into arm joint targets for position control. 30 Hz control: 8 physics steps of 1/240 s per env step.
+box. The controller reaches it within the step: inverse kinematics (pybullet's, within the joint
+limits, iterated to a 1e-5 m residual) gives the arm's joint targets, plus a step along the arm's
+self-motion (the Jacobian's null vector) towards a rest posture facing the target, so that the
+redundant elbow swing does not drift over a long chain; position control at CALVIN's 200 N m per
+joint follows a ramp from the current joints to those targets over the step's 8 physics steps
+(1/240 s each: 30 Hz control), with the ramp's velocity as the motors' target velocity. On the 2-core
+VM (benchmarks/calvin_tracking.py) a step ends 0.3 mm from its target on average in free space; the
+earlier controller (one IK solve, the Panda's rated torques, position control towards the end point
+only) ended 11 mm from it, having covered 55% of the motion asked.
 
 Renderer (``renderer``): ``tiny`` is pybullet's software TinyRenderer (any CPU, the default);
 ``egl`` loads pybullet's eglRenderer plugin and renders with the GPU's OpenGL (a GPU machine; the
@@ -57,11 +64,23 @@ MAX_REL_POS = 0.02  # metres per step at |action| = 1 (CALVIN's scale)
 MAX_REL_ORN = 0.05  # radians per step at |action| = 1
 # The Panda's home posture: gripper pointing down above the middle of the desk.
 HOME_JOINTS = (0.0, -0.30, 0.0, -2.25, 0.0, 1.95, 0.785)
-ARM_FORCES = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)
+# CALVIN's joint force limit (N m) for every arm joint, so that position control keeps the posture
+# against contacts and reaches the step's joint targets (the Panda's rated 87/12 N m let the wrist
+# lag by up to half a step and the arm be pushed back by the door).
+ARM_FORCES = (200.0,) * 7
 FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
 TCP_LINK = 11  # panda_grasptarget, between the fingertips
-IK_ITERATIONS = 50
+# Inverse kinematics: iterations and residual (m) so that the joint targets put the tcp on the step's
+# target (50 iterations at 1e-4 left up to 2 mm at 15 cm; the steps ask for 3.5 cm at most).
+IK_ITERATIONS = 100
+IK_RESIDUAL = 1e-5
+# Position control: the gain on the position error (per physics step) on top of the ramp's velocity.
+POSITION_GAIN = 0.3
+# Posture: each step moves the arm along its self-motion by REST_PULL of the way towards the rest
+# posture (at most REST_STEP rad), so that the redundant elbow swing does not accumulate over a chain.
+REST_PULL = 0.2
+REST_STEP = 0.05
 HAND_LINK = 8
 FINGER_LINKS = (9, 10)
 WORKSPACE_LOW = (0.10, -0.58, -0.14)
@@ -146,7 +165,6 @@ class CalvinPlayTableEnv(gym.Env):
         self._lower = [i[8] for i in info] + [0.0, 0.0]
         self._upper = [i[9] for i in info] + [FINGER_OPEN, FINGER_OPEN]
         self._ranges = [u - lo for lo, u in zip(self._lower, self._upper)]
-        self._rest = list(HOME_JOINTS) + [FINGER_OPEN, FINGER_OPEN]
         self._ws_low, self._ws_high = np.array(WORKSPACE_LOW), np.array(WORKSPACE_HIGH)
         self._substeps = PHYSICS_HZ // CONTROL_HZ
         self._static_view = p.computeViewMatrix(STATIC_EYE, STATIC_TARGET, [0, 0, 1])
@@ -316,7 +334,7 @@ class CalvinPlayTableEnv(gym.Env):
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action must be finite, got {action}")
         action = np.clip(action, -1.0, 1.0)
-        p, c = self.p, self.client
+        p = self.p
         pos, orn = self._tcp()
         target = np.clip(np.asarray(pos) + action[:3] * MAX_REL_POS, self._ws_low, self._ws_high)
         rotvec = action[3:6] * MAX_REL_ORN
@@ -325,19 +343,9 @@ class CalvinPlayTableEnv(gym.Env):
             delta = p.getQuaternionFromAxisAngle((rotvec / angle).tolist(), angle)
             _, orn = p.multiplyTransforms([0, 0, 0], delta, [0, 0, 0], orn)
         self._gripper_action = 1.0 if action[6] > 0 else -1.0
-        # Null-space IK within the joint limits, its rest pose the current posture: the home posture as
-        # the rest pose pulls the solution away from the target orientation at the compartment's far
-        # corners, and no null-space term at all lets the posture drift into the joint limits.
-        current = [s[0] for s in p.getJointStates(self.robot, self.arm_joints + list(FINGER_LINKS),
-                                                  physicsClientId=c)]
-        joints = p.calculateInverseKinematics(
-            self.robot, TCP_LINK, target.tolist(), orn, lowerLimits=self._lower, upperLimits=self._upper,
-            jointRanges=self._ranges, restPoses=current, maxNumIterations=IK_ITERATIONS,
-            residualThreshold=1e-4, physicsClientId=c)
-        self._set_arm_targets(list(joints[:7]), FINGER_OPEN if self._gripper_action > 0 else 0.0)
-        for _ in range(self._substeps):
-            p.stepSimulation(physicsClientId=c)
-            self._update_lights()
+        current = self._arm_positions()
+        joints = self._solve_ik(target.tolist(), orn, current)
+        self._drive_arm(current, joints, FINGER_OPEN if self._gripper_action > 0 else 0.0)
         state = self.scene_state()
         if self.task is not None:
             success = is_completed(self.task, self.start_state, state)
@@ -348,6 +356,61 @@ class CalvinPlayTableEnv(gym.Env):
         terminated = bool(success and self.config.terminate_on_success)
         info = {"success": success, "completed": completed, "task": self.task}
         return self._observation(state), float(success), terminated, False, info
+
+    def _arm_positions(self) -> list[float]:
+        """The arm's 7 joint positions and the two fingers'."""
+        states = self.p.getJointStates(self.robot, self.arm_joints + list(FINGER_LINKS), physicsClientId=self.client)
+        return [s[0] for s in states]
+
+    def _solve_ik(self, pos, orn, current: list[float]) -> list[float]:
+        """Arm joint targets that put the tcp at (pos, orn), moved along the arm's self-motion towards
+        the rest posture. pybullet's null-space IK keeps the current posture (its rest-pose term
+        stops acting once the residual is reached, so it cannot hold a posture), and that posture
+        drifts over a chain; the self-motion step moves no tcp coordinate to first order (the tracking
+        test bounds what remains)."""
+        joints = self.p.calculateInverseKinematics(
+            self.robot, TCP_LINK, pos, orn, lowerLimits=self._lower, upperLimits=self._upper,
+            jointRanges=self._ranges, restPoses=list(current), maxNumIterations=IK_ITERATIONS,
+            residualThreshold=IK_RESIDUAL, physicsClientId=self.client)
+        q = np.asarray(joints[:7])
+        n = self._self_motion(current)
+        # The rest posture: the home posture turned about the base to face the target, so that the
+        # forearm reaches along the line to the hand (not past a door edge beside it); the last joint
+        # is set by the gripper's yaw and does not count.
+        rest = np.asarray(HOME_JOINTS)
+        rest[0] = math.atan2(pos[1], pos[0])
+        w = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+        alpha = -REST_PULL * float(n @ (w * (q - rest))) / float(n @ (w * n))
+        return (q + float(np.clip(alpha, -REST_STEP, REST_STEP)) * n).tolist()
+
+    def _self_motion(self, current: list[float]) -> np.ndarray:
+        """The unit joint direction that moves the tcp pose not at all (to first order): for a 6-D pose
+        the 7-joint arm has one, the elbow's swing about the shoulder-wrist line; the Jacobian's null
+        vector at the current posture."""
+        zeros = [0.0] * len(current)
+        lin, ang = self.p.calculateJacobian(self.robot, TCP_LINK, [0, 0, 0], list(current), zeros, zeros,
+                                            physicsClientId=self.client)
+        jac = np.vstack([np.asarray(lin)[:, :7], np.asarray(ang)[:, :7]])
+        return np.linalg.svd(jac)[2][-1]
+
+    def _drive_arm(self, current: list[float], joints: list[float], finger: float) -> None:
+        """Run the control period's physics steps with the arm's position targets on a ramp from the
+        current posture to `joints` and the ramp's velocity as the motors' target velocity: position
+        control towards the end point alone covers only part of the way in 1/30 s (at pybullet's gain,
+        about 55%) and a higher gain overshoots."""
+        p, c, n = self.p, self.client, self._substeps
+        q0, q1 = np.asarray(current[:7]), np.asarray(joints)
+        velocity = ((q1 - q0) * (PHYSICS_HZ / n)).tolist()
+        p.setJointMotorControlArray(self.robot, list(FINGER_LINKS), p.POSITION_CONTROL,
+                                    targetPositions=[finger, finger], forces=[FINGER_FORCE] * 2, physicsClientId=c)
+        for i in range(n):
+            # The ramp's point at the start of the physics step: the motor's target velocity then ends
+            # the step on the ramp's next point.
+            p.setJointMotorControlArray(self.robot, self.arm_joints, p.POSITION_CONTROL,
+                                        targetPositions=(q0 + (q1 - q0) * i / n).tolist(), targetVelocities=velocity,
+                                        forces=ARM_FORCES, positionGains=[POSITION_GAIN] * 7, physicsClientId=c)
+            p.stepSimulation(physicsClientId=c)
+            self._update_lights()
 
     def _set_arm_targets(self, joints: list[float], finger: float) -> None:
         p, c = self.p, self.client

@@ -145,6 +145,14 @@ def test_env_speed_benchmark_calvin_play_table():
     assert plausible(rows[(False, 1)]["steps_per_s"], rows[(True, 1)]["steps_per_s"], 1e9), result
 
 
+def test_calvin_tracking_benchmark_reports_the_controller_figures():
+    pytest.importorskip("pybullet")
+    result = run_script("benchmarks/calvin_tracking.py", "--waypoints", "2")
+    assert result["scene"] == "D" and result["steps"] > 10
+    # The share of the asked motion achieved: 0.99 measured (the suite's tracking test bounds it closer).
+    assert plausible(result["ratio"], 0.9, 1.1) and plausible(result["error_mm"], 0.0, 3.0), result
+
+
 def test_snapshot_stall_benchmark_compares_inline_and_background_snapshots(tmp_path):
     result = run_script("benchmarks/snapshot_stall.py", "--mb", "20", "--dir", str(tmp_path))
     assert set(result["results"]) == {"inline", "background"}

@@ -102,9 +102,41 @@ def test_action_moves_the_tcp_by_its_scale(env):
     y0 = obs["robot_obs"][1]
     for _ in range(10):
         obs, *_ = env.step(np.array([0, 0.5, 0, 0, 0, 0, 1], np.float32))
-    # 10 steps x 1 cm commanded; each step's target is the tcp's pose plus the action, and position
-    # control covers part of it within the step, so the tcp moves less, never more.
-    assert 0.03 < obs["robot_obs"][1] - y0 <= 0.105
+    # 10 steps x 1 cm commanded: the controller reaches each step's target within the step (the earlier
+    # one covered about 55% of every step, so 10 steps moved the tcp 5-6 cm).
+    assert 0.097 < obs["robot_obs"][1] - y0 <= 0.1005
+
+
+def test_controller_reaches_the_asked_tcp_motion(env):
+    from envs.calvin.tracking import tracking_walk
+    out = tracking_walk(env, waypoints=8)
+    assert out["steps"] > 60 and out["asked_mm"] > 15
+    # Measured on the 2-core VM (benchmarks/calvin_tracking.py, 40 waypoints): 0.28 mm mean error, ratio
+    # 0.993, 0.5 mrad; the earlier controller: 10.4 mm, 0.55, 20.8 mrad.
+    assert out["error_mm"] < 1.0 and out["error_p95_mm"] < 3.0
+    assert out["ratio"] > 0.97 and out["ratio_p5"] > 0.9
+    assert out["orn_error_mrad"] < 3.0
+
+
+def test_posture_returns_from_an_elbow_swing_without_moving_the_tcp(env):
+    env.reset(seed=2)
+    p = env.p
+    tcp0 = np.asarray(env._tcp()[0])
+    # Swing the elbow 0.4 rad along the self-motion (the tcp stays put): the posture a long chain drifts to.
+    for _ in range(20):
+        q = env._arm_positions()
+        n = env._self_motion(q)
+        n = n if n[0] > 0 else -n
+        for j in range(7):
+            p.resetJointState(env.robot, j, q[j] + 0.02 * n[j], 0.0, physicsClientId=env.client)
+    swung = np.asarray(env._arm_positions()[:7])
+    assert abs(swung[0]) > 0.2 and np.linalg.norm(np.asarray(env._tcp()[0]) - tcp0) < 0.003
+    for _ in range(30):
+        env.step(np.array([0, 0, 0, 0, 0, 0, 1], np.float32))
+    q = np.asarray(env._arm_positions()[:7])
+    # Back to the home posture's base turn (facing the tcp, straight ahead) and no tcp motion on the way.
+    assert abs(q[0]) < 0.2 * abs(swung[0])
+    assert np.linalg.norm(np.asarray(env._tcp()[0]) - tcp0) < 0.003
 
 
 def test_bad_input_is_refused(env):
@@ -236,7 +268,8 @@ def test_summarise():
 # (lift, rotate, push into drawer) in at least 2 of 3, the block push in at least 1 (benchmarks/calvin_expert.py
 # measures all 34 over more).
 @pytest.mark.parametrize("task,need", [("turn_on_led", 3), ("open_drawer", 3), ("turn_on_lightbulb", 3),
-                                       ("lift_red_block_table", 2), ("rotate_red_block_left", 2),
+                                       ("lift_red_block_table", 2), ("lift_red_block_slider", 2),
+                                       ("rotate_red_block_left", 2),
                                        ("push_into_drawer", 2), ("push_blue_block_left", 1)])
 def test_expert_completes_subtask(env, task, need):
     from core import seeding
@@ -295,6 +328,15 @@ def test_expert_sets_blocks_down_clear_of_the_drawer_blocks(env):
     assert "drawer" in red.on
     y = ScriptedExpert(env)._drawer_free_y("blue")
     assert abs(y - red.pos[1]) > 0.06 and abs(y - env.variant.drawer_y) <= 0.09 + 1e-9
+
+
+def test_expert_sets_an_unstacked_block_down_clear_of_the_door(env):
+    env.reset(seed=6, options={"start": StartSpec(door="left")})
+    x, y = ScriptedExpert(env)._free_table_spot("red")
+    # In the band the blocks start in: farther out the carried block meets the door's top edge and handle.
+    assert 0.34 <= x <= 0.40 and x < S.DOOR_HANDLE["x"][0] - 0.03
+    others = [b.pos for c, b in env.scene_state().blocks.items() if c != "red"]
+    assert min(math.hypot(x - o[0], y - o[1]) for o in others) > 0.08
 
 
 def test_expert_holds_still_when_the_scene_does_not_allow_its_subtask(env):
