@@ -166,6 +166,7 @@ class Monitor:
         self.counters: dict[str, dict] = {}  # sender -> its newest counters
         self.scalars: dict[str, float] = {}
         self.episodes: collections.deque = collections.deque(maxlen=100)
+        self.unwritten = False  # reports arrived since the last periodic row (close() writes them out)
         self.evals: list[dict] = []
         self.final_eval: dict | None = None
         self.device: dict[str, str] = {}
@@ -234,6 +235,7 @@ class Monitor:
 
     def _on_report(self, msg: protocol.Message) -> None:
         meta = {k: msg.meta[k] for k in KEPT_FIELDS if k in msg.meta}  # what report_problem checked, nothing more
+        self.unwritten = True
         self.reports[msg.sender] = meta
         if meta.get("counters"):
             self.counters[msg.sender] = meta["counters"]
@@ -267,6 +269,7 @@ class Monitor:
             row.update(extra)
         else:
             self._last_row = (now, self.env_steps, self.updates)
+            self.unwritten = False
         if self.disk_full is None:
             try:
                 self.sinks.write(row)
@@ -323,6 +326,8 @@ class Monitor:
         return out
 
     def close(self, summary: dict) -> None:
+        if self.unwritten:  # the last reports (final counters, the last episodes) get their row too
+            self._write_row(time.time())
         try:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=repr))
         except OSError as e:
