@@ -69,7 +69,8 @@ def tree_size(root: Path) -> int:
     """Bytes of the working tree that travels with every call: tracked and untracked-but-not-ignored files."""
     out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                          capture_output=True, check=True).stdout
-    return sum((root / p).stat().st_size for p in out.decode().split("\0") if p and (root / p).is_file())
+    listed = sum((root / p).stat().st_size for p in out.decode().split("\0") if p and (root / p).is_file())
+    return listed + (folder_size(root / "shared") if not (root / "shared").is_symlink() else 0)  # travels, ignored or not
 
 
 def folder_size(path: Path) -> int:
@@ -147,7 +148,8 @@ def layout(cache: Path, root: Path, base: list[str]) -> None:
     for call, content in enumerate(bins, start=1):
         for item, _ in content:
             if ".part-" in item:
-                holders[item.split(".part-")[0]].append(f"{PREFIX}{call}")
+                if f"{PREFIX}{call}" not in holders[item.split(".part-")[0]]:
+                    holders[item.split(".part-")[0]].append(f"{PREFIX}{call}")
     whole_sums = {name: sha256(cache / "payload" / name) for name in cuts}
 
     print(f"working tree that travels with every call: {tree / MIB:.1f} MiB")
@@ -208,6 +210,8 @@ def requires(cache: Path, root: Path) -> int:
             if PROVIDED_AS.get(name, name) not in have:
                 print(f"{wheel.name}: needs {req}, which neither the machine nor the bundle has")
                 uncovered += 1
+            elif "[" in req.split(";")[0]:
+                print(f"{wheel.name}: needs {req}; {name} is there, the needs of the extra are not checked")
     print(f"{uncovered} requirements not met there (the import trace, `trace`, says which of them are loaded)")
     return uncovered
 
@@ -236,12 +240,20 @@ def trace(modules: list[str], step: str | None, root: Path) -> int:
         path = getattr(sys.modules[name], "__file__", None)
         if path and os.path.realpath(path) in owner:
             loaded.setdefault(owner[os.path.realpath(path)], []).append(name)
-    have = provided(root)
+    sources = [("on the machine", read_names(HERE / "device_packages.txt")),
+               ("in .whl", {wheel_name(p) for p in (root / ".whl").glob("*.whl")}),
+               ("in the bundle", read_names(HERE / "device_bundle.txt")), ("the project", {"zarl"})]
     missing = 0
     for (dist, version), names in sorted(loaded.items(), key=lambda kv: kv[0][0].lower()):
-        there = PROVIDED_AS.get(normalise(dist), normalise(dist)) in have or normalise(dist) == "zarl"
-        missing += not there
-        print(f"{dist} {version}: {len(names)} modules, {'there' if there else 'NOT THERE'}")
+        key = PROVIDED_AS.get(normalise(dist), normalise(dist))
+        where = next((label for label, names_there in sources if key in names_there), None)
+        if where is None:
+            missing += 1
+            # Who asked for it here: a newer version of a package the machine has may need what its own does not.
+            wanted_by = sorted(d for d, _ in loaded if any(normalise(re.split(r"[ ;<>=!~\[(]", r)[0]) == key
+                                                            for r in md.requires(d) or []))
+            where = f"NOT THERE (needed here by {', '.join(wanted_by) or 'nothing listed'})"
+        print(f"{dist} {version}: {len(names)} modules, {where}")
     print(f"{len(loaded)} distributions loaded, {missing} of them not on the machine nor in the bundle")
     return missing
 

@@ -64,6 +64,8 @@ if [ "${PYBULLET:-0}" = 1 ] && [ -n "$sdist" ] && [ ! -e "$B/done/pybullet" ] &&
     cxx=$(command -v c++ || command -v g++ || true)
     if [ -z "$cxx" ]; then
         say "pybullet cannot be built here: no C++ compiler (c++ or g++) on the PATH"
+    elif ! python3 -c "import setuptools" 2>/dev/null; then
+        say "pybullet cannot be built here: python3 has no setuptools (its setup.py needs it)"
     else
         # pip wheel without build isolation: the build needs only setuptools (and numpy, for its numpy
         # support), which the machine has; isolation would try to download them. setup.py compiles with
@@ -98,11 +100,11 @@ else
     say "mani_skill + sapien not yet here: $( [ -e "$SITE/mani_skill" ] || printf 'mani-skill '; [ -e "$SITE/sapien" ] || printf 'sapien ')still to come"
 fi
 if [ -e "$B/done/pybullet" ]; then check pybullet "import pybullet, pybullet_data; print('pybullet', pybullet.getAPIVersion())"
-elif [ -e "$B/pybullet.building" ]; then say "pybullet building: $(grep -c -E 'gcc|g\+\+|c\+\+' "$B/pybullet_build.log" 2>/dev/null) compile lines so far"
-elif [ -n "$sdist" ]; then say "pybullet source here, not built$( [ -s "$B/pybullet_build.log" ] && echo " (the last build failed: $(tail -n 1 "$B/pybullet_build.log"))" ); PYBULLET=1 builds it"
+elif [ -e "$B/pybullet.building" ]; then say "pybullet building for $(( $(date +%s) - $(stat -c %Y "$B/pybullet.building") )) s (log $B/pybullet_build.log)"
+elif [ -n "$sdist" ]; then say "pybullet source here, not built$( [ -s "$B/pybullet_build.log" ] && echo " (the last build failed: $(grep -v '^[[:space:]]*$' "$B/pybullet_build.log" | tail -n 1))" ); PYBULLET=1 builds it"
 else say "pybullet source not yet here"; fi
 if [ -e "$B/done/gsplat-cuda" ]; then check "gsplat (CUDA built)" "import gsplat; print('gsplat', gsplat.__version__)"
-elif [ -e "$B/gsplat.building" ]; then say "gsplat CUDA extension building (log $B/gsplat_build.log)"
-elif [ -e "$SITE/gsplat" ]; then say "gsplat installed, CUDA extension not built$( [ -s "$B/gsplat_build.log" ] && echo " (the last build failed: $(grep -v -i warn "$B/gsplat_build.log" | tail -n 1))" ); GSPLAT=1 builds it"
+elif [ -e "$B/gsplat.building" ]; then say "gsplat CUDA extension building for $(( $(date +%s) - $(stat -c %Y "$B/gsplat.building") )) s (log $B/gsplat_build.log)"
+elif [ -e "$SITE/gsplat" ]; then say "gsplat installed, CUDA extension not built$( [ -s "$B/gsplat_build.log" ] && echo " (the last build failed: $(grep -v -i -e warn -e '^[[:space:]]*$' "$B/gsplat_build.log" | tail -n 1))" ); GSPLAT=1 builds it"
 else say "gsplat not yet here"; fi
 exit 0
