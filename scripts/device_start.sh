@@ -4,8 +4,7 @@
 # scripts/device_job.sh there, detached, with its deadline DEADLINE_IN seconds from now (VARIANTS=FILE: a lever
 # screening's queue of runs, see device_job.sh). Then poll with scripts/device_poll.sh.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+bash scripts/device_install.sh || exit 1  # the wheels and GL libraries (and any .dev_* parts of the bundle)
 rm -rf /tmp/zarl && cp -a .gpu /tmp/zarl || exit 1
 mkdir -p /tmp/job && { [ -z "${VARIANTS:-}" ] || cp "$VARIANTS" /tmp/job/variants; } && echo $(( $(date +%s) + ${DEADLINE_IN:-1500} )) > /tmp/job/deadline
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv > /tmp/job/gpu_info.csv 2>&1
