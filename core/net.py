@@ -36,8 +36,8 @@ def _ephemeral_ports() -> range:
         return range(32768, 61000)  # Linux's default
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the launcher assigns them before starting roles).
+def free_tcp_port(host: str = "127.0.0.1", exclude: frozenset | set = frozenset()) -> int:
+    """A port that was free a moment ago (the launcher assigns them before starting roles), not in `exclude`.
 
     Chosen at random outside the ephemeral range: every outgoing connection, ZeroMQ's reconnect attempts to
     a peer that is gone among them, takes a source port from that range, so a port the kernel hands out
@@ -49,6 +49,8 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.choice(candidates)
+        if port in exclude:
+            continue  # assigned to another endpoint of this run: free now, but not for long
         with pysocket.socket() as s:
             try:
                 s.bind((host, port))
@@ -61,9 +63,13 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 
 
 def assign_ports(cfg: DictConfig) -> None:
+    """A distinct free port for every endpoint without one (a port checked free is not held, so two endpoints
+    could otherwise draw the same one: their roles' second bind then fails with "Address already in use")."""
+    taken = {int(p) for p in cfg.network.ports.values()}
     for name in ENDPOINT_OWNERS:
         if name not in cfg.network.ports:
-            cfg.network.ports[name] = free_tcp_port()
+            cfg.network.ports[name] = free_tcp_port(exclude=taken)
+            taken.add(int(cfg.network.ports[name]))
 
 
 IPC_PATH_MAX = 100  # AF_UNIX socket paths hold at most 107 bytes

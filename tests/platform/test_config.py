@@ -99,3 +99,19 @@ def test_reading_a_config_imports_no_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=repo)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_endpoint_of_a_run_gets_its_own_port():
+    """A port checked free is not held: without the exclusion two endpoints could draw the same one."""
+    from core.net import assign_ports, free_tcp_port
+    from launch.run_config import load_config
+
+    cfg = load_config("pendulum_sac_mlp", [])
+    for _ in range(20):
+        cfg.network.ports = {}
+        assign_ports(cfg)
+        ports = list(cfg.network.ports.values())
+        assert len(set(ports)) == len(ports)
+    taken = {free_tcp_port() for _ in range(5)}
+    assert all(free_tcp_port(exclude=taken) not in taken for _ in range(50))
+
