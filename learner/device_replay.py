@@ -185,4 +185,4 @@ def _tensor(array, device: torch.device) -> torch.Tensor:
 
 
 def _expect(name: str, array, shape: tuple, dtype: str) -> None:
-    expect_array(name, array, shape, dtype, error=RowsError, holder="rows reply")
+    expect_array(name, array, shape, dtype, error=RowsError, holder="rows reply", types=(np.ndarray, torch.Tensor))

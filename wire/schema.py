@@ -196,10 +196,10 @@ def _finite_as_stored(array: np.ndarray) -> bool:
 
 
 def expect_array(name: str, array, shape: tuple, dtype: str, error: type[Exception] = ChunkError,
-                 holder: str = "chunk") -> None:
-    """Raise ``error`` unless ``array`` has exactly ``shape`` and ``dtype``: a numpy array, or anything with
-    a shape and a dtype named the same way (a torch tensor: torch.uint8 is "uint8")."""
-    if array is None or not hasattr(array, "shape") or not hasattr(array, "dtype"):
+                 holder: str = "chunk", types: tuple = (np.ndarray,)) -> None:
+    """Raise ``error`` unless ``array`` is one of ``types`` with exactly ``shape`` and ``dtype`` (a torch
+    tensor's dtype is named the same way: torch.uint8 is "uint8")."""
+    if not isinstance(array, types):
         raise error(f"{holder} lacks array '{name}'")
     got = str(array.dtype).removeprefix("torch.")
     if tuple(array.shape) != tuple(shape) or got != np.dtype(dtype).name:
