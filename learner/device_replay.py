@@ -22,6 +22,8 @@ replay.rows_max_mb per reply, and the updates in between sample from what has ar
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -145,7 +147,7 @@ class DeviceReplay:
             raise RowsError(f"the buffer's observations {sorted(spec.obs)} lack the camera(s) {missing} whose feature "
                             "maps this copy keeps")
         frames = {k: v for k, v in spec.obs.items() if k not in self.map_shapes}
-        frame_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in frames.values())
+        frame_bytes = dataclasses.replace(spec, obs=frames).obs_bytes()
         map_bytes = sum(int(np.prod(s)) * 4 * self.shifts for s in self.map_shapes.values())
         need = (frame_bytes + map_bytes) * obs_capacity + ReplayBuffer.step_bytes(spec) * capacity
         if self.device.type == "cuda":
