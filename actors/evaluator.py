@@ -18,18 +18,9 @@ from core import seeding
 from core.config import EnvConfig, RunConfig
 from core.devices import actor_device
 from core.net import endpoint
-from core.roles import Policy, acts_in_chunks
+from core.roles import Policy, acts_in_chunks, per_step_actions
 from envs import make_vector_env
 from wire.runtime import RoleRuntime
-
-
-def _env_steps(policy, action: np.ndarray) -> list[np.ndarray]:
-    """The env actions of one decision: the action itself, or for a policy that acts in chunks (a VLA's
-    [B, C, A]) its C actions in turn."""
-    if not acts_in_chunks(policy):
-        return [action]
-    action = np.asarray(action)
-    return [action[:, c] for c in range(action.shape[1])]
 
 
 def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
@@ -41,7 +32,8 @@ def run_episodes(env, policy, episodes: int, seed, deterministic: bool = True,
     done_count = np.zeros(env.num_envs, int)
     returns, lengths, successes, frames = [], [], [], []
     while np.any(done_count < per_env):
-        for action in _env_steps(policy, policy.act(obs, deterministic=deterministic)):
+        decision = policy.act(obs, deterministic=deterministic)
+        for action in (per_step_actions(np.asarray(decision)) if acts_in_chunks(policy) else [decision]):
             if record_key is not None and done_count[0] == 0 and isinstance(obs, dict) and record_key in obs:
                 frames.append(np.asarray(obs[record_key][0]).copy())
             obs, _, _, _, info = env.step(action)

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from core import seeding
 from core.devices import actor_device
+from core.roles import per_step_actions
 
 Act = Callable[[object], np.ndarray]  # observations -> actions [B, C, A] (or [B, A])
 
@@ -56,8 +57,8 @@ def run_seeded_episodes(env, act: Act, seeds: list[int]) -> dict:
             actions = np.asarray(act(obs))
             if actions.ndim == 2:
                 actions = actions[:, None]
-            for c in range(actions.shape[1]):
-                obs, _, _, _, info = env.step(actions[:, c])
+            for action in per_step_actions(actions):
+                obs, _, _, _, info = env.step(action)
                 simulated += n
                 live = ~done
                 success |= live & np.asarray(info["success"], bool)

@@ -32,15 +32,21 @@ class Env(abc.ABC):
     @abc.abstractmethod
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]: ...
 
-    @abc.abstractmethod
-    def chunk_step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    def chunk_step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         """Run C actions per env: ``actions[B, C, A]``, action c of row b applied at env b's c-th step.
 
         Returns (obs, rewards[B, C], terminations[B, C], truncations[B, C], infos): obs after the last of
         the C steps, and infos as a list of C dicts, one per step, each what ``step`` returns as its infos.
         An env that finishes inside the chunk resets at once and goes on with the chunk's next action;
         the final observation of its episode is in that step's ``infos[c]["final_obs"]``.
+        This default makes C calls of ``step``; an env that makes a chunk in one pass (a world model) overrides it.
         """
+        if getattr(actions, "ndim", 0) < 2 or actions.shape[0] != self.num_envs:
+            raise ValueError(f"chunk_step expects actions[B={self.num_envs}, C, ...], got shape "
+                             f"{tuple(getattr(actions, 'shape', ()))}")
+        steps = [self.step(a) for a in per_step_actions(actions)]
+        return (steps[-1][0], np.stack([s[1] for s in steps], 1), np.stack([s[2] for s in steps], 1),
+                np.stack([s[3] for s in steps], 1), [s[4] for s in steps])
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -60,6 +66,11 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def load_weights(self, weights: Arrays) -> None: ...
+
+
+def per_step_actions(chunk: Any) -> list:
+    """The env actions of one decision's chunk ``[B, C, A]``, in the order the env takes them: C arrays [B, A]."""
+    return [chunk[:, c] for c in range(chunk.shape[1])]
 
 
 def acts_in_chunks(policy) -> bool:

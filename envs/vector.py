@@ -113,19 +113,6 @@ class SyncVectorEnv(Env):
                  else tree.map(np.zeros_like, self._obs)}
         return self._obs, rewards, terminated, truncated, infos
 
-    def chunk_step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-        """Run C actions per env (actions[B, C, A]); returns obs after the last step, rewards/terminations/
-        truncations [B, C] and the per-step infos (auto-reset happens inside, final obs kept in each info)."""
-        actions = np.asarray(actions)
-        if actions.ndim < 2 or actions.shape[0] != self.num_envs:
-            raise ValueError(f"chunk_step expects actions[B={self.num_envs}, C, ...], got shape {actions.shape}")
-        steps = [self.step(actions[:, c]) for c in range(actions.shape[1])]
-        obs = steps[-1][0]
-        rewards = np.stack([s[1] for s in steps], axis=1)
-        terminated = np.stack([s[2] for s in steps], axis=1)
-        truncated = np.stack([s[3] for s in steps], axis=1)
-        return obs, rewards, terminated, truncated, [s[4] for s in steps]
-
     def close(self) -> None:
         for env in self.envs:
             env.close()

@@ -401,14 +401,6 @@ class ManiSkillVectorEnv(Env):
             infos["instruction"] = self.instructions()
         return self._out(obs), to_host(reward).astype(np.float32), to_host(terminated), to_host(truncated), infos
 
-    def chunk_step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-        """C actions per env (actions[B, C, A]); see core.roles.Env.chunk_step."""
-        if actions.ndim < 2 or actions.shape[0] != self.num_envs:
-            raise ValueError(f"chunk_step expects actions[B={self.num_envs}, C, ...], got shape {tuple(actions.shape)}")
-        steps = [self.step(actions[:, c]) for c in range(actions.shape[1])]
-        return (steps[-1][0], np.stack([s[1] for s in steps], 1), np.stack([s[2] for s in steps], 1),
-                np.stack([s[3] for s in steps], 1), [s[4] for s in steps])
-
     def close(self) -> None:
         for env in getattr(self, "blocks", []):
             env.close()
