@@ -38,7 +38,7 @@ class SACConfig:
     # feature maps instead of the frame, computed once when the frame arrives, so no update runs the backbone
     # (learner/device_replay.py). Needs a frozen backbone. A shift cannot be applied to maps, so with augment_pad
     # > 0 the copy keeps the maps of `stored_shifts` randomly shifted copies of each frame (that many times the
-    # memory) and each use draws one of them.
+    # memory) and each use draws one of them. With learner.batch_source=auto on a CPU (no copy) it is off.
     stored_features: bool = False
     stored_shifts: int = 4
     # GPU speed switches; both keep the update's math, and neither does anything on a CPU.

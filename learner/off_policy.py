@@ -64,11 +64,14 @@ class OffPolicyLearner(Learner):
         source = cfg.learner.batch_source
         if source == "auto":
             source = "device" if self.device.type == "cuda" else "service"
-        if sac_cfg.stored_features and source != "device":
-            raise ValueError("sac.stored_features=true needs the learner's copy of the buffer, and "
-                             f"learner.batch_source=auto chose the replay service's batches on {self.device}: "
-                             "set learner.batch_source=device")
-        encoder = self.agent.encoder if sac_cfg.stored_features else None
+        # The maps live in the learner's copy of the buffer; where batch_source=auto picks the service's batches
+        # (a CPU learner) the frames are kept and shifted afresh each time instead (the config check refuses an
+        # explicit batch_source=service).
+        stored = sac_cfg.stored_features and source == "device"
+        if sac_cfg.stored_features and not stored:
+            self.log.info(f"sac.stored_features is off here: on {self.device} the batches come from the replay "
+                          "service, which keeps frames")
+        encoder = self.agent.encoder if stored else None
         shifts = sac_cfg.stored_shifts if encoder is not None and sac_cfg.augment_pad > 0 else 1
         self.copy = DeviceReplay(self.device, seeding.seed_of(cfg.runner.seed, "replay_sample"), encoder=encoder,
                                  shift_pad=sac_cfg.augment_pad if encoder is not None else 0, shifts=shifts) \
