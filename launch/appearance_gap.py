@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--num-envs", type=int, default=2)
     parser.add_argument("--out", default="docs/results/gs_appearance_gap")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (env.kwargs.gaussian_assets=DIR, ...)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the overrides may come before or after the options
     from core.config import ConfigError
     from launch.run_config import load_config, typed
 
@@ -138,9 +138,10 @@ def main(argv: list[str]) -> int:
         trained = parse_trained(args.trained)
         if args.episodes < 1 or args.num_envs < 1:
             raise ValueError("--episodes and --num-envs must be >= 1")
-        cfg = typed(load_config(args.config, args.overrides))
-        if "vla" not in cfg:
-            raise ConfigError(f"config '{args.config}' uses algo={cfg.algo}, not a VLA pipeline")
+        raw = load_config(args.config, args.overrides)
+        if "vla" not in raw:
+            raise ConfigError(f"config '{args.config}' uses algo={raw.algo}, not a VLA pipeline")
+        cfg = typed(raw)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -141,3 +141,14 @@ def test_gpu_script_parses_and_its_configs_load(tiny_gs_assets):
     load_config("gs_sft_pi05", gs(tiny_gs_assets[0], *sizes, "sft.record_episodes=200"))
     load_config("gs_ppo_pi05", gs(tiny_gs_assets[0], *sizes, "env.num_envs=64", "ppo.epochs=4", "runner.max_wall_s=3600"))
     assert INSTRUCTION == config("gs_ppo_pi05").vla.instruction
+
+
+def test_gap_command_line_refuses_bad_arguments():
+    from launch.appearance_gap import main, parse_trained
+
+    assert parse_trained(["gaussians=/a", "simulator=/b"]) == {"gaussians": "/a", "simulator": "/b"}
+    # overrides before and after the options; a rendering the env does not have is refused
+    assert main(["gs_ppo_pi05", "env.max_episode_steps=5", "--trained", "photos=/a", "--episodes", "2"]) == 2
+    assert main(["gs_ppo_pi05", "--trained", "gaussians=/a", "--trained", "gaussians=/b"]) == 2
+    assert main(["gs_ppo_pi05", "--episodes", "2"]) == 2  # nothing to evaluate
+    assert main(["cartpole_ppo_mlp", "--trained", "gaussians=/a"]) == 2  # not a VLA config
