@@ -76,13 +76,14 @@ def pi0_layout(obs_space: Any, state_key: str) -> Pi0Layout:
 
 @dataclass(frozen=True)
 class Pi0PolicyConfig:
+    # the observation entries read: no default, they are the env's (pi0_layout of its observation space)
+    image_keys: tuple[str, ...]
+    state_key: str
     sampler: str = "sde"  # rollouts: "sde" (Flow-SDE) or "noise" (Flow-Noise); evaluation always uses the ODE
     num_steps: int = 5
     noise_level: float = 0.5  # Flow-SDE's a
     action_chunk: int = 5  # actions executed per decision, <= the model's horizon
-    image_keys: tuple[str, ...] = ("rgb_static", "rgb_gripper")
-    state_key: str = "robot_obs"
-    instruction: str = "open the drawer"
+    instruction: str = ""  # when the observation carries none
     train_vlm: bool = False  # False: the prefix is frozen, the expert and heads train
 
     def __post_init__(self):
