@@ -168,6 +168,17 @@ class DemoDataset:
     def __len__(self) -> int:
         return int(self.info["total_frames"])
 
+    def observation_space(self, state_key: str = "state"):
+        """The observation space of the env that recorded the data set, as far as it holds it: each camera (uint8
+        [H, W, 3]) and the state as `state_key` (the env's name for it; the data set calls it observation.state)."""
+        import gymnasium as gym
+
+        features = self.info["features"]
+        spaces = {k.removeprefix("observation.images."): gym.spaces.Box(0, 255, tuple(features[k]["shape"]), np.uint8)
+                  for k in self.cameras}
+        spaces[state_key] = gym.spaces.Box(-np.inf, np.inf, tuple(features["observation.state"]["shape"]), np.float32)
+        return gym.spaces.Dict(spaces)
+
     @property
     def num_episodes(self) -> int:
         return len(self.episodes)

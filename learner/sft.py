@@ -3,8 +3,8 @@ for the token VLAs (OpenVLA, OFT, SmallVLA), the flow-matching loss for pi0 / pi
 
 The data: a demonstration data set in envs/demos.py's layout (recorded first with the expert of
 envs/maniskill/expert.py, or envs/calvin/expert.py on the play table, when the directory does not exist yet).
-A training example is one frame: the camera image at `vla.image_key` (pi0: both play-table cameras and the
-`robot_obs` state), the episode's instruction, and the actions the policy should emit there:
+A training example is one frame: the camera image at `vla.image_key` (pi0: every camera of the data set and
+its state, as `vla.state_key`), the episode's instruction, and the actions the policy should emit there:
 * OpenVLA (autoregressive): the frame's action, 7 tokens;
 * OFT (parallel, chunk C = 8): the frame's action and the next C - 1 of the episode, C x 7 tokens; at the
   episode's end the last action is repeated (the expert holds still after its last step).
@@ -305,8 +305,13 @@ def run_sft(cfg, run_dir: Path, write_row: Callable[[dict, int], None], log) -> 
     # SFT fits the plain action-token distribution; the RL config's temperature / top-k apply when acting
     train_vla = dataclasses.replace(cfg.vla, temperature=1.0, top_k=None)
     seed = seeding.seed_of(cfg.runner.seed, "learner")
-    policy = build_policy(train_vla, str(prepare_learner_device(cfg.learner, seed)), seed)
-    if hasattr(policy, "flow_matching_loss"):  # pi0: both cameras and the state; targets over the model's horizon
+    from envs.demos import DemoDataset
+
+    # the policy reads what the demonstrations hold (pi0: every camera and the state), as the env's observations do
+    space = DemoDataset(demos).observation_space(cfg.vla.state_key) if (demos / "meta" / "info.json").is_file() \
+        else None
+    policy = build_policy(train_vla, str(prepare_learner_device(cfg.learner, seed)), seed, obs_space=space)
+    if hasattr(policy, "flow_matching_loss"):  # pi0: every camera and the state; targets over the model's horizon
         frames = load_frames(demos, policy.cfg.image_keys, policy.model.config.action_horizon, policy.cfg.state_key)
     else:
         frames = load_frames(demos, cfg.vla.image_key, cfg.vla.action_chunk)

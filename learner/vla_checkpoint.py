@@ -12,12 +12,13 @@ from policies.vla.config import VLAConfig
 from policies.vla.saved import SavedVLA, policy_stats, saved_vla
 
 
-def build_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False):
-    """build_vla_policy (policies/vla/build.py) with `vla.init_from`'s weights and statistics, if set."""
+def build_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False, obs_space=None):
+    """build_vla_policy (policies/vla/build.py) with `vla.init_from`'s weights and statistics, if set; `obs_space`:
+    the env's observation space (what a pi0 reads its cameras and state from)."""
     from policies.vla.build import build_vla_policy
 
     saved = load_vla(cfg.init_from) if cfg.init_from else None
-    return build_vla_policy(cfg, device, seed, merge_lora=merge_lora, saved=saved)
+    return build_vla_policy(cfg, device, seed, merge_lora=merge_lora, saved=saved, obs_space=obs_space)
 
 
 def save_vla(policy, vla_cfg: VLAConfig, directory: str | Path, *, label: str, extra: dict | None = None,

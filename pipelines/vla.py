@@ -50,7 +50,8 @@ class _VLAPolicy:
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from learner.vla_checkpoint import build_policy
 
-        return build_policy(cfg.vla, device, seed)  # with vla.init_from's weights, if set
+        # with vla.init_from's weights, if set; a pi0 reads the cameras and state the env's observations hold
+        return build_policy(cfg.vla, device, seed, obs_space=obs_space)
 
 
 class VLAPPOBuilder(_VLAPolicy, PPOBuilder):

@@ -142,3 +142,26 @@ def tiny_world_model_config():
     sizes = dict(image_size=16, ae_widths=[8, 16], latent_channels=4, patch=1, hidden=32, layers=1, heads=2,
                  flow_steps=2, pose_hidden=64, classifier_widths=[8, 16])
     return lambda **changes: WorldModelConfig(**{**sizes, **changes})
+
+
+@pytest.fixture(scope="session")
+def tiny_gs_assets(tmp_path_factory):
+    """ZarlGSPutCubeOnPlate-v0's Gaussian assets at a CPU test size, built once per session by the real pipeline
+    (launch/build_gs_assets.py: SAPIEN capture, back-projected initialisation, 2 fit steps, one scene check):
+    (directory, report). Most of its ~50 s is the CPU Vulkan driver's shader compile, paid once per process."""
+    import torch
+
+    from launch.build_gs_assets import build, load_build_config
+
+    out = tmp_path_factory.mktemp("gs_assets")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny renders run fastest on one thread (tests/envs/test_gaussians.py)
+    try:
+        report = build(load_build_config([f"out={out}", "capture_size=24", "views_per_part=8", "background_views=4",
+                                          "heldout_every=4", "max_points=150", "background_max_points=800",
+                                          "fit.steps=2", "fit.views_per_step=1", "sh_degree=1",
+                                          "camera_size=32", "scene_checks=1", "scene_check_steps=1"]),
+                       log=lambda *_: None)
+    finally:
+        torch.set_num_threads(before)
+    return out, report

@@ -135,6 +135,16 @@ class PlayTableConfig:
         return cls(**kwargs)
 
 
+
+def observation_space(static_size: int, gripper_size: int) -> gym.spaces.Dict:
+    """The play table's observation space (module docstring) with cameras of these sizes."""
+    return gym.spaces.Dict({
+        "rgb_static": gym.spaces.Box(0, 255, (static_size, static_size, 3), np.uint8),
+        "rgb_gripper": gym.spaces.Box(0, 255, (gripper_size, gripper_size, 3), np.uint8),
+        "robot_obs": gym.spaces.Box(-np.inf, np.inf, (ROBOT_OBS_SIZE,), np.float32),
+        "scene_obs": gym.spaces.Box(-np.inf, np.inf, (SCENE_OBS_SIZE,), np.float32),
+    })
+
 class CalvinPlayTableEnv(gym.Env):
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
@@ -174,13 +184,7 @@ class CalvinPlayTableEnv(gym.Env):
         self._black_gripper = np.zeros((self.config.gripper_size, self.config.gripper_size, 3), np.uint8)
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
-        s, g = self.config.static_size, self.config.gripper_size
-        self.observation_space = gym.spaces.Dict({
-            "rgb_static": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
-            "rgb_gripper": gym.spaces.Box(0, 255, (g, g, 3), np.uint8),
-            "robot_obs": gym.spaces.Box(-np.inf, np.inf, (ROBOT_OBS_SIZE,), np.float32),
-            "scene_obs": gym.spaces.Box(-np.inf, np.inf, (SCENE_OBS_SIZE,), np.float32),
-        })
+        self.observation_space = observation_space(self.config.static_size, self.config.gripper_size)
         self.led = self.bulb = 0
         self._button_was_down = False
         self._gripper_action = 1.0

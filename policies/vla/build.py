@@ -42,12 +42,13 @@ def build_vla_model(cfg: VLAConfig):
 
 
 def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = False,
-                     saved: SavedVLA | None = None) -> VLAPolicy:
+                     saved: SavedVLA | None = None, obs_space=None) -> VLAPolicy:
     """The policy on `device`; `seed` drives only its action sampling (and LoRA's random A, which the learner's
     first published weights overwrite in every actor). `saved`: trained weights and action statistics that
     replace the fresh ones (`vla.init_from`, read by learner/vla_checkpoint.py's build_policy). `merge_lora`: the
     adapters merged into the base weights (peft's merge_and_unload), as a deployed model runs; nothing is
-    trainable then."""
+    trainable then. `obs_space`: the env's observation space; a pi0 reads its cameras and state size from it
+    (policies/vla/pi0_build.py), the token VLAs read `vla.image_key`."""
     if cfg.init_from and saved is None:
         raise ValueError(f"vla.init_from={cfg.init_from}: build the policy with learner/vla_checkpoint.py's "
                          "build_policy, which reads it")
@@ -59,7 +60,7 @@ def build_vla_policy(cfg: VLAConfig, device: str, seed: int, merge_lora: bool = 
             # base); saved adapters need the same LoRA
             fresh_lora = cfg.lora and not saved_has_lora(saved.weights)
             check_fits(saved, cfg, ignore=("lora", "lora_rank", "lora_alpha") if fresh_lora else ())
-        return build_pi0_policy(cfg, device, seed, saved=saved, merge_lora=merge_lora)
+        return build_pi0_policy(cfg, device, seed, saved=saved, merge_lora=merge_lora, obs_space=obs_space)
     base, tokenizer, stats = build_vla_model(cfg)
     if saved is not None:
         check_fits(saved, cfg)

@@ -50,6 +50,9 @@ class VLAConfig:
     top_k: Optional[int] = None
     instruction: str = "put the object on the plate"  # when the env gives none
     image_key: str = "base_camera"  # the observation entry the model sees (ZarlPutOnPlate-v1's camera)
+    # pi0 / pi0.5: the observation entry holding the proprio state ("state": the ManiSkill and Franka envs';
+    # the play table's is "robot_obs"); the cameras are every image entry of the env's observation space
+    state_key: str = "state"
     # train LoRA adapters + the value head; false: every parameter that requires grad. pi0 / pi0.5: adapters on the
     # VLM prefix (the alternative to the frozen VLM of train_vlm=false), the expert and heads trained in full
     lora: bool = True

@@ -22,7 +22,7 @@ UTF-8 bytes; else the config's instruction).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,14 +39,51 @@ from policies.vla.trained_weights import TrainedWeights
 
 
 @dataclass(frozen=True)
+class Pi0Layout:
+    """What a pi0 policy reads from an observation: the cameras (in name order, so that every process and a data
+    set on disk agree on it), the proprio state entry and its size."""
+
+    image_keys: tuple[str, ...]
+    state_key: str
+    state_dim: int
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "image_keys": list(self.image_keys)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Pi0Layout":
+        return cls(tuple(d["image_keys"]), str(d["state_key"]), int(d["state_dim"]))
+
+
+def pi0_layout(obs_space: Any, state_key: str) -> Pi0Layout:
+    """The cameras and the state a pi0 reads from observations of `obs_space` (a gymnasium Dict space)."""
+    spaces = getattr(obs_space, "spaces", None)
+    if not isinstance(spaces, dict):
+        raise ValueError(f"a pi0 policy needs a dict observation (cameras and a state), got the space {obs_space}")
+    cameras = sorted(k for k, s in spaces.items()
+                     if getattr(s, "dtype", None) == "uint8" and len(getattr(s, "shape", ()) or ()) == 3
+                     and s.shape[-1] == 3)
+    if not cameras:
+        raise ValueError(f"the observation has no camera (uint8 [H, W, 3] entry) for a pi0 policy: {sorted(spaces)}")
+    if state_key not in spaces:
+        raise ValueError(f"vla.state_key={state_key!r} is not an observation entry; the observation has "
+                         f"{sorted(spaces)}")
+    shape = tuple(getattr(spaces[state_key], "shape", ()) or ())
+    if len(shape) != 1:
+        raise ValueError(f"vla.state_key={state_key!r}: the state must be a vector, its space has shape {shape}")
+    return Pi0Layout(tuple(cameras), state_key, int(shape[0]))
+
+
+@dataclass(frozen=True)
 class Pi0PolicyConfig:
+    # the observation entries read: no default, they are the env's (pi0_layout of its observation space)
+    image_keys: tuple[str, ...]
+    state_key: str
     sampler: str = "sde"  # rollouts: "sde" (Flow-SDE) or "noise" (Flow-Noise); evaluation always uses the ODE
     num_steps: int = 5
     noise_level: float = 0.5  # Flow-SDE's a
     action_chunk: int = 5  # actions executed per decision, <= the model's horizon
-    image_keys: tuple[str, ...] = ("rgb_static", "rgb_gripper")
-    state_key: str = "robot_obs"
-    instruction: str = "open the drawer"
+    instruction: str = ""  # when the observation carries none
     train_vlm: bool = False  # False: the prefix is frozen, the expert and heads train
 
     def __post_init__(self):
@@ -91,6 +128,11 @@ class Pi0Policy(TrainedWeights, Policy):
         valid[:cfg.action_chunk, :mc.env_action_dim] = 1
         self.valid = valid.to(self.device)
         self.stats = mc.norm_stats
+
+    @property
+    def layout(self) -> Pi0Layout:
+        """What the policy reads from an observation (saved with its weights)."""
+        return Pi0Layout(tuple(self.cfg.image_keys), self.cfg.state_key, self.model.config.state_dim)
 
     # --- observations ----------------------------------------------------------------------------------------
     def _instructions(self, obs: Any, b: int) -> list[str]:

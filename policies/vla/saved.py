@@ -10,6 +10,7 @@ written atomically, CRC-checked on load). Its state holds
     action_stats   {"q01", "q99", "mask"}: how the policy's action tokens are un-normalised (absent: the model's)
     norm_stats     pi0 / pi0.5 instead: openpi's {"state"|"actions": {mean, std, q01, q99}} (absent: the model's)
     vla            the `vla` config section the weights were trained with (what gives them their shapes and sense)
+    layout         pi0 / pi0.5: the observation entries it reads ({image_keys, state_key, state_dim}, Pi0Layout)
 
 An RL learner's checkpoint holds `trained` and `action_stats` under "algorithm" and the config under "config";
 both layouts are read. Only the trained part is saved: the base weights are the model's own (a checkpoint
@@ -42,6 +43,7 @@ class SavedVLA:
     vla: dict  # the `vla` section it was trained with
     state: dict  # the whole saved state (counters of the run that wrote it)
     norm_stats: dict | None = None  # pi0 / pi0.5's state and action statistics
+    layout: dict | None = None  # pi0 / pi0.5's observation layout (Pi0Layout.to_dict)
 
 
 def policy_stats(policy) -> dict:
@@ -49,7 +51,7 @@ def policy_stats(policy) -> dict:
     `action_stats`, a pi0's `norm_stats` (Pi0Policy.stats)."""
     if hasattr(policy, "action_stats"):
         return {"action_stats": stats_state(policy.action_stats)}
-    return {"norm_stats": policy.stats}
+    return {"norm_stats": policy.stats, "layout": policy.layout.to_dict()}
 
 
 def stats_state(stats: ActionStats | None) -> dict | None:
@@ -70,7 +72,8 @@ def saved_vla(state: dict, path: Path) -> SavedVLA:
     stats = holder.get("action_stats", state.get("action_stats"))
     return SavedVLA(path=path, weights={n: t.float().numpy() for n, t in holder["trained"].items()},
                     action_stats=None if stats is None else ActionStats(**{k: np.asarray(v) for k, v in stats.items()}),
-                    vla=dict(vla), state=state, norm_stats=holder.get("norm_stats", state.get("norm_stats")))
+                    vla=dict(vla), state=state, norm_stats=holder.get("norm_stats", state.get("norm_stats")),
+                    layout=holder.get("layout", state.get("layout")))
 
 
 def _same(key: str, a, b) -> bool:

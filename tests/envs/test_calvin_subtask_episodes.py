@@ -102,8 +102,8 @@ def test_the_vector_env_names_each_ended_episodes_subtask_and_the_instruction_re
         texts = decode_instruction(obs["instruction"])
         assert all(t in phrasings(task, "train") for t, task in zip(texts, tasks))
         policy = build_vla_policy(VLAConfig(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action",
-                                            lora=False),
-                                  "cpu", 0)
+                                            lora=False, state_key="robot_obs"),
+                                  "cpu", 0, obs_space=env.single_observation_space)
 
         def act(o):
             policy.generator.manual_seed(0)

@@ -27,9 +27,8 @@ from envs.maniskill import ManiSkillGymEnv, ManiSkillVectorEnv, decode_instructi
 from envs.maniskill.demos import DemoDataset, record_demos  # noqa: E402
 from envs.maniskill.expert import ScriptedExpert  # noqa: E402
 from envs.maniskill.put_cube_on_plate import ENV_ID, INSTRUCTION  # noqa: E402
-from launch.build_gs_assets import build, load_build_config  # noqa: E402
 
-SIZE = 32
+SIZE = 32  # the camera size tests/conftest.py's tiny_gs_assets are checked at
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,14 +41,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("gs_assets")
-    report = build(load_build_config([f"out={out}", "capture_size=24", "views_per_part=8", "background_views=4",
-                                      "heldout_every=4", "max_points=150", "background_max_points=800",
-                                      "fit.steps=2", "fit.views_per_step=1", "sh_degree=1",
-                                      f"camera_size={SIZE}", "scene_checks=1", "scene_check_steps=1"]),
-                   log=lambda *_: None)
-    return out, report
+def assets(tiny_gs_assets):
+    return tiny_gs_assets  # tests/conftest.py: built once per session, shared with the pi0.5 tests on this scene
 
 
 SHORT = 12  # steps per episode in the Gaussian-rendered vector env below (the task's own limit is 100)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core import seeding
+from envs.calvin.play_table import observation_space
 from learner.checkpoint import load_latest_checkpoint
 from policies.vla.build import build_vla_policy
 from policies.vla.config import VLAConfig
@@ -14,7 +15,8 @@ from vla_helpers import run_sync
 pytest.importorskip("pybullet")
 
 TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer",
-            lora=False)
+            lora=False, state_key="robot_obs")
+SPACE = observation_space(16, 16)  # the CPU configs' cameras
 
 
 def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the_expert_and_heads(tmp_path):
@@ -36,7 +38,7 @@ def test_flow_sde_ppo_trains_a_tiny_pi0_on_the_play_table_and_publishes_only_the
     weights = state["algorithm"]["trained"]
     assert weights and not any(".paligemma." in n for n in weights)
     assert any("gemma_expert" in n for n in weights) and any("value_head" in n for n in weights)
-    start = build_vla_policy(VLAConfig(**TINY), "cpu", seeding.seed_of(1, "learner")).trainable_weights()
+    start = build_vla_policy(VLAConfig(**TINY), "cpu", seeding.seed_of(1, "learner"), obs_space=SPACE).trainable_weights()
     assert set(start) == set(weights)
     assert max(float(np.abs(weights[n].numpy() - start[n]).max()) for n in start) > 0
 
@@ -61,7 +63,7 @@ def test_grpo_with_flow_sde_takes_gradient_steps_on_a_mixed_group_of_drawn_subta
     weights = state["algorithm"]["trained"]
     assert weights and not any(".paligemma." in n for n in weights)
     start = build_vla_policy(VLAConfig(**{**TINY, "instruction": "unstack the blocks"}), "cpu",
-                             seeding.seed_of(2, "learner")).trainable_weights()
+                             seeding.seed_of(2, "learner"), obs_space=SPACE).trainable_weights()
     assert set(start) == set(weights)
     changed = [n for n in start if np.abs(weights[n].numpy() - start[n]).max() > 0]
     assert any("gemma_expert" in n for n in changed)

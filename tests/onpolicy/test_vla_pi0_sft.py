@@ -13,6 +13,7 @@ import torch
 pytest.importorskip("pybullet")
 
 from core import seeding, tree  # noqa: E402
+from envs.calvin.play_table import observation_space  # noqa: E402
 from core.log import get_logger  # noqa: E402
 from learner.sft import load_frames, run_sft  # noqa: E402
 from learner.vla_checkpoint import build_policy, load_vla  # noqa: E402
@@ -54,7 +55,7 @@ def test_sft_lowers_the_flow_matching_loss_and_its_checkpoint_starts_ppo_with_th
     assert np.array_equal(sft_policy.act(obs, deterministic=True), ppo_policy.act(obs, deterministic=True))
     (rec_a, lp_a), (rec_b, lp_b) = sft_policy.sample(obs), ppo_policy.sample(obs)
     assert np.array_equal(rec_a, rec_b) and np.array_equal(lp_a, lp_b)
-    fresh = build_policy(config("calvin_ppo_pi0_sde").vla, "cpu", seed=7)
+    fresh = build_policy(config("calvin_ppo_pi0_sde").vla, "cpu", seed=7, obs_space=observation_space(16, 16))
     assert not np.array_equal(fresh.act(obs, deterministic=True), ppo_policy.act(obs, deterministic=True))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.calvin.play_table import observation_space
 from learner.vla_checkpoint import load_vla, save_vla
 from policies.vla.build import build_vla_policy
 from policies.vla.config import VLAConfig
@@ -13,7 +14,9 @@ from policies.vla.lora import parameter_counts
 
 pytest.importorskip("peft")
 
-TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer")
+TINY = dict(model="tiny_pi0", action_chunk=5, pi0_horizon=5, logprob_type="action", instruction="open the drawer",
+            state_key="robot_obs")
+SPACE = observation_space(16, 16)  # the play table's cameras and state
 
 
 def observation(b: int = 2, seed: int = 0) -> dict:
@@ -25,8 +28,8 @@ def observation(b: int = 2, seed: int = 0) -> dict:
 
 
 def test_lora_trains_adapters_on_the_vlm_beside_the_expert_and_counts_them():
-    frozen = build_vla_policy(VLAConfig(**TINY, lora=False), "cpu", 0)
-    lora = build_vla_policy(VLAConfig(**TINY, lora=True, lora_rank=4, lora_alpha=8), "cpu", 0)
+    frozen = build_vla_policy(VLAConfig(**TINY, lora=False), "cpu", 0, obs_space=SPACE)
+    lora = build_vla_policy(VLAConfig(**TINY, lora=True, lora_rank=4, lora_alpha=8), "cpu", 0, obs_space=SPACE)
     before, after = parameter_counts(frozen.model), parameter_counts(lora.model)
     # the same base, the expert and heads trained in full in both; the adapters are the only addition
     assert after["trained"] == before["trained"] > 0 and before["lora"] == 0
@@ -65,7 +68,7 @@ def test_lora_and_a_fully_trained_vlm_exclude_each_other():
 
 def test_saved_adapters_load_and_merge_into_the_same_policy(tmp_path):
     cfg = VLAConfig(**TINY, lora=True, lora_rank=4, lora_alpha=8)
-    policy = build_vla_policy(cfg, "cpu", 0)
+    policy = build_vla_policy(cfg, "cpu", 0, obs_space=SPACE)
     # trained-looking adapters and expert: random B (so the merge changes the VLM's weights), a nudged expert
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -96,14 +99,14 @@ def test_saved_adapters_load_and_merge_into_the_same_policy(tmp_path):
     np.testing.assert_array_equal(loaded.act(obs, deterministic=True), a)
     assert np.abs(merged.act(obs, deterministic=True) - a).max() < 1e-5
     # the merged model's VLM differs from the base (the adapters were not zero)
-    base = build_vla_policy(VLAConfig(**TINY, lora=False), "cpu", 0)
+    base = build_vla_policy(VLAConfig(**TINY, lora=False), "cpu", 0, obs_space=SPACE)
     name = "paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"
     assert (dict(merged.model.named_parameters())[name] - dict(base.model.named_parameters())[name]).abs().max() > 0
 
 
 def test_an_sft_base_without_adapters_takes_fresh_ones(tmp_path):
     base_cfg = VLAConfig(**TINY, lora=False)
-    sft = build_vla_policy(base_cfg, "cpu", 0)
+    sft = build_vla_policy(base_cfg, "cpu", 0, obs_space=SPACE)
     with torch.no_grad():
         for n, p in sft.model.named_parameters():
             if p.requires_grad:

@@ -13,6 +13,8 @@ from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
 from policies.vla.tiny_checkpoints import tiny_tokenizer
 from policies.vla.tiny_pi0 import TINY_VOCAB, save_tiny_openpi, tiny_norm_stats, tiny_pi0_config
 
+PLAY_TABLE = dict(image_keys=("rgb_static", "rgb_gripper"), state_key="robot_obs")  # the observations below
+
 
 def observation(b: int = 3, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -26,7 +28,8 @@ def tiny_policy(pi05: bool, sampler: str = "sde", seed: int = 0, model=None, **c
     if model is None:
         torch.manual_seed(seed)
         model = Pi0Model(tiny_pi0_config(pi05, norm_stats=tiny_norm_stats()))
-    return Pi0Policy(model, Pi0PolicyConfig(sampler=sampler, action_chunk=3, **cfg), tokenizer=tiny_tokenizer(TINY_VOCAB),
+    return Pi0Policy(model, Pi0PolicyConfig(sampler=sampler, action_chunk=3, **{**PLAY_TABLE, **cfg}),
+                     tokenizer=tiny_tokenizer(TINY_VOCAB),
                      seed=seed)
 
 
@@ -179,11 +182,11 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match=r"actions must be \[B, 4, 32\]"):
         model.flow_matching_loss(cache, state, torch.zeros(3, 4, 7))
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        Pi0PolicyConfig(sampler="euler")
+        Pi0PolicyConfig(sampler="euler", **PLAY_TABLE)
     with pytest.raises(ValueError, match="ODE is for evaluation"):
-        Pi0PolicyConfig(sampler="ode")
+        Pi0PolicyConfig(sampler="ode", **PLAY_TABLE)
     with pytest.raises(ValueError, match="exceeds the model's horizon 4"):
-        Pi0Policy(model, Pi0PolicyConfig(action_chunk=5))
+        Pi0Policy(model, Pi0PolicyConfig(action_chunk=5, **PLAY_TABLE))
     with pytest.raises(ValueError, match=r"state must be \[B, 15\]"):
         policy.sample({**observation(), "robot_obs": np.zeros((3, 7), np.float32)})
     with pytest.raises(KeyError, match="lacks \\['rgb_gripper'\\]"):

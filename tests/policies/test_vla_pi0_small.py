@@ -8,6 +8,8 @@ from policies.vla.pi0_policy import Pi0Policy, Pi0PolicyConfig
 from policies.vla.pi0_build import build_pi0, load_pi0
 from policies.vla.small_pi0 import SmallPi0, small_pi0_config
 
+PLAY_TABLE = dict(image_keys=("rgb_static", "rgb_gripper"), state_key="robot_obs")  # the observations below
+
 
 def observation(b: int = 2):
     rng = np.random.default_rng(0)
@@ -28,7 +30,7 @@ def test_small_pi0_samples_scores_and_round_trips(pi05, sampler, tmp_path):
     model = build_pi0(tiny_small_config(pi05))
     assert isinstance(model, SmallPi0)
     assert model.image_encoder._bn0.running_mean.abs().sum() > 0  # ImageNet statistics, not a fresh BatchNorm
-    policy = Pi0Policy(model, Pi0PolicyConfig(sampler=sampler, action_chunk=2), seed=3)
+    policy = Pi0Policy(model, Pi0PolicyConfig(sampler=sampler, action_chunk=2, **PLAY_TABLE), seed=3)
     trained = policy.trainable_weights()
     assert not any(k.startswith("image_encoder.") for k in trained)  # frozen pretrained encoder
     assert any(k.startswith("paligemma_with_expert.paligemma.") for k in trained)  # the small prefix Gemma trains
@@ -40,7 +42,7 @@ def test_small_pi0_samples_scores_and_round_trips(pi05, sampler, tmp_path):
     model.save_pretrained(tmp_path / "small")
     loaded = load_pi0(tmp_path / "small")
     assert isinstance(loaded, SmallPi0)
-    again = Pi0Policy(loaded, Pi0PolicyConfig(sampler=sampler, action_chunk=2),
+    again = Pi0Policy(loaded, Pi0PolicyConfig(sampler=sampler, action_chunk=2, **PLAY_TABLE),
                       seed=3)
     recorded2, log_prob2 = again.sample(obs)
     assert np.array_equal(recorded, recorded2) and np.array_equal(log_prob, log_prob2)
