@@ -50,7 +50,17 @@ from policies.sac_agent import SACAgent  # noqa: E402
 UPDATES_TO_SOLVE = 22_000
 
 
-def random_batch(space, action_dim: int, batch_size: int, device: torch.device) -> dict:
+def stored_map_shapes(cfg, agent: SACAgent, device: torch.device) -> dict | None:
+    """The encoder's per-camera map shapes where the learner process would sample batches of stored feature maps
+    (sac.stored_features with the learner's copy of the buffer, learner/device_replay.py), else None."""
+    source = cfg.learner.batch_source
+    if source == "auto":
+        source = "device" if device.type == "cuda" else "service"
+    return dict(agent.encoder.map_shapes) if cfg.sac.stored_features and source == "device" else None
+
+
+def random_batch(space, action_dim: int, batch_size: int, device: torch.device, map_shapes: dict | None = None) -> dict:
+    """A batch as the learner gets it; with `map_shapes`, as the learner's copy serves it with stored maps."""
     def sample_obs():
         if hasattr(space, "spaces"):
             return {k: (torch.randint(0, 256, (batch_size, *s.shape), dtype=torch.uint8, device=device)
@@ -58,10 +68,14 @@ def random_batch(space, action_dim: int, batch_size: int, device: torch.device) 
                     for k, s in space.spaces.items()}
         return torch.randn(batch_size, *space.shape, device=device)
 
-    return {"obs": sample_obs(), "next_obs": sample_obs(),
-            "action": torch.rand(batch_size, action_dim, device=device) * 2 - 1,
-            "reward": torch.randn(batch_size, device=device),
-            "terminated": torch.zeros(batch_size, dtype=torch.bool, device=device)}
+    batch = {"obs": sample_obs(), "next_obs": sample_obs(),
+             "action": torch.rand(batch_size, action_dim, device=device) * 2 - 1,
+             "reward": torch.randn(batch_size, device=device),
+             "terminated": torch.zeros(batch_size, dtype=torch.bool, device=device)}
+    if map_shapes:
+        for key in ("obs_maps", "next_obs_maps"):
+            batch[key] = {cam: torch.randn(batch_size, *shape, device=device) for cam, shape in map_shapes.items()}
+    return batch
 
 
 def make_agent(cfg, seed: int = 0, compile_mode: str | None = "config"):
@@ -88,7 +102,8 @@ def build_update(cfg, amp: str, seed: int = 0) -> tuple[SAC, list[dict], torch.d
     batches already on the device, warmed up; returns (sac, batches, device)."""
     agent, sac_cfg, action_dim, space, device = make_agent(cfg, seed)
     sac = SAC(agent, action_dim, sac_cfg, device, amp=amp)
-    batches = [random_batch(space, action_dim, sac_cfg.batch_size, device) for _ in range(sac_cfg.critic_actor_ratio)]
+    maps = stored_map_shapes(cfg, agent, device)
+    batches = [random_batch(space, action_dim, sac_cfg.batch_size, device, maps) for _ in range(sac_cfg.critic_actor_ratio)]
     for _ in range(5):  # a CUDA-graphed update captures at its 4th step
         sac.update(batches)
     return sac, batches, device
@@ -97,7 +112,8 @@ def build_update(cfg, amp: str, seed: int = 0) -> tuple[SAC, list[dict], torch.d
 class BareStep:
     """The shipped learner step's computation written as plain PyTorch, for the same agent.
 
-    Same augmentation, one frozen-backbone pass over all images, critic updates on each batch (random
+    Same augmentation, one frozen-backbone pass over all images (none with stored maps in the batches,
+    sac.stored_features), critic updates on each batch (random
     subset of target heads, min, bootstrap on termination only), actor and temperature updates, Polyak
     averaging; fused Adam. Left out: the NaN/Inf check and skip, gradient norms, metrics, the host sync.
     """
@@ -125,8 +141,12 @@ class BareStep:
 
     def __call__(self, batches: list[dict]) -> None:
         cfg, agent = self.cfg, self.agent
-        observations = [self.shift(b["obs"]) for b in batches] + [self.shift(b["next_obs"]) for b in batches]
-        features = split_batches(agent.encoder.precompute(concat_batches(observations)), len(observations))
+        if "obs_maps" in batches[0]:  # stored maps: no augmentation or backbone pass in the step
+            observations = [b["obs"] for b in batches] + [b["next_obs"] for b in batches]
+            features = [b["obs_maps"] for b in batches] + [b["next_obs_maps"] for b in batches]
+        else:
+            observations = [self.shift(b["obs"]) for b in batches] + [self.shift(b["next_obs"]) for b in batches]
+            features = split_batches(agent.encoder.precompute(concat_batches(observations)), len(observations))
         alpha = F.softplus(self.raw_alpha)
         for i, batch in enumerate(batches):
             obs, next_obs = observations[i], observations[len(batches) + i]
@@ -231,7 +251,8 @@ class Bench:
         set_tf32(False)
         t0 = time.time()
         agent, sac_cfg, action_dim, space, device = make_agent(cfg, cfg.runner.seed, compile_mode)
-        batch_sets = [[random_batch(space, action_dim, sac_cfg.batch_size, device)
+        maps = stored_map_shapes(cfg, agent, device)
+        batch_sets = [[random_batch(space, action_dim, sac_cfg.batch_size, device, maps)
                        for _ in range(sac_cfg.critic_actor_ratio)] for _ in range(2)]
         ratio = sac_cfg.critic_actor_ratio
         gpu = device.type == "cuda"
@@ -282,7 +303,8 @@ class Bench:
         t0 = time.time()
         try:
             agent, sac_cfg, action_dim, space, device = make_agent(cfg, cfg.runner.seed, "reduce-overhead")
-            batch_sets = [[random_batch(space, action_dim, sac_cfg.batch_size, device)
+            maps = stored_map_shapes(cfg, agent, device)
+            batch_sets = [[random_batch(space, action_dim, sac_cfg.batch_size, device, maps)
                            for _ in range(sac_cfg.critic_actor_ratio)] for _ in range(2)]
             sac = SAC(agent, action_dim, SACConfig(**{**sac_cfg.__dict__, "cuda_graph": False, "tf32_matmul": True}),
                       device, amp=cfg.learner.amp)
