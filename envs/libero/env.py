@@ -8,7 +8,9 @@ bowl <where> and place it on the plate") with LIBERO's 50 fixed init states each
 draws (task, init state) from the env's generator: ``reset(seed=s)`` restarts it from s, a reset without a seed
 continues it (the vector env's auto-resets), so an actor's sequence of episodes is fixed by the run's seed and
 GRPO's group members, reset with one seed, start from one state. ``reset(options={"task": k, "init_state": j})``
-picks them (an evaluation over all 50 init states of a task). After the state is set, ``settle_steps`` steps with
+picks them (an evaluation over all 50 init states of a task). The fixtures (cabinet, stove), which the init states
+leave out, get LIBERO's small placement jitter from numpy's global generator, seeded from the episode's draws
+(this env sets that generator at every reset). After the state is set, ``settle_steps`` steps with
 the gripper open let the objects come to rest (LIBERO's init states are not at rest), unrecorded.
 
 Observation: ``agentview`` and ``wrist`` (``robot0_eye_in_hand``) uint8 [S, S, 3], upright (MuJoCo renders them
@@ -136,6 +138,9 @@ class LiberoSpatialEnv(gym.Env):
         tasks = self.config.task_indices
         task = tasks[int(self.rng.integers(len(tasks)))]
         init = int(self.rng.integers(INIT_STATES_PER_TASK))
+        # LIBERO's reset places the fixtures (cabinet, stove: not in the init state) with small jitter drawn from
+        # numpy's global generator; seeded from the episode's draws, so that a seed fixes the whole start
+        fixtures_seed = int(self.rng.integers(2 ** 32))
         task = int(options.get("task", task))
         init = int(options.get("init_state", init))
         if not 0 <= task < len(self.tasks):
@@ -143,7 +148,12 @@ class LiberoSpatialEnv(gym.Env):
         if not 0 <= init < INIT_STATES_PER_TASK:
             raise ValueError(f"reset option init_state must be 0..{INIT_STATES_PER_TASK - 1}, got {init}")
         scene = self._scene_of(task)
+        scene.seed(fixtures_seed)  # = np.random.seed: this process's global generator (LIBERO's sampler uses it)
         scene.reset()
+        for robot in scene.env.robots:
+            # The gripper's command ramps towards the action (robosuite's Panda gripper keeps it between steps);
+            # a soft reset leaves the last episode's, so it is zeroed, as a freshly built gripper has it.
+            robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
         raw = scene.set_init_state(self.init_states(task)[init])
         if self.config.settle_steps:
             with _cameras_off(scene):  # nobody sees these frames: rendering is most of a step's time on a CPU
