@@ -26,6 +26,7 @@ STREAMS: dict[str, int] = {
     "calvin_chains": 8,  # the play table's evaluation chains; key: (chain index,): its start state and subtasks
     "sft_demos": 9,  # the episode seeds of the demonstrations an SFT run records
     "sft_batches": 10,  # which demonstration frames each SFT minibatch holds (torch)
+    "libero_expert": 11,  # the LIBERO expert's trials (benchmarks/libero_expert.py); key: (task, trial)
 }
 
 

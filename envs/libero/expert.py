@@ -9,8 +9,7 @@ gripper's starting orientation (pointing down):
 
 1. above the grasp point: a point of the bowl's rim where the fingers, closing across the rim's wall, pinch it:
    on the +y or -y side with the hand as it starts (pointing down, the Panda's fingers close along world y), or on
-   the +x or -x side with the hand turned by 90 degrees about the vertical; of those four, the one farthest from
-   the other objects (a neighbouring ramekin or bowl takes the finger outside the wall);
+   the +x or -x side with the hand turned by 90 degrees about the vertical (``_choose_grasp`` says which);
 2. down to pinch height, just below the rim's top; 3. close; 4. lift; if the fingers closed on nothing (the
    grasp missed), open and start again from 1 (at most ``retries`` times);
 5. over the plate, steering by the bowl's own position (it may have slipped in the hand), so that the bowl's
@@ -30,17 +29,19 @@ MAX_ROT = 0.5  # radians per step at |action| = 1
 RIM_RADIUS = 0.047  # the akita black bowl's wall, from its centre (its upper collision ring)
 BOWL_HEIGHT = 0.053  # base to rim top
 PINCH_BELOW_RIM = 0.018  # the eef site (between the finger pads) this far below the rim's top
-ABOVE = 0.08  # approach height over the rim
+ABOVE = 0.12  # approach height over the rim (the turned hand is 20 cm long along x: clear of the neighbours)
 CARRY = 0.12  # lift of the bowl's base above the plate's top while carrying
 RELEASE_ABOVE_PLATE = 0.025  # the bowl's base over the plate's top when the gripper opens
 PLATE_TOP = 0.017  # above the plate body's origin
+CLEARANCE = 0.07  # another object's centre nearer than this to a grasp point is in the outer finger's way
 
 
 @dataclass
 class ExpertConfig:
     gain: float = 1.0  # action = gain * error / MAX_POS, clipped
-    max_speed: float = 1.0  # |position action| per axis at most (0.05 m per step)
-    descend_speed: float = 0.3  # the same, going down to the rim
+    max_speed: float = 1.0  # |position action| per axis at most (0.05 m per step), on the way to the bowl
+    carry_speed: float = 0.6  # the same, with the bowl in the hand (faster, it slips)
+    descend_speed: float = 0.4  # the same, going down to the rim
     close_steps: int = 12
     open_steps: int = 8
     reach_tolerance: float = 0.008  # metres: a waypoint is reached
@@ -72,20 +73,30 @@ class ScriptedExpert:
         self.phase, self._steps = 0, 0
 
     def _choose_grasp(self, state: dict) -> None:
-        """The rim point (a unit offset from the bowl's centre, +-x or +-y) farthest from the other objects, and
-        the hand's orientation for it (turned by 90 degrees about z for the x sides)."""
+        """The rim point (a unit offset from the bowl's centre, +-x or +-y) to pinch, and the hand's orientation for
+        it (turned by 90 degrees about z for the x sides). First choice: the y side nearer the table's middle (y = 0;
+        the far side may be under the cabinet or by the stove), unless another object is within CLEARANCE of it
+        or the bowl stands on one (a ramekin: its rim is under the y sides' outer finger); then the side, of the
+        other three, farthest from the other objects."""
         centre = state["objects"][self.bowl][0][:2]
-        # the other objects around it; not one under it (the ramekin it stands on): every side is as near to that
-        others = [pos[:2] for name, (pos, _) in state["objects"].items()
-                  if name != self.bowl and np.linalg.norm(pos[:2] - centre) > 0.03]
-        best = None
-        for offset in ((0.0, -1.0), (0.0, 1.0), (-1.0, 0.0), (1.0, 0.0)):
+        others = [pos[:2] for name, (pos, _) in state["objects"].items() if name != self.bowl]
+        under = any(np.linalg.norm(o - centre) < 0.03 for o in others)
+        others = [o for o in others if np.linalg.norm(o - centre) >= 0.03]
+        near_middle = (0.0, -1.0) if centre[1] > 0 else (0.0, 1.0)
+        sides = [near_middle, (0.0, -near_middle[1]), (-1.0, 0.0), (1.0, 0.0)]
+
+        def clearance(offset) -> float:
             point = centre + RIM_RADIUS * np.asarray(offset)
-            clearance = min((float(np.linalg.norm(point - o)) for o in others), default=1.0)
-            if best is None or clearance > best[0] + 0.01:  # the y sides (the hand unturned) unless clearly worse
-                best = (clearance, offset)
-        self.offset = np.array([*best[1], 0.0])
-        turn = Rotation.from_euler("z", np.pi / 2) if best[1][0] != 0.0 else Rotation.identity()
+            return min((float(np.linalg.norm(point - o)) for o in others), default=1.0)
+
+        if under:
+            side = max(sides[2:], key=clearance)
+        elif clearance(near_middle) >= CLEARANCE:
+            side = near_middle
+        else:
+            side = max(sides[1:], key=clearance)
+        self.offset = np.array([*side, 0.0])
+        turn = Rotation.from_euler("z", np.pi / 2) if side[0] != 0.0 else Rotation.identity()
         self.orientation = turn * self.start_orientation
 
     # -------------------------------------------------------------------------------- control
@@ -142,15 +153,16 @@ class ScriptedExpert:
                 self._choose_grasp(state)
                 self.phase, self._steps = 0, 0
                 return self._move(state, self._lift, OPEN)
-            return self._advance_if(state, self._lift, CLOSE, tolerance=0.02)
+            return self._advance_if(state, self._lift, CLOSE, tolerance=0.02, speed=c.carry_speed)
         if self.phase == 4:  # over the plate, carried high
             target = self._over_plate(state, CARRY)
             error = target - state["eef_pos"]
             if np.linalg.norm(error[:2]) < 0.01 or self._steps > c.phase_limit:
                 self._next()
-            return self._move(state, target, CLOSE)
+            return self._move(state, target, CLOSE, c.carry_speed)
         if self.phase == 5:  # down onto the plate
-            return self._advance_if(state, self._over_plate(state, RELEASE_ABOVE_PLATE), CLOSE, tolerance=0.01)
+            return self._advance_if(state, self._over_plate(state, RELEASE_ABOVE_PLATE), CLOSE, tolerance=0.01,
+                                    speed=c.carry_speed)
         if self.phase == 6:  # open
             if self._steps == 1:
                 self._hold = state["eef_pos"].copy()
@@ -165,6 +177,7 @@ class ScriptedExpert:
 
     def _advance_if(self, state: dict, target: np.ndarray, gripper: float, tolerance: float | None = None,
                     speed: float | None = None):
+        """Move towards target; the next phase once it is reached, or after phase_limit steps (blocked short of it)."""
         action = self._move(state, target, gripper, speed)
         if self._reached(state, target, tolerance) or self._steps >= self.config.phase_limit:
             self._next()
