@@ -110,8 +110,8 @@ class LiberoSpatialEnv(gym.Env):
         t = self.tasks[task]
         bddl = os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file)
         s = self.config.camera_size
-        # hard_reset=False: a reset is then the sim's own reset (0.05 s) instead of a rebuilt model (5 s); the
-        # init state set after it is the full MuJoCo state, so nothing of the previous episode remains.
+        # hard_reset=False: a reset is then the sim's own reset (0.05 s) instead of a rebuilt model (5 s); the init
+        # state set after it is the whole MuJoCo state, and reset() sets what lies outside it (fixtures, gripper).
         common = dict(bddl_file_name=bddl, hard_reset=False, ignore_done=True, camera_heights=s, camera_widths=s)
         if self.config.cameras:
             scene = OffScreenRenderEnv(**common)
