@@ -83,6 +83,10 @@ class ActorConfig:
     # sending them through the socket: one copy instead of three (wire/shared_memory.py). Used only once the replay
     # service has shown it can read the actor's segment; otherwise, and for small chunks, ordinary frames.
     shared_memory: bool = True
+    # The interpreter of the actor and evaluator processes (a path, relative to the project's root or absolute;
+    # on an ssh host, to its workdir). "" = the one the env needs (LiberoSpatial-v0: .venv-libero/bin/python, the
+    # LIBERO venv; envs.role_python), else the launcher's own.
+    python: str = ""
 
 
 @dataclass

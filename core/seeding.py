@@ -26,7 +26,8 @@ STREAMS: dict[str, int] = {
     "calvin_chains": 8,  # the play table's evaluation chains; key: (chain index,): its start state and subtasks
     "sft_demos": 9,  # the episode seeds of the demonstrations an SFT run records
     "sft_batches": 10,  # which demonstration frames each SFT minibatch holds (torch)
-    "appearance_gap": 11,  # the episode seeds launch/appearance_gap.py evaluates every policy and rendering on
+    "libero_expert": 11,  # the LIBERO expert's trials (benchmarks/libero_expert.py); key: (task, trial)
+    "appearance_gap": 12,  # the episode seeds launch/appearance_gap.py evaluates every policy and rendering on
 }
 
 

@@ -15,6 +15,8 @@ except ModuleNotFoundError as e:  # pragma: no cover - only without the franka p
         raise
 
 import envs.calvin  # noqa: F401  (registers CalvinPlayTable-v0; pybullet is imported when one is made)
+# LIBERO-spatial (registers LiberoSpatial-v0): its simulator is in a second venv, imported only when one is made
+import envs.libero  # noqa: E402
 
 # ManiSkill 3 (the `maniskill` extra). Not imported here: importing mani_skill takes 3-9 s, which every
 # role process and test importing `envs` would pay. `envs.maniskill` is imported when a ManiSkill env is
@@ -69,8 +71,17 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
     return env
 
 
+def role_python(env_id: str) -> str | None:
+    """The interpreter a process that makes env `env_id` must run (a path relative to the project's root), or
+    None when any of the project's will do: LIBERO's simulator is in its own venv (envs/libero)."""
+    return envs.libero.role_python(env_id)
+
+
 def env_spaces(env_cfg: Any) -> tuple[gym.Space, gym.Space]:
-    """(observation space, action space) of one env as the actors see it (actions in [-1, 1])."""
+    """(observation space, action space) of one env as the actors see it (actions in [-1, 1]). LIBERO's are
+    declared (no simulator in this venv, perhaps): the same as its env's, which tests/envs/test_libero.py checks."""
+    if env_cfg.id == envs.libero.ENV_ID:
+        return envs.libero.spaces(env_cfg.kwargs)
     probe = make_vector_env(env_cfg, num_envs=1)
     try:
         return probe.single_observation_space, probe.single_action_space

@@ -7,7 +7,7 @@ from __future__ import annotations
 from launch import placement
 from launch.launcher import Launcher, prepare_run
 from launch.placement import ProcessPlacement
-from launch.processes import RoleProcess, role_command
+from launch.processes import REPO_ROOT, RoleProcess, role_command
 
 
 class LocalLauncher(Launcher):
@@ -17,7 +17,8 @@ class LocalLauncher(Launcher):
 
     def start_process(self, p: ProcessPlacement) -> RoleProcess:
         # placement.local_env = role_env's threads + the placement's GPU pinning (CUDA_VISIBLE_DEVICES)
-        return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index),
+        python = placement.interpreter(p, REPO_ROOT)
+        return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index, python=python),
                            placement.local_env(self.cfg, p), self.run_dir / "logs")
 
 

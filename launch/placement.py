@@ -45,6 +45,7 @@ class ProcessPlacement:
     index: int
     host: str  # "" = the launcher's machine
     device: str  # as configured: "cpu", "cuda", "cuda:K", "auto"
+    python: str = ""  # its interpreter (relative to the project's root, or absolute); "" = the launcher's own
 
     @property
     def is_local(self) -> bool:
@@ -79,16 +80,52 @@ def _actor_groups(cfg: DictConfig) -> list[tuple[str, str]]:
     return actors
 
 
+def env_python(cfg: DictConfig, role: str) -> str:
+    """The interpreter of a role's processes: actor.python, or the one the role's env needs (LIBERO's venv for
+    LiberoSpatial-v0), for the roles that make envs (actors, the evaluator); "" = the launcher's own."""
+    if role not in ("actor", "evaluator"):
+        return ""
+    if cfg.actor.python:
+        return str(cfg.actor.python)
+    import envs
+
+    env_id = (cfg.eval_env or {}).get("id", cfg.env.id) if role == "evaluator" else cfg.env.id
+    return envs.role_python(str(env_id)) or ""
+
+
 def plan(cfg: DictConfig) -> list[ProcessPlacement]:
-    """Every process of the run, where it goes and on which device, in start order."""
+    """Every process of the run, where it goes, on which device and with which interpreter, in start order."""
     where = cfg.launch.placement
     actors = _actor_groups(cfg)
     processes = [ProcessPlacement("replay", "replay", 0, str(where.replay), "cpu"),
                  ProcessPlacement("learner", "learner", 0, str(where.learner), str(cfg.learner.device))]
     if cfg.eval.enabled:
-        processes.append(ProcessPlacement("evaluator", "evaluator", 0, str(where.evaluator), actors[0][1]))
-    processes += [ProcessPlacement(f"actor-{i}", "actor", i, host, device) for i, (host, device) in enumerate(actors)]
+        processes.append(ProcessPlacement("evaluator", "evaluator", 0, str(where.evaluator), actors[0][1],
+                                          env_python(cfg, "evaluator")))
+    python = env_python(cfg, "actor")
+    processes += [ProcessPlacement(f"actor-{i}", "actor", i, host, device, python)
+                  for i, (host, device) in enumerate(actors)]
+    from launch.processes import REPO_ROOT
+
+    check_interpreters(processes, REPO_ROOT)
     return processes
+
+
+def interpreter(p: ProcessPlacement, root: str | os.PathLike) -> str | None:
+    """The interpreter path of a process on a machine whose project checkout is `root` (None: the launcher's)."""
+    if not p.python:
+        return None
+    return p.python if os.path.isabs(p.python) else os.path.join(str(root), p.python)
+
+
+def check_interpreters(processes: list[ProcessPlacement], root: str | os.PathLike) -> None:
+    """Every local process's interpreter exists (a LIBERO run without its venv fails here, not in each actor)."""
+    for p in processes:
+        path = interpreter(p, root) if p.is_local else None
+        if path is not None and not os.access(path, os.X_OK):
+            hint = " (make it with `bash scripts/setup.sh --libero`)" if ".venv-libero" in path else ""
+            raise ConfigError(f"{p.name} runs with the interpreter {path}, which does not exist{hint}; "
+                              f"actor.python sets another")
 
 
 def is_single_host(processes: list[ProcessPlacement]) -> bool:

@@ -82,8 +82,8 @@ class RoleActor:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def run(self, run_dir: str, files: dict[str, bytes], role: str, index: int, env: dict[str, str]
-            ) -> tuple[int, list[str]]:
+    def run(self, run_dir: str, files: dict[str, bytes], role: str, index: int, env: dict[str, str],
+            python: str | None = None) -> tuple[int, list[str]]:
         """Write the run's files on this node, run the role to its end; return its exit code and last lines."""
         run_path = Path(run_dir)
         for relative, data in files.items():
@@ -96,7 +96,7 @@ class RoleActor:
             os.replace(temporary, target)
         (run_path / "logs").mkdir(parents=True, exist_ok=True)
         tail: collections.deque = collections.deque(maxlen=60)
-        self.proc = subprocess.Popen(role_command(role, run_dir, index), env={**os.environ, **env}, cwd=REPO_ROOT,
+        self.proc = subprocess.Popen(role_command(role, run_dir, index, python=python), env={**os.environ, **env}, cwd=REPO_ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      text=True, preexec_fn=die_with_parent)
         with open(run_path / "logs" / f"{self.name}.log", "a", buffering=1) as log_file:
@@ -122,7 +122,8 @@ class RayRole:
         self.tail: collections.deque = collections.deque(maxlen=60)
 
     def start(self, run_dir: str, files: dict[str, bytes], p: ProcessPlacement, env: dict[str, str]) -> "RayRole":
-        self.future = self.actor.run.remote(run_dir, files, p.role, p.index, env)
+        self.future = self.actor.run.remote(run_dir, files, p.role, p.index, env,
+                                            placement.interpreter(p, REPO_ROOT))
         return self
 
     def poll(self) -> int | None:

@@ -260,10 +260,13 @@ class SSHLauncher(Launcher):
 
     def start_process(self, p: ProcessPlacement):
         if p.is_local:
-            return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index),
+            python = placement.interpreter(p, REPO_ROOT)
+            return RoleProcess(p.name, role_command(p.role, self.cfg.runner.run_dir, p.index, python=python),
                                placement.local_env(self.cfg, p), self.run_dir / "logs")
         host = self.hosts[p.host]
         env = placement.remote_env(self.cfg, p, host.workdir, host.env)
-        argv = role_command(p.role, host.run_dir(self.run_dir), p.index, python=host.python)
+        # the host's project interpreter, or the one the role needs there (e.g. its checkout's LIBERO venv)
+        argv = role_command(p.role, host.run_dir(self.run_dir), p.index,
+                            python=placement.interpreter(p, host.workdir) or host.python)
         remote = f"cd {shlex.quote(host.workdir)} && exec env {shlex.join([f'{k}={v}' for k, v in env.items()] + argv)}"
         return RemoteRoleProcess(p.name, host, host.ssh_argv(tty=True) + [remote], self.run_dir / "logs")

@@ -214,7 +214,8 @@ class TmuxLauncher(Launcher):
         # tmux windows are not the launcher's children (no PR_SET_PDEATHSIG): each role watches the launcher's pid
         # and stops when it is gone (wire/runtime.py).
         passed[LAUNCHER_PID_ENV] = str(os.getpid())
-        command = shell_command(role_command(p.role, self.cfg.runner.run_dir, p.index), passed, REPO_ROOT)
+        python = placement.interpreter(p, REPO_ROOT)
+        command = shell_command(role_command(p.role, self.cfg.runner.run_dir, p.index, python=python), passed, REPO_ROOT)
         pid = self.tmux.open_window(self.session, p.name, command, log_file)
         self._start_watchdog()
         return TmuxWindow(self, p.name, pid, log_file)

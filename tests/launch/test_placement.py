@@ -132,3 +132,27 @@ def test_ray_reserves_one_gpu_per_pinned_actor_and_pins_named_nodes():
     bad = load_config("pendulum_sac_mlp", ["learner.device=cuda:1"])
     with pytest.raises(ConfigError, match="set learner.device=cuda"):
         ray_options(bad, placement.plan(bad)[1])
+
+
+def test_a_libero_run_starts_its_actors_and_evaluator_with_the_libero_venvs_interpreter(tmp_path):
+    """LiberoSpatial-v0's simulator is in .venv-libero: the roles that make the env get its interpreter, the
+    learner and replay the launcher's; a missing venv is a config error that says how to make it."""
+    import sys
+
+    from launch.processes import role_command
+
+    cfg = load_config("pendulum_sac_mlp", ["env.id=LiberoSpatial-v0"])
+    assert placement.env_python(cfg, "actor") == placement.env_python(cfg, "evaluator") == ".venv-libero/bin/python"
+    assert placement.env_python(cfg, "learner") == placement.env_python(cfg, "replay") == ""
+    assert placement.env_python(load_config("pendulum_sac_mlp"), "actor") == ""
+    # actor.python (here the test's own interpreter, absolute) wins over the env's
+    cfg = load_config("pendulum_sac_mlp", ["env.id=LiberoSpatial-v0", f"actor.python={sys.executable}"])
+    processes = {p.name: p for p in placement.plan(cfg)}
+    assert role_command("actor", "RUN", 0, placement.interpreter(processes["actor-0"], "/repo"))[0] == sys.executable
+    assert placement.interpreter(processes["learner"], "/repo") is None
+    relative = placement.ProcessPlacement("actor-0", "actor", 0, "gpu-b", "cpu", ".venv-libero/bin/python")
+    assert placement.interpreter(relative, "/opt/zarl") == "/opt/zarl/.venv-libero/bin/python"  # an ssh host's
+    missing = load_config("pendulum_sac_mlp", ["env.id=LiberoSpatial-v0",
+                                               f"actor.python={tmp_path}/.venv-libero/bin/python"])
+    with pytest.raises(ConfigError, match="scripts/setup.sh --libero"):
+        placement.plan(missing)
