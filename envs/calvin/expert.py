@@ -59,6 +59,11 @@ SLIDER_PITCH = math.radians(35)
 ROTATE_GOAL = math.radians(80)
 ROTATE_DONE = math.radians(68)
 ROTATE_ATTEMPTS = 3
+# The hand's underside is 3.5 cm above the tcp: from this tcp height up it passes over the door's handle.
+HANDLE_CLEAR_Z = S.DOOR_HANDLE["z"][1] - 0.035 + 0.008
+# A rotated block is set down with its centre at least this far out (the band the blocks start in): nearer
+# the desk's front edge (x 0.30) it overhangs it, and the next touch tips it off the desk or into the drawer.
+ROTATE_KEEP_X = 0.34
 
 
 def _wrap(a: float) -> float:
@@ -133,14 +138,15 @@ class ScriptedExpert:
             return math.inf
         return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN
 
-    def _max_x(self, y: float, yaws) -> float:
+    def _max_x(self, y: float, yaws, above_handle: bool = False) -> float:
         """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
         face where the door covers y (inf where the hand is in front of the open half), and of the
-        handle (it stands out 4 cm from the face at the height of the hand working on the desk)."""
+        handle (it stands out 4 cm from the face at the height of the hand working on the desk), unless
+        `above_handle` (the tcp at HANDLE_CLEAR_Z or higher)."""
         half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
         limit = self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
         centre = self.env.variant.door_centre_y(self.state().door)
-        if abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
+        if not above_handle and abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
             hand = max(HAND_HALF[0] * abs(math.cos(a)) + HAND_HALF[1] * abs(math.sin(a)) for a in yaws)
             limit = min(limit, S.DOOR_HANDLE["x"][0] - DOOR_MARGIN - hand)
         return limit
@@ -249,27 +255,54 @@ class ScriptedExpert:
             yaw0 = _grasp_yaw(self.state().blocks[colour].yaw)
             yaw0 = min((yaw0 - math.pi, yaw0, yaw0 + math.pi), key=lambda a: abs(a + sign * left / 2))
             sweep = [yaw0 + sign * math.radians(d) for d in range(0, int(math.degrees(left)) + 25, 10)]
-            yaw, _pos = yield from self._grasp(colour, turn=sweep, yaw=yaw0)
-            tcp, _ = self._tcp()
             # Off the table while turning, so it does not drag; and, for a block in front of the door
             # that the grasp could not take far enough off its centre, drawn towards the robot until
-            # the turning hand clears the door.
+            # the turning hand clears the door. Where that would take the block to the desk's front
+            # edge (in front of the door's handle: the hand turned across x reaches 11 cm ahead of the
+            # tcp), the block turns with the hand above the handle, drawn only clear of the door's face,
+            # and is set down beside the handle, where the hand at its final yaw (narrow across y) clears it.
+            y = self.state().blocks[colour].pos[1]
+            high = self._max_x(y, sweep) < ROTATE_KEEP_X
+            yaw, _pos = yield from self._grasp(colour, turn=() if high else sweep, yaw=yaw0)
+            tcp, _ = self._tcp()
+            down = tcp[2] + 0.015
             x = min(tcp[0], self._max_x(tcp[1], sweep))
-            low = (x, tcp[1], tcp[2] + 0.015)
-            yield from self._go(low, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
+            high = high or self.state().blocks[colour].pos[0] - (tcp[0] - x) < ROTATE_KEEP_X
+            if high:
+                x = min(tcp[0], self._max_x(tcp[1], sweep, above_handle=True))
+                turn_at = (x, tcp[1], max(down, HANDLE_CLEAR_Z))
+                yield from self._go((tcp[0], tcp[1], turn_at[2]), yaw, CLOSED, max_steps=30)
+                yield from self._go(turn_at, yaw, CLOSED, max_steps=40)
+            else:
+                turn_at = (x, tcp[1], down)
+                yield from self._go(turn_at, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
             # The gripper's goal is beyond the block's by the slip allowance; it stops early once the
             # block has turned far enough.
             target = yaw + sign * (left + math.radians(20))
             for _ in range(120):  # 2 rad at up to 0.05 rad per step, and the arm lags
-                a, _ = self._action(low, target, CLOSED)
+                a, _ = self._action(turn_at, target, CLOSED)
                 b = self.state().blocks[colour]
                 if (abs(_wrap(self._yaw_now() - target)) < 0.05
                         or sign * _wrap(b.yaw - start_yaw) > ROTATE_GOAL):
                     break
                 yield a
             now = self._yaw_now()
-            yield from self._hold(low, now, OPEN, 10)
-            yield from self._go((low[0], low[1], low[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
+            release = turn_at
+            if high:
+                release = (x, self._beside_handle(x, turn_at[1], now), down)
+                yield from self._go((x, release[1], turn_at[2]), now, CLOSED, max_steps=30)
+                yield from self._go(release, now, CLOSED, max_steps=30)
+            yield from self._hold(release, now, OPEN, 10)
+            yield from self._go((release[0], release[1], release[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
+
+    def _beside_handle(self, x: float, y: float, yaw: float) -> float:
+        """The y nearest to `y` at which the low hand at tcp x `x` and gripper yaw `yaw` clears the door and
+        its handle (`y` itself where it does)."""
+        for d in np.arange(0.0, 0.15, 0.005):
+            for cand in (y - d, y + d):
+                if x <= self._max_x(cand, [yaw]):
+                    return float(cand)
+        return y
 
     def _push_block(self, colour, sign):
         """Closed fingers beside the block, along y, until the block has moved PUSH_GOAL. Usually with
