@@ -38,6 +38,7 @@ OPEN, CLOSED = 1.0, -1.0
 # top edge (0.30), so the hand never catches the door on its way over a block standing in front of it.
 SAFE_Z = 0.28
 GAIN = 1.0
+ORN_TOL = 0.08  # radians: how far from its orientation a waypoint counts as reached
 # How far the arm reaches beyond the tcp along +x with the gripper pointing down: the wrist (links 6-7)
 # stands 9.5 cm ahead of it whatever the yaw; the hand (20 cm long across the fingers, 7 cm wide) as
 # its yaw turns its length towards x. Below the door's top, the hand and wrist must stay in front of the
@@ -64,6 +65,8 @@ HANDLE_CLEAR_Z = S.DOOR_HANDLE["z"][1] - 0.035 + 0.008
 # A rotated block is set down with its centre at least this far out (the band the blocks start in): nearer
 # the desk's front edge (x 0.30) it overhangs it, and the next touch tips it off the desk or into the drawer.
 ROTATE_KEEP_X = 0.34
+# How far apart (centres) a block set down and the other blocks on the table stand at least.
+BLOCK_CLEARANCE = 0.08
 
 
 def _wrap(a: float) -> float:
@@ -91,6 +94,7 @@ class ScriptedExpert:
         self.p = self.env.p
         self._script: Iterator | None = None
         self._target = None
+        self._orn_error = 0.0
         self.task: str | None = None
 
     # -------------------------------------------------------------------- control
@@ -115,13 +119,17 @@ class ScriptedExpert:
         angle = _wrap(angle)
         a[3:6] = np.clip(np.asarray(axis) * angle / MAX_REL_ORN, -1, 1)
         a[6] = grip
+        self._orn_error = abs(angle)
         return a.astype(np.float32), float(np.linalg.norm(err))
 
     def _go(self, pos, yaw, grip, tol=0.006, max_steps=90, pitch=0.0):
-        """Drive to a waypoint; done when within tol (metres) or after max_steps."""
+        """Drive to a waypoint; done when within tol (metres) and ORN_TOL of its orientation, or after
+        max_steps. The orientation counts too: a turn of 90 degrees takes 31 steps at the action's limit, more
+        than a short move, and a push begun with the hand still turning wedges the block between the
+        fingers and rolls it over."""
         for _ in range(max_steps):
             a, dist = self._action(pos, yaw, grip, pitch)
-            if dist < tol:
+            if dist < tol and self._orn_error < ORN_TOL:
                 return
             yield a
 
@@ -260,7 +268,8 @@ class ScriptedExpert:
             # the turning hand clears the door. Where that would take the block to the desk's front
             # edge (in front of the door's handle: the hand turned across x reaches 11 cm ahead of the
             # tcp), the block turns with the hand above the handle, drawn only clear of the door's face,
-            # and is set down beside the handle, where the hand at its final yaw (narrow across y) clears it.
+            # and is set down beside the handle, where the hand at its final yaw (narrow across y) clears it,
+            # or, with another block there, let go from that height (6 cm above the desk; it lands flat).
             y = self.state().blocks[colour].pos[1]
             high = self._max_x(y, sweep) < ROTATE_KEEP_X
             yaw, _pos = yield from self._grasp(colour, turn=() if high else sweep, yaw=yaw0)
@@ -288,21 +297,25 @@ class ScriptedExpert:
                 yield a
             now = self._yaw_now()
             release = turn_at
-            if high:
-                release = (x, self._beside_handle(x, turn_at[1], now), down)
-                yield from self._go((x, release[1], turn_at[2]), now, CLOSED, max_steps=30)
+            beside = self._beside_handle(colour, x, turn_at[1], now) if high else None
+            if beside is not None:
+                release = (x, beside, down)
+                yield from self._go((x, beside, turn_at[2]), now, CLOSED, max_steps=30)
                 yield from self._go(release, now, CLOSED, max_steps=30)
             yield from self._hold(release, now, OPEN, 10)
             yield from self._go((release[0], release[1], release[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
 
-    def _beside_handle(self, x: float, y: float, yaw: float) -> float:
+    def _beside_handle(self, colour: str, x: float, y: float, yaw: float) -> float | None:
         """The y nearest to `y` at which the low hand at tcp x `x` and gripper yaw `yaw` clears the door and
-        its handle (`y` itself where it does)."""
+        its handle and the block `colour` held there stands clear of the other blocks; None if there is none
+        within 15 cm."""
+        others = [b.pos for c, b in self.state().blocks.items() if c != colour and "table" in b.on]
         for d in np.arange(0.0, 0.15, 0.005):
             for cand in (y - d, y + d):
-                if x <= self._max_x(cand, [yaw]):
+                if (x <= self._max_x(cand, [yaw])
+                        and all(math.hypot(x - o[0], cand - o[1]) > BLOCK_CLEARANCE for o in others)):
                     return float(cand)
-        return y
+        return None
 
     def _push_block(self, colour, sign):
         """Closed fingers beside the block, along y, until the block has moved PUSH_GOAL. Usually with
@@ -376,13 +389,14 @@ class ScriptedExpert:
 
     def _free_table_spot(self, exclude: str) -> tuple[float, float]:
         """Where on the table to set a block down: the spot farthest from the other blocks, in the band
-        the blocks start in (x 0.34-0.40): farther out, the block carried at the travel height drags the
+        the blocks start in (x 0.34-0.40, |y| up to scene.BLOCK_START_Y, so that pushes either way stay feasible):
+        farther out, the block carried at the travel height drags the
         sliding door along by its top edge, or is set down on the door's handle (x 0.44-0.48)."""
         s = self.state()
         others = [b.pos for c, b in s.blocks.items() if c != exclude]
         best, best_d = None, -1.0
         for x in (0.34, 0.40):
-            for y in np.linspace(-0.28, 0.28, 15):
+            for y in np.linspace(-S.BLOCK_START_Y, S.BLOCK_START_Y, 15):
                 d = min(math.hypot(x - o[0], y - o[1]) for o in others)
                 if d > best_d:
                     best, best_d = (x, float(y)), d

@@ -300,8 +300,8 @@ class CalvinPlayTableEnv(gym.Env):
             if where == "table":
                 for _ in range(1000):
                     # Clear of the door handle (it reaches out to x = 0.44) and of the table's front edge; with room
-                    # on both sides for a 10 cm push before the button and switch plates (|y| > 0.38).
-                    x, y = r.uniform(0.34, 0.40), r.uniform(-0.25, 0.25)
+                    # on both sides for a 10 cm push before the switch's rail and the button's plate (scene.BLOCK_START_Y).
+                    x, y = r.uniform(0.34, 0.40), r.uniform(-S.BLOCK_START_Y, S.BLOCK_START_Y)
                     if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
                         break
                 else:  # pragma: no cover - the area holds three blocks easily
