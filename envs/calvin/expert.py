@@ -162,6 +162,15 @@ class ScriptedExpert:
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
 
+    def _pusher_yaw(self, yaw: float) -> float:
+        """Of `yaw` and `yaw` + 180 degrees (the same pusher: the closed fingers are symmetric) within 90 degrees
+        of yaw 0 (the last joint's middle, as every grasp keeps it), the one nearer the gripper's yaw now:
+        from -95 degrees after a rotation to +90, the long way round, the hand took the whole subtask and the
+        last joint ran into its limit."""
+        now = self._yaw_now()
+        both = [a for a in (yaw, _wrap(yaw + math.pi)) if abs(a) <= math.pi / 2 + 1e-6] or [yaw]
+        return min(both, key=lambda a: abs(_wrap(a - now)))
+
     # -------------------------------------------------------------------- scripts
     def _above(self, xy, yaw, grip):
         tcp, _ = self._tcp()
@@ -205,6 +214,7 @@ class ScriptedExpert:
 
     def _push(self, start, end, yaw):
         """Closed fingers: above start, down to it, along to end, up."""
+        yaw = self._pusher_yaw(yaw)
         yield from self._above(start, yaw, CLOSED)
         yield from self._go(start, yaw, CLOSED, tol=0.006)
         yield from self._go(end, yaw, CLOSED, tol=0.008, max_steps=120)
@@ -324,12 +334,13 @@ class ScriptedExpert:
         length along y, a 2 cm pusher) and the tcp short of the block's middle, so that the hand and the
         wrist stay in front of the door's face."""
         b = self.state().blocks[colour]
-        y_start = b.pos[1]
+        # Measured from where the block stood when the subtask began, as the oracle measures it.
+        y_start = self._start_state.blocks[colour].pos[1]
         half = max(S.BLOCKS[colour][:2]) / 2
         y0, y1 = b.pos[1] - sign * (half + 0.035), b.pos[1] + sign * 0.115  # farther meets the plates
-        x, yaw = b.pos[0], math.pi / 2
+        x, yaw = b.pos[0], self._pusher_yaw(math.pi / 2)
         if x > min(self._max_x(y, [yaw]) for y in (y0, y1)):
-            yaw = 0.0
+            yaw = self._pusher_yaw(0.0)
             # The finger's face (2 cm wide) still meets the block's near half.
             x = max(min(x, min(self._max_x(y, [yaw]) for y in (y0, y1))), x - 0.015)
         yield from self._above((x, y0), yaw, CLOSED)
@@ -509,12 +520,18 @@ class ScriptedExpert:
     def _clear_then(self, task: str):
         """Subtasks that need no held block begin by opening the gripper and rising above whatever it was
         last touching: the previous subtask counts as done as soon as its oracle says so, which may be with
-        the fingers still around a block it has just let go of."""
+        the fingers still around a block it has just let go of. Closed fingers (a push: they may still
+        touch the block) rise before they open: opened beside the block, a finger shoves it on (by up to
+        12 cm after a push along the fingers' line)."""
         if task not in ("place_in_slider", "place_in_drawer", "stack_block"):
             tcp, _ = self._tcp()
             yaw = self._yaw_now()
-            yield from self._hold(tcp, yaw, OPEN, 6)
-            if tcp[2] < SAFE_Z - 0.02:
+            low = tcp[2] < SAFE_Z - 0.02
+            if low and self.env._gripper_action < 0:
+                yield from self._go((tcp[0], tcp[1], tcp[2] + 0.06), yaw, CLOSED, tol=0.01, max_steps=20)
+                low = False
+            yield from self._hold(self._tcp()[0], yaw, OPEN, 6)
+            if low:
                 yield from self._go((tcp[0], tcp[1], tcp[2] + 0.06), yaw, OPEN, tol=0.01, max_steps=20)
         yield from self._script_for(task)
 
@@ -523,6 +540,7 @@ class ScriptedExpert:
             raise ValueError(f"no expert for subtask {task!r}; see envs.calvin.tasks.TASKS")
         self.task = task
         self._script = self._clear_then(task)
+        self._start_state = self.state()
         self._last = None
 
     def act(self) -> np.ndarray:
