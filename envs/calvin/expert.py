@@ -55,6 +55,10 @@ PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's p
 # Grasps in the slider's compartment: how many, and the fingers' tilt from the vertical (see _grasp_in_slider).
 SLIDER_ATTEMPTS = 2
 SLIDER_PITCH = math.radians(35)
+# A block on the table this near in y to one in the slider stands in the way of the hand reaching in (the open
+# fingers 5.5 cm either side of the tcp, the block up to 4 cm).
+SLIDER_LANE = 0.10
+SLIDER_OVER_Z = 0.08  # the tilted fingers' lowest point clears a block's top (4.5 cm) from this tcp height
 # Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
 # and how many grasps the expert spends on it.
 ROTATE_GOAL = math.radians(80)
@@ -228,15 +232,32 @@ class ScriptedExpert:
         front of the door and only the hand reaches into the compartment."""
         b = self.state().blocks[colour]
         yaw = _grasp_yaw(b.yaw)
-        out_x = S.CABINET_FRONT_X - 0.10
+        out_x, in_x = S.CABINET_FRONT_X - 0.10, self._slider_approach_x(colour)
         # 1.2 cm above the block's middle, so the fingertips pass over the door's rail.
         z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
         yield from self._go((out_x, b.pos[1], SAFE_Z), yaw, OPEN, tol=0.01, pitch=SLIDER_PITCH)
-        yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+        if in_x > out_x:  # over the block on the table in the way, then down beyond it
+            yield from self._go((out_x, b.pos[1], SLIDER_OVER_Z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+            yield from self._go((in_x, b.pos[1], SLIDER_OVER_Z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+        yield from self._go((in_x, b.pos[1], z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
         yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, pitch=SLIDER_PITCH)
         yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12, pitch=SLIDER_PITCH)
         return yaw, b.pos
+
+    def _slider_approach_x(self, colour: str) -> float:
+        """Where in front of the compartment the tilted hand goes down to the height of a block in the slider:
+        10 cm in front of the cabinet, or just beyond a block on the table in the way (in scene A the cabinet
+        stands straight ahead and the blocks on the table in front of it: the hand came down onto one). The
+        hand goes down to there over that block from 10 cm in front of the cabinet: from the travel height
+        farther out, the elbow meets the cabinet's roof."""
+        s = self.state()
+        y = s.blocks[colour].pos[1]
+        x = S.CABINET_FRONT_X - 0.10
+        for c, b in s.blocks.items():
+            if c != colour and "table" in b.on and abs(b.pos[1] - y) < SLIDER_LANE:
+                x = max(x, b.pos[0] + max(S.BLOCKS[c][:2]) / 2 + 0.05)
+        return min(x, S.CABINET_FRONT_X - 0.03)
 
     def _lift(self, colour):
         if "slider" in self.state().blocks[colour].on:
@@ -248,7 +269,7 @@ class ScriptedExpert:
                 # where the block now stands.
                 tcp, _ = self._tcp()
                 yield from self._hold(tcp, yaw, OPEN, 8, pitch=SLIDER_PITCH)
-                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01,
+                yield from self._go((self._slider_approach_x(colour), tcp[1], tcp[2]), yaw, OPEN, tol=0.01,
                                     pitch=SLIDER_PITCH)
             yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01, pitch=SLIDER_PITCH)
             yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200, pitch=SLIDER_PITCH)
