@@ -12,7 +12,10 @@ with the gripper pointing down:
   a block push runs until the block itself has moved far enough;
 * the button is pressed down with closed fingers;
 * rotations turn until the block (which slips in the fingers) has turned far enough, and grasp again
-  if it has not;
+  if it has not; in front of the door's handle, where turning low would draw the block to the desk's
+  front edge, the block turns with the hand above the handle and is set down beside it;
+* a waypoint is reached only once the orientation is too (a push begun while the hand still turns rolls
+  the block), and pushers take the symmetric yaw nearer the hand's;
 * the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
   and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
   narrower pusher), since an arm pressed on the door climbs over it into the compartment;
@@ -421,9 +424,9 @@ class ScriptedExpert:
 
     def _free_table_spot(self, exclude: str) -> tuple[float, float]:
         """Where on the table to set a block down: the spot farthest from the other blocks, in the band
-        the blocks start in (x 0.34-0.40, |y| up to scene.BLOCK_START_Y, so that pushes either way stay feasible):
-        farther out, the block carried at the travel height drags the
-        sliding door along by its top edge, or is set down on the door's handle (x 0.44-0.48)."""
+        the blocks start in (x 0.34-0.40, |y| up to scene.BLOCK_START_Y, so that pushes either way stay
+        feasible): farther out, the block carried at the travel height drags the sliding door along by its
+        top edge, or is set down on the door's handle (x 0.44-0.48)."""
         s = self.state()
         others = [b.pos for c, b in s.blocks.items() if c != exclude]
         best, best_d = None, -1.0
