@@ -12,7 +12,10 @@ with the gripper pointing down:
   a block push runs until the block itself has moved far enough;
 * the button is pressed down with closed fingers;
 * rotations turn until the block (which slips in the fingers) has turned far enough, and grasp again
-  if it has not;
+  if it has not; in front of the door's handle, where turning low would draw the block to the desk's
+  front edge, the block turns with the hand above the handle and is set down beside it;
+* a waypoint is reached only once the orientation is too (a push begun while the hand still turns rolls
+  the block), and pushers take the symmetric yaw nearer the hand's;
 * the hand and the wrist reach up to 13 cm beyond the tcp: travel is above the sliding door's top,
   and below it the tcp keeps far enough from the door's face and handle (off-centre grasps, the
   narrower pusher), since an arm pressed on the door climbs over it into the compartment;
@@ -38,6 +41,7 @@ OPEN, CLOSED = 1.0, -1.0
 # top edge (0.30), so the hand never catches the door on its way over a block standing in front of it.
 SAFE_Z = 0.28
 GAIN = 1.0
+ORN_TOL = 0.08  # radians: how far from its orientation a waypoint counts as reached
 # How far the arm reaches beyond the tcp along +x with the gripper pointing down: the wrist (links 6-7)
 # stands 9.5 cm ahead of it whatever the yaw; the hand (20 cm long across the fingers, 7 cm wide) as
 # its yaw turns its length towards x. Below the door's top, the hand and wrist must stay in front of the
@@ -54,11 +58,22 @@ PUSH_Y_LIMIT = 0.36  # the fingers stop short of the button's and the switch's p
 # Grasps in the slider's compartment: how many, and the fingers' tilt from the vertical (see _grasp_in_slider).
 SLIDER_ATTEMPTS = 2
 SLIDER_PITCH = math.radians(35)
+# A block on the table this near in y to one in the slider stands in the way of the hand reaching in (the open
+# fingers 5.5 cm either side of the tcp, the block up to 4 cm).
+SLIDER_LANE = 0.10
+SLIDER_OVER_Z = 0.08  # the tilted fingers' lowest point clears a block's top (4.5 cm) from this tcp height
 # Rotations: the block's turn aimed for, the turn that counts as done (the oracle wants 60 degrees),
 # and how many grasps the expert spends on it.
 ROTATE_GOAL = math.radians(80)
 ROTATE_DONE = math.radians(68)
 ROTATE_ATTEMPTS = 3
+# The hand's underside is 3.5 cm above the tcp: from this tcp height up it passes over the door's handle.
+HANDLE_CLEAR_Z = S.DOOR_HANDLE["z"][1] - 0.035 + 0.008
+# A rotated block is set down with its centre at least this far out (the band the blocks start in): nearer
+# the desk's front edge (x 0.30) it overhangs it, and the next touch tips it off the desk or into the drawer.
+ROTATE_KEEP_X = 0.34
+# How far apart (centres) a block set down and the other blocks on the table stand at least.
+BLOCK_CLEARANCE = 0.08
 
 
 def _wrap(a: float) -> float:
@@ -86,6 +101,7 @@ class ScriptedExpert:
         self.p = self.env.p
         self._script: Iterator | None = None
         self._target = None
+        self._orn_error = 0.0
         self.task: str | None = None
 
     # -------------------------------------------------------------------- control
@@ -110,13 +126,17 @@ class ScriptedExpert:
         angle = _wrap(angle)
         a[3:6] = np.clip(np.asarray(axis) * angle / MAX_REL_ORN, -1, 1)
         a[6] = grip
+        self._orn_error = abs(angle)
         return a.astype(np.float32), float(np.linalg.norm(err))
 
     def _go(self, pos, yaw, grip, tol=0.006, max_steps=90, pitch=0.0):
-        """Drive to a waypoint; done when within tol (metres) or after max_steps."""
+        """Drive to a waypoint; done when within tol (metres) and ORN_TOL of its orientation, or after
+        max_steps. The orientation counts too: a turn of 90 degrees takes 31 steps at the action's limit, more
+        than a short move, and a push begun with the hand still turning wedges the block between the
+        fingers and rolls it over."""
         for _ in range(max_steps):
             a, dist = self._action(pos, yaw, grip, pitch)
-            if dist < tol:
+            if dist < tol and self._orn_error < ORN_TOL:
                 return
             yield a
 
@@ -133,20 +153,30 @@ class ScriptedExpert:
             return math.inf
         return S.CABINET_FRONT_X - S.DOOR_THICKNESS - DOOR_MARGIN
 
-    def _max_x(self, y: float, yaws) -> float:
+    def _max_x(self, y: float, yaws, above_handle: bool = False) -> float:
         """The largest tcp x at which the hand, at every yaw in `yaws`, stays clear of the sliding door's
         face where the door covers y (inf where the hand is in front of the open half), and of the
-        handle (it stands out 4 cm from the face at the height of the hand working on the desk)."""
+        handle (it stands out 4 cm from the face at the height of the hand working on the desk), unless
+        `above_handle` (the tcp at HANDLE_CLEAR_Z or higher)."""
         half_y = max(HAND_HALF[0] * abs(math.sin(a)) + HAND_HALF[1] * abs(math.cos(a)) for a in yaws)
         limit = self._door_face_x(y, half_y) - max(_reach(a) for a in yaws)
         centre = self.env.variant.door_centre_y(self.state().door)
-        if abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
+        if not above_handle and abs(y - centre) < S.DOOR_HANDLE["width"] / 2 + half_y:
             hand = max(HAND_HALF[0] * abs(math.cos(a)) + HAND_HALF[1] * abs(math.sin(a)) for a in yaws)
             limit = min(limit, S.DOOR_HANDLE["x"][0] - DOOR_MARGIN - hand)
         return limit
 
     def _yaw_now(self) -> float:
         return self.p.getEulerFromQuaternion(self._tcp()[1])[2]
+
+    def _pusher_yaw(self, yaw: float) -> float:
+        """Of `yaw` and `yaw` + 180 degrees (the same pusher: the closed fingers are symmetric) within 90 degrees
+        of yaw 0 (the last joint's middle, as every grasp keeps it), the one nearer the gripper's yaw now:
+        from -95 degrees after a rotation to +90, the long way round, the hand took the whole subtask and the
+        last joint ran into its limit."""
+        now = self._yaw_now()
+        both = [a for a in (yaw, _wrap(yaw + math.pi)) if abs(a) <= math.pi / 2 + 1e-6] or [yaw]
+        return min(both, key=lambda a: abs(_wrap(a - now)))
 
     # -------------------------------------------------------------------- scripts
     def _above(self, xy, yaw, grip):
@@ -191,6 +221,7 @@ class ScriptedExpert:
 
     def _push(self, start, end, yaw):
         """Closed fingers: above start, down to it, along to end, up."""
+        yaw = self._pusher_yaw(yaw)
         yield from self._above(start, yaw, CLOSED)
         yield from self._go(start, yaw, CLOSED, tol=0.006)
         yield from self._go(end, yaw, CLOSED, tol=0.008, max_steps=120)
@@ -204,15 +235,32 @@ class ScriptedExpert:
         front of the door and only the hand reaches into the compartment."""
         b = self.state().blocks[colour]
         yaw = _grasp_yaw(b.yaw)
-        out_x = S.CABINET_FRONT_X - 0.10
+        out_x, in_x = S.CABINET_FRONT_X - 0.10, self._slider_approach_x(colour)
         # 1.2 cm above the block's middle, so the fingertips pass over the door's rail.
         z = b.pos[2] + 0.012
         yield from self._above((out_x, b.pos[1]), yaw, OPEN)
         yield from self._go((out_x, b.pos[1], SAFE_Z), yaw, OPEN, tol=0.01, pitch=SLIDER_PITCH)
-        yield from self._go((out_x, b.pos[1], z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+        if in_x > out_x:  # over the block on the table in the way, then down beyond it
+            yield from self._go((out_x, b.pos[1], SLIDER_OVER_Z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+            yield from self._go((in_x, b.pos[1], SLIDER_OVER_Z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
+        yield from self._go((in_x, b.pos[1], z), yaw, OPEN, tol=0.008, pitch=SLIDER_PITCH)
         yield from self._go((b.pos[0], b.pos[1], z), yaw, OPEN, pitch=SLIDER_PITCH)
         yield from self._hold((b.pos[0], b.pos[1], z), yaw, CLOSED, 12, pitch=SLIDER_PITCH)
         return yaw, b.pos
+
+    def _slider_approach_x(self, colour: str) -> float:
+        """Where in front of the compartment the tilted hand goes down to the height of a block in the slider:
+        10 cm in front of the cabinet, or just beyond a block on the table in the way (in scene A the cabinet
+        stands straight ahead and the blocks on the table in front of it: the hand came down onto one). The
+        hand goes down to there over that block from 10 cm in front of the cabinet: from the travel height
+        farther out, the elbow meets the cabinet's roof."""
+        s = self.state()
+        y = s.blocks[colour].pos[1]
+        x = S.CABINET_FRONT_X - 0.10
+        for c, b in s.blocks.items():
+            if c != colour and "table" in b.on and abs(b.pos[1] - y) < SLIDER_LANE:
+                x = max(x, b.pos[0] + max(S.BLOCKS[c][:2]) / 2 + 0.05)
+        return min(x, S.CABINET_FRONT_X - 0.03)
 
     def _lift(self, colour):
         if "slider" in self.state().blocks[colour].on:
@@ -224,7 +272,7 @@ class ScriptedExpert:
                 # where the block now stands.
                 tcp, _ = self._tcp()
                 yield from self._hold(tcp, yaw, OPEN, 8, pitch=SLIDER_PITCH)
-                yield from self._go((S.CABINET_FRONT_X - 0.10, tcp[1], tcp[2]), yaw, OPEN, tol=0.01,
+                yield from self._go((self._slider_approach_x(colour), tcp[1], tcp[2]), yaw, OPEN, tol=0.01,
                                     pitch=SLIDER_PITCH)
             yield from self._go((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, tol=0.01, pitch=SLIDER_PITCH)
             yield from self._hold((pos[0], pos[1], pos[2] + 0.09), yaw, CLOSED, 200, pitch=SLIDER_PITCH)
@@ -249,27 +297,59 @@ class ScriptedExpert:
             yaw0 = _grasp_yaw(self.state().blocks[colour].yaw)
             yaw0 = min((yaw0 - math.pi, yaw0, yaw0 + math.pi), key=lambda a: abs(a + sign * left / 2))
             sweep = [yaw0 + sign * math.radians(d) for d in range(0, int(math.degrees(left)) + 25, 10)]
-            yaw, _pos = yield from self._grasp(colour, turn=sweep, yaw=yaw0)
-            tcp, _ = self._tcp()
             # Off the table while turning, so it does not drag; and, for a block in front of the door
             # that the grasp could not take far enough off its centre, drawn towards the robot until
-            # the turning hand clears the door.
+            # the turning hand clears the door. Where that would take the block to the desk's front
+            # edge (in front of the door's handle: the hand turned across x reaches 11 cm ahead of the
+            # tcp), the block turns with the hand above the handle, drawn only clear of the door's face,
+            # and is set down beside the handle, where the hand at its final yaw (narrow across y) clears it,
+            # or, with another block there, let go from that height (6 cm above the desk; it lands flat).
+            y = self.state().blocks[colour].pos[1]
+            high = self._max_x(y, sweep) < ROTATE_KEEP_X
+            yaw, _pos = yield from self._grasp(colour, turn=() if high else sweep, yaw=yaw0)
+            tcp, _ = self._tcp()
+            down = tcp[2] + 0.015
             x = min(tcp[0], self._max_x(tcp[1], sweep))
-            low = (x, tcp[1], tcp[2] + 0.015)
-            yield from self._go(low, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
+            high = high or self.state().blocks[colour].pos[0] - (tcp[0] - x) < ROTATE_KEEP_X
+            if high:
+                x = min(tcp[0], self._max_x(tcp[1], sweep, above_handle=True))
+                turn_at = (x, tcp[1], max(down, HANDLE_CLEAR_Z))
+                yield from self._go((tcp[0], tcp[1], turn_at[2]), yaw, CLOSED, max_steps=30)
+                yield from self._go(turn_at, yaw, CLOSED, max_steps=40)
+            else:
+                turn_at = (x, tcp[1], down)
+                yield from self._go(turn_at, yaw, CLOSED, max_steps=10 if x == tcp[0] else 40)
             # The gripper's goal is beyond the block's by the slip allowance; it stops early once the
             # block has turned far enough.
             target = yaw + sign * (left + math.radians(20))
             for _ in range(120):  # 2 rad at up to 0.05 rad per step, and the arm lags
-                a, _ = self._action(low, target, CLOSED)
+                a, _ = self._action(turn_at, target, CLOSED)
                 b = self.state().blocks[colour]
                 if (abs(_wrap(self._yaw_now() - target)) < 0.05
                         or sign * _wrap(b.yaw - start_yaw) > ROTATE_GOAL):
                     break
                 yield a
             now = self._yaw_now()
-            yield from self._hold(low, now, OPEN, 10)
-            yield from self._go((low[0], low[1], low[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
+            release = turn_at
+            beside = self._beside_handle(colour, x, turn_at[1], now) if high else None
+            if beside is not None:
+                release = (x, beside, down)
+                yield from self._go((x, beside, turn_at[2]), now, CLOSED, max_steps=30)
+                yield from self._go(release, now, CLOSED, max_steps=30)
+            yield from self._hold(release, now, OPEN, 10)
+            yield from self._go((release[0], release[1], release[2] + 0.06), now, OPEN, tol=0.01, max_steps=30)
+
+    def _beside_handle(self, colour: str, x: float, y: float, yaw: float) -> float | None:
+        """The y nearest to `y` at which the low hand at tcp x `x` and gripper yaw `yaw` clears the door and
+        its handle and the block `colour` held there stands clear of the other blocks; None if there is none
+        within 15 cm."""
+        others = [b.pos for c, b in self.state().blocks.items() if c != colour and "table" in b.on]
+        for d in np.arange(0.0, 0.15, 0.005):
+            for cand in (y - d, y + d):
+                if (x <= self._max_x(cand, [yaw])
+                        and all(math.hypot(x - o[0], cand - o[1]) > BLOCK_CLEARANCE for o in others)):
+                    return float(cand)
+        return None
 
     def _push_block(self, colour, sign):
         """Closed fingers beside the block, along y, until the block has moved PUSH_GOAL. Usually with
@@ -278,12 +358,13 @@ class ScriptedExpert:
         length along y, a 2 cm pusher) and the tcp short of the block's middle, so that the hand and the
         wrist stay in front of the door's face."""
         b = self.state().blocks[colour]
-        y_start = b.pos[1]
+        # Measured from where the block stood when the subtask began, as the oracle measures it.
+        y_start = self._start_state.blocks[colour].pos[1]
         half = max(S.BLOCKS[colour][:2]) / 2
         y0, y1 = b.pos[1] - sign * (half + 0.035), b.pos[1] + sign * 0.115  # farther meets the plates
-        x, yaw = b.pos[0], math.pi / 2
+        x, yaw = b.pos[0], self._pusher_yaw(math.pi / 2)
         if x > min(self._max_x(y, [yaw]) for y in (y0, y1)):
-            yaw = 0.0
+            yaw = self._pusher_yaw(0.0)
             # The finger's face (2 cm wide) still meets the block's near half.
             x = max(min(x, min(self._max_x(y, [yaw]) for y in (y0, y1))), x - 0.015)
         yield from self._above((x, y0), yaw, CLOSED)
@@ -343,13 +424,14 @@ class ScriptedExpert:
 
     def _free_table_spot(self, exclude: str) -> tuple[float, float]:
         """Where on the table to set a block down: the spot farthest from the other blocks, in the band
-        the blocks start in (x 0.34-0.40): farther out, the block carried at the travel height drags the
-        sliding door along by its top edge, or is set down on the door's handle (x 0.44-0.48)."""
+        the blocks start in (x 0.34-0.40, |y| up to scene.BLOCK_START_Y, so that pushes either way stay
+        feasible): farther out, the block carried at the travel height drags the sliding door along by its
+        top edge, or is set down on the door's handle (x 0.44-0.48)."""
         s = self.state()
         others = [b.pos for c, b in s.blocks.items() if c != exclude]
         best, best_d = None, -1.0
         for x in (0.34, 0.40):
-            for y in np.linspace(-0.28, 0.28, 15):
+            for y in np.linspace(-S.BLOCK_START_Y, S.BLOCK_START_Y, 15):
                 d = min(math.hypot(x - o[0], y - o[1]) for o in others)
                 if d > best_d:
                     best, best_d = (x, float(y)), d
@@ -462,12 +544,18 @@ class ScriptedExpert:
     def _clear_then(self, task: str):
         """Subtasks that need no held block begin by opening the gripper and rising above whatever it was
         last touching: the previous subtask counts as done as soon as its oracle says so, which may be with
-        the fingers still around a block it has just let go of."""
+        the fingers still around a block it has just let go of. Closed fingers (a push: they may still
+        touch the block) rise before they open: opened beside the block, a finger shoves it on (by up to
+        12 cm after a push along the fingers' line)."""
         if task not in ("place_in_slider", "place_in_drawer", "stack_block"):
             tcp, _ = self._tcp()
             yaw = self._yaw_now()
-            yield from self._hold(tcp, yaw, OPEN, 6)
-            if tcp[2] < SAFE_Z - 0.02:
+            low = tcp[2] < SAFE_Z - 0.02
+            if low and self.env._gripper_action < 0:
+                yield from self._go((tcp[0], tcp[1], tcp[2] + 0.06), yaw, CLOSED, tol=0.01, max_steps=20)
+                low = False
+            yield from self._hold(self._tcp()[0], yaw, OPEN, 6)
+            if low:
                 yield from self._go((tcp[0], tcp[1], tcp[2] + 0.06), yaw, OPEN, tol=0.01, max_steps=20)
         yield from self._script_for(task)
 
@@ -476,6 +564,7 @@ class ScriptedExpert:
             raise ValueError(f"no expert for subtask {task!r}; see envs.calvin.tasks.TASKS")
         self.task = task
         self._script = self._clear_then(task)
+        self._start_state = self.state()
         self._last = None
 
     def act(self) -> np.ndarray:

@@ -271,7 +271,7 @@ class CalvinPlayTableEnv(gym.Env):
         return self._observation(self.start_state)
 
     def _place(self, spec: StartSpec) -> None:
-        p, c, r, v = self.p, self.client, self.np_random, self.variant
+        p, c, r = self.p, self.client, self.np_random
         p.resetSimulation(physicsClientId=c)
         self._build()
         for j, q in enumerate(HOME_JOINTS):
@@ -296,7 +296,25 @@ class CalvinPlayTableEnv(gym.Env):
                                 force=BUTTON_SPRING_FORCE, positionGain=0.2, physicsClientId=c)
         self._button_was_down = False
         self._show_lights()
+        # Three blocks 11 cm apart in the band rarely leave no room for the last one: then all of them again.
+        for _ in range(100):
+            poses = self._block_poses(spec, door, drawer)
+            if poses is not None:
+                break
+        else:  # pragma: no cover - the band holds three blocks easily
+            raise RuntimeError("could not place the blocks apart")
+        for colour, (pos, yaw) in poses.items():
+            p.resetBasePositionAndOrientation(self.blocks[colour], pos, yaw_quat(yaw), physicsClientId=c)
+            p.resetBaseVelocity(self.blocks[colour], [0, 0, 0], [0, 0, 0], physicsClientId=c)
+        for _ in range(self._substeps * 3):  # let the blocks settle onto their supports
+            p.stepSimulation(physicsClientId=c)
+
+    def _block_poses(self, spec: StartSpec, door: float, drawer: float) -> dict | None:
+        """Each block's (position, yaw) for the symbolic start `spec`, drawn from np_random; None when the
+        table blocks drawn so far leave no room for the next one."""
+        r, v = self.np_random, self.variant
         placed: list[tuple[float, float]] = []
+        poses = {}
         for colour in COLOURS:
             where = spec.where(colour)
             _sx, _sy, sz = S.BLOCKS[colour]
@@ -304,12 +322,12 @@ class CalvinPlayTableEnv(gym.Env):
             if where == "table":
                 for _ in range(1000):
                     # Clear of the door handle (it reaches out to x = 0.44) and of the table's front edge; with room
-                    # on both sides for a 10 cm push before the button and switch plates (|y| > 0.38).
-                    x, y = r.uniform(0.34, 0.40), r.uniform(-0.25, 0.25)
+                    # on both sides for a 10 cm push before the switch's rail and the button's plate (scene.BLOCK_START_Y).
+                    x, y = r.uniform(0.34, 0.40), r.uniform(-S.BLOCK_START_Y, S.BLOCK_START_Y)
                     if all((x - a) ** 2 + (y - b) ** 2 > 0.11 ** 2 for a, b in placed):
                         break
-                else:  # pragma: no cover - the area holds three blocks easily
-                    raise RuntimeError("could not place the blocks apart")
+                else:
+                    return None
                 placed.append((x, y))
                 z = sz / 2 + 0.001
             elif where == "slider":
@@ -325,10 +343,8 @@ class CalvinPlayTableEnv(gym.Env):
                 yaw = r.uniform(-0.2, 0.2)
             else:
                 raise ValueError(f"a block starts on the table, in the slider or in the drawer, got {where!r}")
-            p.resetBasePositionAndOrientation(self.blocks[colour], [x, y, z], yaw_quat(yaw), physicsClientId=c)
-            p.resetBaseVelocity(self.blocks[colour], [0, 0, 0], [0, 0, 0], physicsClientId=c)
-        for _ in range(self._substeps * 3):  # let the blocks settle onto their supports
-            p.stepSimulation(physicsClientId=c)
+            poses[colour] = ((x, y, z), yaw)
+        return poses
 
     # ------------------------------------------------------------------------------------ step
     def step(self, action):

@@ -123,6 +123,15 @@ VARIANTS: dict[str, SceneVariant] = {
 }
 
 
+# How far from the desk's middle (|y|) a block stands on the table at the start (and where the expert sets an
+# unstacked block down): the fixtures' inner ends are the switch rail's (|y| = 0.355 at the knob's end) and
+# the button plate's (0.39), and a block pushed 10 cm (the push oracle's distance) towards either side must
+# stop short of them, with room for its half-width turned 30 degrees (4 cm) and the push's overshoot (1.6 cm).
+FIXTURE_INNER_Y = min(min(abs(v.switch_xy[1]) - SWITCH_TRAVEL / 2 - SWITCH_KNOB[1], abs(v.button_xy[1]) - 0.05)
+                      for v in VARIANTS.values())
+BLOCK_START_Y = round(FIXTURE_INNER_Y - 0.10 - 0.04 - 0.016, 3)
+
+
 def variant(name: str) -> SceneVariant:
     if name not in VARIANTS:
         raise ValueError(f"unknown scene {name!r}; scenes are {', '.join(SCENES)}")

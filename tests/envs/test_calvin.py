@@ -348,3 +348,44 @@ def test_expert_holds_still_when_the_scene_does_not_allow_its_subtask(env):
     np.testing.assert_array_equal(action, np.array([0, 0, 0, 0, 0, 0, 1], np.float32))
     with pytest.raises(ValueError, match="no expert for subtask"):
         expert.start("juggle")
+
+
+def test_blocks_start_with_room_for_a_push_either_way(env):
+    # A 10 cm push from the start band's edge, with the block's half-width turned 30 degrees (4 cm), stops
+    # short of the switch's rail and the button's plate in every scene.
+    for v in (S.variant(n) for n in S.SCENES):
+        rail = abs(v.switch_xy[1]) - S.SWITCH_TRAVEL / 2 - S.SWITCH_KNOB[1]
+        plate = abs(v.button_xy[1]) - 0.05
+        assert S.BLOCK_START_Y + 0.10 + 0.04 < min(rail, plate)
+    for seed in range(5):
+        env.reset(seed=seed, options={"start": StartSpec()})
+        assert all(abs(b.pos[1]) <= S.BLOCK_START_Y + 0.005 for b in env.scene_state().blocks.values())
+
+
+def test_expert_rotation_in_front_of_the_handle_keeps_the_block_off_the_front_edge(env):
+    from envs.calvin.chains import run_expert
+    from envs.calvin.expert import ROTATE_KEEP_X
+    env.reset(seed=3, options={"start": StartSpec(door="left")})
+    handle_y = env.variant.door_centre_y(env.scene_state().door)
+    # The red block straight in front of the handle, the others out of the way.
+    for colour, (x, y) in {"red": (0.39, handle_y), "blue": (0.37, -0.19), "pink": (0.37, 0.19)}.items():
+        env.p.resetBasePositionAndOrientation(env.blocks[colour], [x, y, S.BLOCKS[colour][2] / 2 + 0.001],
+                                              yaw_quat(0.1), physicsClientId=env.client)
+    for _ in range(10):
+        env.p.stepSimulation(physicsClientId=env.client)
+    expert = ScriptedExpert(env)
+    # Turned low, the hand (11 cm ahead of the tcp turned across x) would draw the block to the front edge.
+    assert expert._max_x(handle_y, [0.1 + math.radians(d) for d in range(0, 105, 10)]) < ROTATE_KEEP_X
+    ok, _steps, _obs = run_expert(env, expert, "rotate_red_block_left")
+    red = env.scene_state().blocks["red"]
+    assert ok and red.pos[0] > ROTATE_KEEP_X - 0.01 and "table" in red.on
+
+
+def test_expert_pushes_with_the_symmetric_yaw_nearer_the_hand(env):
+    env.reset(seed=2, options={"start": StartSpec()})
+    expert = ScriptedExpert(env)
+    now = expert._yaw_now()
+    assert abs(now) < 0.1  # the home posture points the fingers along x
+    # +-90 degrees are the same pusher: the nearer one; 0 and 180: 0, the last joint's middle.
+    assert expert._pusher_yaw(math.pi / 2) == pytest.approx(math.pi / 2 if now >= 0 else -math.pi / 2)
+    assert expert._pusher_yaw(math.pi) == pytest.approx(0.0, abs=1e-9)
