@@ -41,6 +41,7 @@ from envs import make_vector_env  # noqa: E402
 from launch.run_config import load_config  # noqa: E402
 from learner.augment import random_shift  # noqa: E402
 from learner.configs import SACConfig  # noqa: E402
+from learner.device_replay import resolved_batch_source  # noqa: E402
 from learner.sac import SAC, concat_batches, split_batches  # noqa: E402
 from policies.sac_agent import SACAgent  # noqa: E402
 
@@ -53,10 +54,8 @@ UPDATES_TO_SOLVE = 22_000
 def stored_map_shapes(cfg, agent: SACAgent, device: torch.device) -> dict | None:
     """The encoder's per-camera map shapes where the learner process would sample batches of stored feature maps
     (sac.stored_features with the learner's copy of the buffer, learner/device_replay.py), else None."""
-    source = cfg.learner.batch_source
-    if source == "auto":
-        source = "device" if device.type == "cuda" else "service"
-    return dict(agent.encoder.map_shapes) if cfg.sac.stored_features and source == "device" else None
+    stored = cfg.sac.stored_features and resolved_batch_source(cfg.learner.batch_source, device) == "device"
+    return dict(agent.encoder.map_shapes) if stored else None
 
 
 def random_batch(space, action_dim: int, batch_size: int, device: torch.device, map_shapes: dict | None = None) -> dict:

@@ -36,6 +36,14 @@ _DTYPES = {"bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16"
 _STEP_FIELDS = ("action", "reward", "terminated", "obs_index", "next_obs_index")
 
 
+def resolved_batch_source(batch_source: str, device: torch.device) -> str:
+    """learner.batch_source with "auto" decided: the learner's own copy on a GPU, the replay service's batches
+    elsewhere."""
+    if batch_source == "auto":
+        return "device" if device.type == "cuda" else "service"
+    return batch_source
+
+
 class RowsError(ValueError):
     """A rows reply that does not describe what it carries; the copy is left as it was."""
 

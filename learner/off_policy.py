@@ -31,7 +31,7 @@ from learner.checkpoint import (
     save_checkpoint,
 )
 from learner.configs import SACConfig
-from learner.device_replay import DeviceReplay
+from learner.device_replay import DeviceReplay, resolved_batch_source
 from learner.sac import SAC
 from learner.weights_publisher import WeightsPublisher
 from policies.sac_agent import SACAgent
@@ -61,9 +61,7 @@ class OffPolicyLearner(Learner):
         resumed_version = self._resume() if self._should_resume() else 0
         self.publisher = WeightsPublisher(self.rt.ctx, endpoint(cfg, "weights", bind=True))
         self.publisher.policy_version = resumed_version
-        source = cfg.learner.batch_source
-        if source == "auto":
-            source = "device" if self.device.type == "cuda" else "service"
+        source = resolved_batch_source(cfg.learner.batch_source, self.device)
         # The maps live in the learner's copy of the buffer; where batch_source=auto picks the service's batches
         # (a CPU learner) the frames are kept and shifted afresh each time instead (the config check refuses an
         # explicit batch_source=service).

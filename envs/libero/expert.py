@@ -139,12 +139,7 @@ class ScriptedExpert:
         if self.phase == 1:  # down to pinch height, slowly
             return self._advance_if(state, self._grasp_point(state), OPEN, speed=c.descend_speed)
         if self.phase == 2:  # close, holding still
-            if self._steps == 1:
-                self._hold = state["eef_pos"].copy()
-            action = self._move(state, self._hold, CLOSE)
-            if self._steps >= c.close_steps:
-                self._next()
-            return action
+            return self._hold_still(state, CLOSE, c.close_steps)
         if self.phase == 3:  # lift straight up
             if self._steps == 1:
                 self._lift = state["eef_pos"] + np.array([0.0, 0.0, CARRY])
@@ -164,12 +159,7 @@ class ScriptedExpert:
             return self._advance_if(state, self._over_plate(state, RELEASE_ABOVE_PLATE), CLOSE, tolerance=0.01,
                                     speed=c.carry_speed)
         if self.phase == 6:  # open
-            if self._steps == 1:
-                self._hold = state["eef_pos"].copy()
-            action = self._move(state, self._hold, OPEN)
-            if self._steps >= c.open_steps:
-                self._next()
-            return action
+            return self._hold_still(state, OPEN, c.open_steps)
         # up, and wait there
         if self._steps == 1:
             self._up = state["eef_pos"] + np.array([0.0, 0.0, 0.10])
@@ -180,6 +170,16 @@ class ScriptedExpert:
         """Move towards target; the next phase once it is reached, or after phase_limit steps (blocked short of it)."""
         action = self._move(state, target, gripper, speed)
         if self._reached(state, target, tolerance) or self._steps >= self.config.phase_limit:
+            self._next()
+        return action
+
+    def _hold_still(self, state: dict, gripper: float, steps: int):
+        """Hold the hand where it was at this phase's first step while the gripper command acts; the next phase
+        after `steps` steps."""
+        if self._steps == 1:
+            self._hold = state["eef_pos"].copy()
+        action = self._move(state, self._hold, gripper)
+        if self._steps >= steps:
             self._next()
         return action
 
