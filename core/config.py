@@ -50,12 +50,16 @@ class RunnerConfig:
 
 @dataclass
 class EnvConfig:
-    RULES: ClassVar[dict] = {"num_envs": R.count(1, 65_536), "max_episode_steps": R.Range(1, R.BIG, integer=True, optional=True)}
+    RULES: ClassVar[dict] = {"num_envs": R.count(1, 65_536), "max_episode_steps": R.Range(1, R.BIG, integer=True, optional=True),
+                             "workers": R.count(1, 4096)}
 
     id: str = "Pendulum-v1"
     num_envs: int = 1  # environments stepped together in each actor process
     max_episode_steps: Optional[int] = None  # None = the registered default
     kwargs: dict = field(default_factory=dict)  # passed to gymnasium.make
+    # Processes the copies step in, side by side (envs/process_vector.py), at most one per copy; 1: in the calling
+    # process. For rendering envs whose steps cost milliseconds each, e.g. `eval_env.workers` for a fast evaluator.
+    workers: int = 1
 
 
 @dataclass

@@ -47,7 +47,11 @@ VECTOR_ONLY_IDS = (WORLD_MODEL_ID,)  # ids make_vector_env makes itself, unknown
 def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None = None) -> Any:
     """B envs of `env_cfg.id`: the ManiSkill backend (envs.maniskill.ManiSkillVectorEnv, batched on the
     GPU) for ManiSkill ids, the world model (envs.world_model.vector.WorldModelVectorEnv) for WorldModel-v0,
-    else B copies made by gymnasium.make with `env_cfg.kwargs` (SyncVectorEnv)."""
+    else B copies made by gymnasium.make with `env_cfg.kwargs`: stepped in this process (SyncVectorEnv), or in
+    `env_cfg.workers` processes side by side (envs.process_vector.ProcessVectorEnv)."""
+    if int(getattr(env_cfg, "workers", 1) or 1) > 1 and (env_cfg.id == WORLD_MODEL_ID or uses_maniskill(env_cfg)):
+        raise ValueError(f"env.workers applies to gymnasium envs stepped on the CPU; {env_cfg.id} is a batched "
+                         f"vector env of its own: leave env.workers at 1")
     if env_cfg.id == WORLD_MODEL_ID:
         from envs.world_model.vector import make_world_model_vector_env
         return make_world_model_vector_env(env_cfg, num_envs=num_envs, seed=seed)
@@ -58,17 +62,27 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
                 f"with the Vulkan driver it needs)", name="mani_skill")
         from envs.maniskill import make_maniskill_vector_env
         return make_maniskill_vector_env(env_cfg, num_envs=num_envs, seed=seed)
-    kwargs = dict(env_cfg.kwargs or {})
-    if env_cfg.max_episode_steps:
-        kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
     if env_cfg.id not in gym.registry:
         raise ValueError(f"unknown environment id '{env_cfg.id}'; registered ids include "
                          f"{', '.join(sorted(k for k in gym.registry if 'Panda' in k or 'Pendulum' in k))}")
     n = int(num_envs if num_envs is not None else env_cfg.num_envs)
-    env = SyncVectorEnv([lambda: gym.make(env_cfg.id, **kwargs) for _ in range(n)])
+    workers = min(int(getattr(env_cfg, "workers", 1) or 1), n)  # never more processes than copies
+    if workers > 1:
+        from envs.process_vector import ProcessVectorEnv
+        env = ProcessVectorEnv(env_cfg, n, workers)
+    else:
+        env = gym_vector_env(env_cfg, n)
     if seed is not None:
         env.reset(seed=seed)
     return env
+
+
+def gym_vector_env(env_cfg: Any, num_envs: int) -> SyncVectorEnv:
+    """`num_envs` copies of a gymnasium env, made with `env_cfg.kwargs`, stepped in this process."""
+    kwargs = dict(env_cfg.kwargs or {})
+    if env_cfg.max_episode_steps:
+        kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+    return SyncVectorEnv([lambda: gym.make(env_cfg.id, **kwargs) for _ in range(num_envs)])
 
 
 def role_python(env_id: str) -> str | None:

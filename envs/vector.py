@@ -18,6 +18,19 @@ from core import tree
 from core.roles import Env
 
 
+def env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list:
+    """One reset seed per env: `seed` itself when it is one per env, each derived from an int through a
+    SeedSequence (not seed + i, so two vectors' seeds never overlap), or None for each."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)):
+        return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(num_envs, np.uint32)]
+    seeds = [None if s is None else int(s) for s in seed]
+    if len(seeds) != num_envs:
+        raise ValueError(f"reset got {len(seeds)} seeds for {num_envs} envs")
+    return seeds
+
+
 class SyncVectorEnv(Env):
     def __init__(self, env_fns: list[Callable[[], gym.Env]]):
         if not env_fns:
@@ -45,16 +58,8 @@ class SyncVectorEnv(Env):
         """Reset every env. `seed`: one seed per env, or one int from which each env's seed is derived
         (through a SeedSequence, not seed + i, so two vectors' seeds never overlap), or None. `after_each` is
         called after each env's reset (a caller's heartbeats: one env's reset can take seconds)."""
-        if seed is None:
-            env_seeds: list = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            env_seeds = [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(self.num_envs, np.uint32)]
-        else:
-            env_seeds = [int(s) for s in seed]
-            if len(env_seeds) != self.num_envs:
-                raise ValueError(f"reset got {len(env_seeds)} seeds for {self.num_envs} envs")
         obs = []
-        for env, env_seed in zip(self.envs, env_seeds):
+        for env, env_seed in zip(self.envs, env_seeds(seed, self.num_envs)):
             o, _ = env.reset(seed=env_seed)
             obs.append(o)
             if after_each is not None:

@@ -16,5 +16,5 @@ fi
 exec .venv/bin/python launch/run_async.py frankasim_sac_cnn policy.encoder.pretrained=none \
     runner.max_env_steps=2500 actor.num_actors=1 env.num_envs=2 actor.random_steps=500 \
     replay.min_size=512 replay.capacity_gb=0.5 replay.rate_limit.updates_per_step=0.05 \
-    sac.batch_size=32 sac.critic_actor_ratio=1 learner.compile=false eval.every_updates=50 eval.episodes=4 eval.num_envs=2 \
+    sac.batch_size=32 sac.critic_actor_ratio=1 learner.compile=false eval.every_updates=50 eval.episodes=4 eval.num_envs=2 eval_env.workers=1 \
     "$@"
