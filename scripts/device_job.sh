@@ -21,19 +21,23 @@ $PY -c "import torch, mujoco, gymnasium, zmq, omegaconf; print(torch.__version__
 
 # 0. the captured learner step equals the eager one (small agent)
 #    and the learner's copy of the replay buffer on the GPU holds the buffer's transitions
-timeout 180 $PY -m pytest -q -p no:cacheprovider tests/learner/test_cuda_graph.py tests/learner/test_device_replay.py \
-    -k "not a_run_trains" 2>&1 | tail -n 15 >> "$JOB/status"
+#    (SKIP_CHECKS=1: not again, when an earlier lease checked the same code)
+[ "${SKIP_CHECKS:-0}" = 1 ] || timeout 180 $PY -m pytest -q -p no:cacheprovider tests/learner/test_cuda_graph.py \
+    tests/learner/test_device_replay.py -k "not a_run_trains" 2>&1 | tail -n 15 >> "$JOB/status"
 
 # 1. the learner step (SKIP_BENCH=1: straight to the runs, with the preset as it is)
 BENCH_MAX=${BENCH_MAX:-420}
 OVR=""
+bench() {
+    local g; g=$(gpu_log "$JOB/gpu_bench.csv")
+    say "bench start (max ${BENCH_MAX} s)"
+    timeout $((BENCH_MAX + 150)) $PY benchmarks/sac_update_speed.py frankasim_sac_cnn --seconds 3 --rounds 2 \
+        --max-s "$BENCH_MAX" --json --out "$JOB/sac_update_speed_h200.json" ${EXTRA_BENCH:-} > "$JOB/bench.log" 2>&1
+    say "bench exit $?"
+    kill "$g" 2>/dev/null
+}
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-g=$(gpu_log "$JOB/gpu_bench.csv")
-say "bench start (max ${BENCH_MAX} s)"
-timeout $((BENCH_MAX + 150)) $PY benchmarks/sac_update_speed.py frankasim_sac_cnn --seconds 3 --rounds 2 \
-    --max-s "$BENCH_MAX" --json --out "$JOB/sac_update_speed_h200.json" ${EXTRA_BENCH:-} > "$JOB/bench.log" 2>&1
-say "bench exit $?"
-kill "$g" 2>/dev/null
+bench
 OVR=$($PY -c "
 import json
 try:
@@ -55,7 +59,8 @@ fi
 
 # 2. whole runs: the seeds of $SEEDS, or (a lever screening) the lines of $JOB/variants, read one at a time so
 #    that a later call can append to the queue: "NAME SEED OVERRIDES...", run dir runs/sNAME, each stopped by
-#    scripts/stop_when_held.py once success >= 0.8 has held HOLD_S seconds (no early stop with HOLD_S=0).
+#    scripts/stop_when_held.py once success >= 0.8 has held HOLD_S seconds (no early stop with HOLD_S=0); a line
+#    BENCH runs step 1's benchmark at that point of the queue (with SKIP_BENCH=1, so the runs keep the preset).
 run_one() {  # NAME SEED OVERRIDES...
     local name=$1 seed=$2; shift 2
     local W=$(( $(left) - 75 ))  # the final eval, snapshot and shutdown after max_wall_s, and the copy back
@@ -76,8 +81,12 @@ run_one() {  # NAME SEED OVERRIDES...
 if [ -f "$JOB/variants" ]; then
     n=1
     while line=$(sed -n "${n}p" "$JOB/variants") && [ -n "$line" ]; do
-        # shellcheck disable=SC2086
-        run_one $line || break
+        if [ "$line" = BENCH ]; then  # the learner-step benchmark here in the queue, its overrides not applied
+            if [ "$(left)" -gt $((BENCH_MAX + 90)) ]; then bench; else say "bench left out: only $(left) s"; fi
+        else
+            # shellcheck disable=SC2086
+            run_one $line || break
+        fi
         n=$((n + 1))
     done
 else
