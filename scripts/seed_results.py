@@ -20,7 +20,12 @@ from pathlib import Path
 
 def seed_result(run_dir: Path, threshold: float, hold_s: float) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    # A run whose machine was lost before it ended has no summary.json: what it measured until then still counts,
+    # with its totals taken from its last metrics row.
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {
+        "wall_s": rows[-1].get("wall_s"), "env_steps": rows[-1].get("env_steps"),
+        "learner_updates": rows[-1].get("updates"), "stop_reason": "no summary: the run did not end (machine lost)"}
     evals = [r for r in rows if "eval/success_rate" in r]
     first = next((r for r in evals if r["eval/success_rate"] >= threshold), None)
     out = {"run": run_dir.name, "device": summary.get("device"), "wall_s": summary.get("wall_s"),
@@ -58,7 +63,8 @@ def plot(results: list[dict], threshold: float, out: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{results[0]['device']}: first eval >= {threshold}")
+    device = next((r["device"] for r in results if r.get("device")), "")
+    ax.set_title(f"{device}: first eval >= {threshold}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -83,7 +89,7 @@ def main() -> None:
     for r in results:
         print(f"{r['run']}: {r.get('time_to_threshold_min')} min to {args.threshold} "
               f"({r.get('updates_at_threshold')} updates, {r.get('env_steps_at_threshold')} env steps); "
-              f"held: {r.get('held')} over {r.get('hold_observed_min')} min observed; {r['updates_per_s']:.1f} updates/s")
+              f"held: {r.get('held')} over {r.get('hold_observed_min')} min observed; {r.get('updates_per_s')} updates/s")
     print(f"median over {len(results)} seeds: {doc['median_time_to_threshold_s']} s")
 
 
