@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import zmq
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from core import security
 from core.config import ConfigError, save_config
@@ -87,9 +87,11 @@ def check_env_ids(cfg: DictConfig) -> None:
 
     import envs  # registers the project's ids
 
-    for key, env_id in (("env.id", cfg.env.id), ("eval_env.id", (cfg.eval_env or {}).get("id"))):
-        if env_id is None or str(env_id) in envs.VECTOR_ONLY_IDS:
-            continue
+    eval_env = OmegaConf.merge(cfg.env, cfg.eval_env or {})
+    for key, env_cfg in (("env.id", cfg.env), ("eval_env.id", eval_env)):
+        env_id = env_cfg.id
+        if env_id is None or str(env_id) in envs.VECTOR_ONLY_IDS or envs.uses_maniskill(env_cfg):
+            continue  # made by make_vector_env itself (a ManiSkill env: with a clear error where it is missing)
         if str(env_id) not in gymnasium.registry:
             close = difflib.get_close_matches(str(env_id), list(gymnasium.registry), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -136,3 +136,13 @@ def test_run_sync_exits_2_on_a_bad_value_too(tmp_path):
     result = run_script("run_sync.py", "cartpole_ppo_mlp", "ppo.rollout_len=0", f"runner.run_dir={tmp_path / 'r'}")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_env_ids_made_by_make_vector_env_itself_pass_the_launchers_id_check():
+    from launch.launcher import check_env_ids
+    from launch.run_config import load_config
+
+    check_env_ids(load_config("maniskill_pickcube_sac_mlp"))  # ManiSkill/PickCube-v1: not in gymnasium's registry
+    check_env_ids(load_config("pendulum_sac_mlp", ["eval_env.id=ManiSkill/PushCube-v1"]))
+    with pytest.raises(ConfigError, match="eval_env.id=NoSuchEnv-v0"):
+        check_env_ids(load_config("pendulum_sac_mlp", ["eval_env.id=NoSuchEnv-v0"]))
