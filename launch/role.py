@@ -34,12 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--index", type=int, default=0, help="actor index")
     args = parser.parse_args(argv)
-    from learner.checkpoint import CheckpointError
-
     try:
         return run_role(args.role, args.run_dir, args.index)
-    except CheckpointError as e:  # one line, no traceback: the launcher ends the run with it
-        print(f"cannot resume: {e}", file=sys.stderr, flush=True)
+    except Exception as e:
+        # Only a role that loaded learner.checkpoint can raise its CheckpointError; importing it here would import
+        # torch into every role (seconds at each start of a replay service, which needs no torch).
+        checkpoint = sys.modules.get("learner.checkpoint")
+        if checkpoint is None or not isinstance(e, checkpoint.CheckpointError):
+            raise
+        print(f"cannot resume: {e}", file=sys.stderr, flush=True)  # one line, no traceback: the launcher ends the run
         return EXIT_CANNOT_RESUME
 
 

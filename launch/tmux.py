@@ -19,6 +19,7 @@ the run. `tmux -L <session> kill-server` ends everything at once.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import re
 import shlex
@@ -226,9 +227,16 @@ class TmuxLauncher(Launcher):
         summary)."""
         if self._watchdog or os.environ.get("ZARL_TMUX_SUPERVISOR") == self.session:
             return
-        grace = float(self.cfg.runner.shutdown_timeout_s) + 4.0
-        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 0.5; done; sleep {grace:.1f}; "
-                  f"tmux -L {shlex.quote(self.session)} kill-server")
+        grace = int(math.ceil(float(self.cfg.runner.shutdown_timeout_s) + 4.0))
+        tmux = f"tmux -L {shlex.quote(self.session)}"
+        # After the launcher: wait while a role's pane is alive (pane_dead 0, any window but this one), at most
+        # `grace` seconds, then end the server: as soon as the roles have stopped, not a fixed grace later.
+        roles_alive = (f"{tmux} list-panes -s -t {shlex.quote('=' + self.session)} "
+                       f"-F '#{{pane_dead}}#{{window_name}}' 2>/dev/null | grep -q -v -e '^1' -e '^0{WATCHDOG_WINDOW}$'")
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 0.5; done; "
+                  f"end=$(( $(date +%s) + {grace} )); "
+                  f"while [ $(date +%s) -lt $end ] && {roles_alive}; do sleep 0.5; done; "
+                  f"{tmux} kill-server")
         self.tmux.open_window(self.session, WATCHDOG_WINDOW, shell_command(["sh", "-c", script], {}, REPO_ROOT),
                               self.run_dir / "logs" / f"{WATCHDOG_WINDOW}.log")
         self._watchdog = True

@@ -23,7 +23,6 @@ from core import seeding, tree
 from core.config import RunConfig
 from core.net import curve_side, endpoint, make_socket
 from core.roles import Learner
-from envs import env_spaces
 from learner.alarms import DeadSignalAlarms
 from learner.checkpoint import load_latest_checkpoint, save_checkpoint
 from learner.distributed import RankGroup
@@ -37,13 +36,15 @@ REPUBLISH_WHILE_WAITING_S = 1.0
 
 
 class OnPolicyLearner(Learner):
-    def __init__(self, cfg: RunConfig, make_algorithm: Callable[..., OnPolicyAlgorithm]):
-        """`make_algorithm(obs_space, action_space, device, seed)`: the update (PPO, GRPO) with its model on device."""
+    def __init__(self, cfg: RunConfig, make_algorithm: Callable[..., OnPolicyAlgorithm],
+                 spaces: Callable[[], tuple]):
+        """`make_algorithm(obs_space, action_space, device, seed)`: the update (PPO, GRPO) with its model on device;
+        `spaces()`: the (obs_space, action_space) it is called with (the pipeline's learner_spaces)."""
         self.cfg = cfg
         self.rt = RoleRuntime(cfg, "learner", "learner")
         self.seed = seeding.seed_of(cfg.runner.seed, "learner")
         self.log = self.rt.log
-        obs_space, action_space = env_spaces(cfg.env)
+        obs_space, action_space = spaces()
         # The other ranks start first: they build their algorithm while this process builds its own.
         self.ranks = RankGroup(cfg.learner, make_algorithm, obs_space, action_space, self.seed, self.log)
         self.device = self.ranks.device

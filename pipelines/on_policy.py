@@ -29,6 +29,12 @@ class OnPolicyBuilder(Builder):
     def make_algorithm(self, cfg, obs_space, action_space, device, seed):
         """The update (learner.ppo.OnPolicyAlgorithm) with its model on `device`."""
 
+    def learner_spaces(self, cfg):
+        """(observation space, action space) the learner builds its algorithm with: the env's, from a probe env."""
+        from envs import env_spaces
+
+        return env_spaces(cfg.env)
+
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from policies.actor_critic import ActorCriticPolicy
 
@@ -42,7 +48,7 @@ class OnPolicyBuilder(Builder):
     def make_learner(self, cfg):
         from learner.on_policy import OnPolicyLearner
 
-        return OnPolicyLearner(cfg, functools.partial(self.make_algorithm, cfg))
+        return OnPolicyLearner(cfg, functools.partial(self.make_algorithm, cfg), functools.partial(self.learner_spaces, cfg))
 
     def make_evaluator(self, cfg):
         from actors.evaluator import Evaluator

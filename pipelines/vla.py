@@ -47,6 +47,11 @@ class _VLAPolicy:
         super().validate(cfg)
         _validate_vla(cfg)
 
+    def learner_spaces(self, cfg):
+        # Only a pi0 reads the env's spaces (its cameras and state size); the token VLAs read vla.image_key. A probe
+        # of a camera env is a whole simulator and renderer start (ManiSkill's on a CPU: ~15 s of CPU time).
+        return super().learner_spaces(cfg) if is_pi0(cfg.vla.model) else (None, None)
+
     def make_policy(self, cfg, obs_space, action_space, device, seed):
         from learner.vla_checkpoint import build_policy
 

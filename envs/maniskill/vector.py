@@ -64,6 +64,25 @@ DEFAULT_CONTROL_MODE = "pd_ee_delta_pose"
 ZARL_TASKS = (put_on_plate.ENV_ID, put_cube_on_plate.ENV_ID)
 
 
+# One render system per render device, kept for the process's life. SAPIEN frees its Vulkan context, and with it
+# every compiled shader pipeline, when the last render system goes; an RGB env made after the others were closed
+# (the next test, split or evaluation; a block rebuilt) then compiled them all again: ~11 s on a CPU's Vulkan
+# driver each time, against under 1 s with the context kept.
+_RENDER_CONTEXTS: dict[str, Any] = {}
+
+
+def keep_render_context(env) -> None:
+    """Keep the render context of ManiSkill env `env` (unwrapped) alive after the env is closed."""
+    device = getattr(env, "_render_device", None)
+    if device is None or str(device) in _RENDER_CONTEXTS:
+        return
+    import sapien
+    from mani_skill.render import utils as render_utils
+
+    if render_utils.can_render(device):
+        _RENDER_CONTEXTS[str(device)] = sapien.render.RenderSystem(device)
+
+
 def is_maniskill_id(env_id: str) -> bool:
     """ManiSkill ids are given as ``ManiSkill/<id>`` (e.g. ManiSkill/PickCube-v1) or are Zarl ManiSkill tasks."""
     return env_id.startswith(MANISKILL_PREFIX) or env_id in ZARL_TASKS
@@ -198,6 +217,8 @@ class ManiSkillVectorEnv(Env):
             self.blocks = [self._make(1) for _ in range(self.num_envs)]
         self._block_steps = [0] * len(self.blocks)
         base = self.blocks[0]
+        if obs_mode != "state" or make_kwargs.get("render_mode"):  # it renders: its compiled shaders are kept
+            keep_render_context(base)
         self.device = base.device
         self.has_instructions = self.env_id in ZARL_TASKS
 

@@ -138,15 +138,17 @@ def test_the_resend_buffer_stays_within_its_bound_when_capacity_is_below_the_min
     for name, role in (("replay", "replay"), ("learner", "learner"), ("actor-0", "actor")):
         system.start(name, role)
     peak, samples = 0.0, 0
-    deadline = time.time() + 20
+    chunk_mb = 1024 / 2**20  # at most one [1, 32] pendulum chunk (about 0.7 KB with its episode ends)
+    enough = int(2 * limit_mb / chunk_mb) + 4  # twice the bound's worth of chunks: it filled and kept evicting
     system.wait_until(lambda: system.report("actor-0").get("counters", {}).get("chunks_sent", 0) > 5, 90,
                       "the actor sending")
-    while time.time() < deadline:
+    deadline = time.time() + 60
+    # Watch the buffer until the actor has sent `enough` chunks, not for a fixed time.
+    while time.time() < deadline and system.report("actor-0")["counters"]["chunks_sent"] < enough:
         system.monitor.poll(200)
         peak = max(peak, system.report("actor-0").get("scalars", {}).get("actor/resend_buffer_mb", 0.0))
         samples += 1
     sent = system.report("actor-0")["counters"]["chunks_sent"]
-    chunk_mb = 1024 / 2**20  # at most one [1, 32] pendulum chunk (about 0.7 KB with its episode ends)
     credits = int(system.cfg.actor.credits)
     assert sent * chunk_mb > 2 * limit_mb, "too few chunks to test the bound"
     assert peak <= limit_mb + (credits + 1) * chunk_mb, peak
