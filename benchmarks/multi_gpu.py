@@ -3,8 +3,8 @@
     python benchmarks/multi_gpu.py [--json] [--config C] [--num-gpus N] [--actors-per-gpu A]
                                    [--seconds S] [--warmup-s W] [--out DIR] [key=value ...]
 
-Each configuration is a whole run (``launch/run_async.py CONFIG``, every process real) for
-``--seconds``, with the rate limiter off (``replay.rate_limit.updates_per_step=0``) so that the
+Each configuration is a whole run (``launch/run_async.py CONFIG``, every process real) of
+``--seconds`` once its env steps move (a slow start does not eat into it), with the rate limiter off (``replay.rate_limit.updates_per_step=0``) so that the
 actors run as fast as their GPUs and CPUs let them while the learner trains beside them, and no
 evaluator. Two layouts on a machine with N GPUs:
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,20 @@ def layouts(num_gpus: int) -> list[tuple[str, int, str, list[str]]]:
     return runs
 
 
+def first_move(metrics_path: Path, key: str) -> float | None:
+    """wall_s of the first metrics.jsonl record in which counter `key` is above 0, or None (yet)."""
+    if not metrics_path.exists():
+        return None
+    for line in metrics_path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the line being written
+            continue
+        if row.get(key, 0) > 0:
+            return float(row["wall_s"])
+    return None
+
+
 def steady_rate(metrics_path: Path, warmup_s: float, key: str) -> float:
     """Growth per second of a counter in metrics.jsonl after the warm-up, and after the counter first moved: on a
     loaded machine the processes may still be starting when the warm-up ends."""
@@ -72,15 +87,31 @@ def steady_rate(metrics_path: Path, warmup_s: float, key: str) -> float:
 def measure(config: str, learner_device: str, actor_devices: list[str], actors_per_gpu: int, seconds: float,
             warmup_s: float, overrides: list[str], run_dir: Path) -> dict:
     devices = [d for d in actor_devices for _ in range(actors_per_gpu)]
+    # The run ends (Ctrl-C, its normal stop) once `seconds - warmup_s` have passed after the later of the
+    # warm-up and the first env step: on a loaded machine the processes can take longer to start than the
+    # warm-up, and a fixed wall-clock limit would then measure nothing. max_wall_s is only a backstop.
     cmd = [sys.executable, str(REPO / "launch" / "run_async.py"), config, f"runner.run_dir={run_dir}",
-           f"runner.max_wall_s={seconds}", "runner.max_env_steps=1000000000", "runner.log_every_s=1", "logging.console_every_s=2",
+           f"runner.max_wall_s={seconds + 600}", "runner.max_env_steps=1000000000", "runner.log_every_s=1", "logging.console_every_s=2",
            "replay.rate_limit.updates_per_step=0", "eval.enabled=false", "logging.wandb=disabled",
            f"learner.device={learner_device}", f"actor.num_actors={len(devices)}",
            f"actor.devices=[{','.join(devices)}]", *overrides]
     started = time.time()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds + 600)
-    if done.returncode != 0:
-        raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    with tempfile.TemporaryFile("w+") as err:
+        run = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        measured_from = None
+        while run.poll() is None and time.time() - started < seconds + 1200:
+            time.sleep(0.5)
+            if measured_from is None:
+                moved = first_move(run_dir / "metrics.jsonl", "env_steps")
+                if moved is not None:
+                    measured_from = time.time() + max(0.0, warmup_s - moved)
+            elif time.time() - measured_from >= seconds - warmup_s:
+                run.send_signal(signal.SIGINT)
+                break
+        code = run.wait(timeout=600)
+        if code not in (0, 130):  # 130: stopped by the SIGINT above
+            err.seek(0)
+            raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{err.read()[-3000:]}")
     return {"actors": len(devices), "learner_device": learner_device, "actor_devices": actor_devices,
             "env_steps_per_s": round(steady_rate(run_dir / "metrics.jsonl", warmup_s, "env_steps"), 1),
             "learner_updates_per_s": round(steady_rate(run_dir / "metrics.jsonl", warmup_s, "updates"), 1),
