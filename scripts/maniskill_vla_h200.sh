@@ -24,6 +24,8 @@
 #                 split side by side (EVAL_ENVS envs each)             -> docs/results/<config>/eval_part_<split>.json
 #   table         scripts/vla_results.py --table maniskill_vla          -> docs/results/maniskill_vla_table.md
 #   pack          every run's results folder and newest checkpoint to $OUT (for a call that polls a detached part)
+#   overrides     prints every run's launcher arguments at this SIZE, runs nothing (tests/onpolicy/test_vla_gpu_script.py
+#                 loads each with its config)
 #
 # CPU size (SIZE=cpu: the configs' own tiny random OpenVLA, LoRA r 4, 32 px camera, 8-step episodes, 2 envs) ran
 # through every part on the 2-core CPU VM (shared), 2026-12-03, RUNS=/tmp/msv_cpu: see docs/vla.md ("The GPU run of
@@ -42,7 +44,7 @@
 # runs/maniskill_vla back (within 64 MiB a call: a big checkpoint's pieces in separate calls), and the pieces are
 # joined before a part starts.
 set -euo pipefail
-PART=${1:?usage: maniskill_vla_h200.sh PART (prepare, demos, sft_*, ppo_*, grpo_*, eval_*, table, pack)}
+PART=${1:?usage: maniskill_vla_h200.sh PART (prepare, demos, sft_*, ppo_*, grpo_*, eval_*, table, pack, overrides)}
 RUNS=${RUNS:-runs/maniskill_vla}
 source "$(dirname "$0")/gpu_parts.sh"   # PY, RESULTS, OUT, say, publish, copy_out, join_pieces, wait_all
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site:$PYTHONPATH   # scripts/device_install.sh's ManiSkill
@@ -87,6 +89,20 @@ ROLLOUT_OF() {  # decisions per rollout and minibatch rows at the GPU size: whol
     esac
 }
 
+# Each run's launcher arguments (config, then key=value overrides): what the parts run and `overrides` prints.
+sft_args() { echo "$(CONFIG_OF "$1") runner.run_dir=$RUNS/$1 sft.demos=$RUNS/demos $DEMO_SIZE $SFT_SIZE $MODEL_SIZE"; }
+rl_args() {
+    local size
+    case $1 in ppo_*) size=$PPO_SIZE;; *) size=$GRPO_SIZE;; esac
+    echo "$(CONFIG_OF "$1") runner.run_dir=$RUNS/$1 runner.resume=true runner.max_wall_s=$RL_WALL_S" \
+        "runner.checkpoint_every_updates=$CKPT_UPDATES $RL_STEPS vla.init_from=$RUNS/$(SFT_OF "$1")" \
+        "replay.heartbeat_timeout_s=120 $size $(ROLLOUT_OF "$1") $MODEL_SIZE"
+}
+eval_args() {  # $1: run, $2: split
+    echo "$(CONFIG_OF "$1") vla.init_from=$RUNS/$1 runner.run_dir=$RUNS/$1/eval_part_$2 vla_eval.splits=[$2]" \
+        "$EVAL_SIZE $MODEL_SIZE"
+}
+
 needs_maniskill() {
     $PY -c "import mani_skill, sapien" 2>/dev/null && return 0
     say "STOP: mani_skill / sapien do not import: carry scripts/device_bundle.sh's parts and run scripts/device_install.sh first"
@@ -129,8 +145,8 @@ sft_openvla|sft_oft)
     # SFT does not resume: a part cut short trains again from the start (the demos stay)
     rm -rf "$RUNS/$PART"
     say "SFT $(CONFIG_OF "$PART")"
-    $PY launch/run_sft.py "$(CONFIG_OF "$PART")" runner.run_dir="$RUNS/$PART" sft.demos="$RUNS/demos" \
-        $DEMO_SIZE $SFT_SIZE $MODEL_SIZE
+    # shellcheck disable=SC2046
+    $PY launch/run_sft.py $(sft_args "$PART")
     curve "$PART"
     publish "$PART" "$(CONFIG_OF "$PART")"
     ;;
@@ -138,11 +154,9 @@ ppo_openvla|ppo_oft|grpo_openvla|grpo_oft)
     needs_maniskill; needs_small_vla
     sft=$(SFT_OF "$PART")
     [ -n "$(newest_checkpoint "$RUNS/$sft")" ] || { say "STOP: no SFT checkpoint in $RUNS/$sft (run $sft first)"; exit 4; }
-    case $PART in ppo_*) size=$PPO_SIZE;; *) size=$GRPO_SIZE;; esac
     say "$(CONFIG_OF "$PART") from $sft, $RL_WALL_S s of RL$( [ -n "$(newest_checkpoint "$RUNS/$PART")" ] && echo ", resuming")"
-    $PY launch/run_sync.py "$(CONFIG_OF "$PART")" runner.run_dir="$RUNS/$PART" runner.resume=true \
-        runner.max_wall_s="$RL_WALL_S" runner.checkpoint_every_updates="$CKPT_UPDATES" $RL_STEPS \
-        vla.init_from="$RUNS/$sft" replay.heartbeat_timeout_s=120 $size $(ROLLOUT_OF "$PART") $MODEL_SIZE
+    # shellcheck disable=SC2046
+    $PY launch/run_sync.py $(rl_args "$PART")
     curve "$PART"
     publish "$PART" "$(CONFIG_OF "$PART")"
     ;;
@@ -155,9 +169,8 @@ eval_*)
     pids=()
     for split in $SPLITS; do
         rm -rf "$RUNS/$name/eval_part_$split"
-        $PY launch/eval_vla.py "$(CONFIG_OF "$name")" vla.init_from="$RUNS/$name" \
-            runner.run_dir="$RUNS/$name/eval_part_$split" "vla_eval.splits=[$split]" $EVAL_SIZE $MODEL_SIZE \
-            > "$RUNS/$name.eval_$split.log" 2>&1 &
+        # shellcheck disable=SC2046
+        $PY launch/eval_vla.py $(eval_args "$name" "$split") > "$RUNS/$name.eval_$split.log" 2>&1 &
         pids+=($!)
     done
     wait_all "${pids[@]}" || { tail -n 5 "$RUNS/$name".eval_*.log; exit 1; }
@@ -172,6 +185,12 @@ eval_*)
 table)
     $PY scripts/vla_results.py "$RESULTS" --table maniskill_vla --out "$RESULTS/maniskill_vla_table.md"
     copy_out "$RESULTS/maniskill_vla_table.md"
+    ;;
+overrides)  # every run's launcher and arguments at this SIZE, one line each, nothing run (a check of the sizes)
+    for name in sft_openvla sft_oft; do echo "run_sft.py $(sft_args "$name")"; done
+    for name in ppo_openvla ppo_oft grpo_openvla grpo_oft; do echo "run_sync.py $(rl_args "$name")"; done
+    for name in $NAMES; do for split in $SPLITS; do echo "eval_vla.py $(eval_args "$name" "$split")"; done; done
+    exit 0
     ;;
 pack)
     for name in $NAMES; do [ -d "$RUNS/$name" ] && publish "$name" "$(CONFIG_OF "$name")"; done
