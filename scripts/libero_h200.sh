@@ -43,7 +43,9 @@ if [ "$SIZE" = cpu ]; then
     DEMO_EPISODES=${DEMO_EPISODES:-1}; TRAJ_EPISODES=${TRAJ_EPISODES:-1}; TRAJ_TASKS=${TRAJ_TASKS:-1}
     SFT_STEPS=${SFT_STEPS:-2}; RL_WALL_S=${RL_WALL_S:-60}; EVAL_EPISODES=${EVAL_EPISODES:-1}
     EVAL_TASKS=${EVAL_TASKS:-"0"}; EVAL_ENVS=${EVAL_ENVS:-1}; EVAL_WORKERS=${EVAL_WORKERS:-1}; EVAL_STEPS=16
-    WM_SIZE="model.image_size=32 train.autoencoder_steps=5 train.generator_steps=5 train.classifier_steps=5 train.pose_steps=5"
+    WM_SIZE="model.image_size=32 model.ae_widths=[8,16] model.latent_channels=4 model.patch=1 model.hidden=32
+        model.layers=1 model.heads=2 model.flow_steps=2 model.pose_hidden=64 model.classifier_widths=[8,16]
+        train.autoencoder_steps=5 train.generator_steps=5 train.classifier_steps=5 train.pose_steps=5"
     GRPO_SIZE="env.max_episode_steps=16 env.num_envs=4 grpo.minibatch_size=4 env.kwargs.device=cpu"
 else
     CAM=${CAM:-64}; MODEL_SIZE="vla.model=small learner.device=cuda actor.device=cuda"
