@@ -17,6 +17,11 @@ On CalvinPlayTable-v0 (a pi0 / pi0.5, or any policy reading the play table's cam
 its own start, `vla_eval.subtask_steps` steps each, a chain stops at its first failure), in one env, the policy
 given each subtask's instruction (envs/calvin/language.py) and acting in chunks (a new chunk at every subtask's
 start); greedy = pi0's deterministic ODE sampler. The figures: average completed length and success at 1..5.
+
+On LiberoSpatial-v0 (the real LIBERO simulator) the episodes are, for each task of env.kwargs.tasks, one from each
+of LIBERO's first `eval.episodes` fixed init states (at most 50), `eval.num_envs` at a time; the env's copies step
+in `eval_env.workers` processes of LIBERO's venv (.venv-libero: its mujoco 3 cannot share this process's), the
+policy runs here, batched over all of them. The figures: success per task and over all, with the env steps.
 """
 from __future__ import annotations
 
@@ -34,8 +39,9 @@ from core.roles import per_step_actions
 Act = Callable[[object], np.ndarray]  # observations -> actions [B, C, A] (or [B, A])
 
 
-def run_seeded_episodes(env, act: Act, seeds: list[int]) -> dict:
-    """One episode per seed, env.num_envs at a time (the last batch padded with repeats that are not counted).
+def run_seeded_episodes(env, act: Act, seeds: list[int], options: list[dict] | None = None) -> dict:
+    """One episode per seed, env.num_envs at a time (the last batch padded with repeats that are not counted);
+    `options`, one per seed, are the episodes' reset options (LIBERO's task and init state).
 
     Returns episodes, successes, success_rate, per-episode `success` and `length`, `env_steps` (the counted
     episodes' steps) and `env_steps_simulated` (every env step stepped, padding and after-episode steps too)."""
@@ -49,7 +55,11 @@ def run_seeded_episodes(env, act: Act, seeds: list[int]) -> dict:
         batch = list(seeds[start:start + n])
         keep = len(batch)
         batch += [batch[-1]] * (n - keep)
-        obs = env.reset(seed=batch)
+        if options is None:
+            obs = env.reset(seed=batch)
+        else:
+            batch_options = list(options[start:start + n])
+            obs = env.reset(seed=batch, options=batch_options + [batch_options[-1]] * (n - keep))
         done = np.zeros(n, bool)
         success = np.zeros(n, bool)
         length = np.zeros(n, np.int64)
@@ -126,6 +136,56 @@ def evaluate_calvin(cfg, policy, log) -> dict:
     return result
 
 
+def libero_episodes(cfg) -> list[tuple[int, int]]:
+    """(task, init state) of each evaluation episode: the tasks of env.kwargs.tasks (eval_env's overrides merged),
+    and of each its LIBERO init states 0 .. eval.episodes - 1."""
+    from envs.libero import LiberoConfig
+    from envs.libero.config import INIT_STATES_PER_TASK
+
+    kwargs = dict(OmegaConf.merge(cfg.env, cfg.eval_env).kwargs or {})
+    tasks = LiberoConfig.from_kwargs(**kwargs).task_indices
+    n = int(cfg.eval.episodes)
+    if not 1 <= n <= INIT_STATES_PER_TASK:
+        raise ValueError(f"eval.episodes={n}: LIBERO-spatial has {INIT_STATES_PER_TASK} init states per task, and an "
+                         f"evaluation runs one episode from each of the first eval.episodes (1..{INIT_STATES_PER_TASK})")
+    return [(task, init) for task in tasks for init in range(n)]
+
+
+def evaluate_libero(cfg, policy, log) -> dict:
+    """LiberoSpatial-v0's tasks from their fixed init states (libero_episodes), eval.num_envs at a time in
+    eval_env.workers processes of LIBERO's venv (envs.make_vector_env), the policy batched over all of them here.
+    Each episode's reset seed (the fixtures' jitter) is derived from runner.seed, its task and init state."""
+    import torch
+
+    from envs import make_vector_env
+
+    episodes = libero_episodes(cfg)
+    seeds = [seeding.seed_of(cfg.runner.seed, "evaluator_envs", task, init) for task, init in episodes]
+    options = [{"task": task, "init_state": init} for task, init in episodes]
+    greedy = bool(cfg.vla_eval.greedy)
+    env_cfg = OmegaConf.to_object(OmegaConf.merge(cfg.env, cfg.eval_env))
+    num_envs = min(int(cfg.eval.num_envs), len(episodes))
+    t0 = time.time()
+    env = make_vector_env(env_cfg, num_envs=num_envs)
+    try:
+        with torch.no_grad():
+            result = run_seeded_episodes(env, lambda obs: policy.act(obs, deterministic=greedy), seeds, options)
+    finally:
+        env.close()
+    tasks: dict[str, dict] = {}
+    for (task, _), success, length in zip(episodes, result["success"], result["length"]):
+        row = tasks.setdefault(str(task), {"episodes": 0, "successes": 0, "env_steps": 0})
+        row["episodes"] += 1
+        row["successes"] += int(success)
+        row["env_steps"] += int(length)
+    for task, row in tasks.items():
+        row["success_rate"] = row["successes"] / row["episodes"]
+        log.info(f"task {task}: success {row['success_rate']:.3f} ({row['successes']}/{row['episodes']})")
+    result.update(tasks=tasks, init_states=[init for _, init in episodes], num_envs=num_envs,
+                  workers=int(getattr(env_cfg, "workers", 1) or 1), wall_s=time.time() - t0)
+    return result
+
+
 def saved_policy(cfg):
     """The policy `vla` builds with `vla.init_from`'s weights (LoRA merged as vla_eval asks), in eval mode."""
     from learner.vla_checkpoint import build_policy
@@ -145,6 +205,7 @@ def evaluate_vla(cfg, log) -> dict:
     import torch
 
     from envs.calvin import ENV_ID as CALVIN_ID
+    from envs.libero import ENV_ID as LIBERO_ID
     from envs.maniskill import PUT_ON_PLATE_ID, SPLITS, make_maniskill_vector_env, split_seeds
     from learner.vla_checkpoint import resolve
 
@@ -160,6 +221,22 @@ def evaluate_vla(cfg, log) -> dict:
         return {"checkpoint": str(checkpoint), "config": cfg.name, "chains": chains,
                 "first_chain": int(cfg.vla_eval.first_chain),
                 "avg_len": chains["avg_len"], "greedy": bool(cfg.vla_eval.greedy), "env_steps": chains["env_steps"],
+                "wall_s": time.time() - t_start, "device": device_name}
+    if cfg.env.id == LIBERO_ID:
+        checkpoint = resolve(cfg.vla.init_from)
+        t_start = time.time()
+        policy = saved_policy(cfg)
+        device = str(policy.device)
+        log.info(f"evaluating {checkpoint} on LIBERO-spatial: {cfg.eval.episodes} init states per task, "
+                 f"{cfg.eval.num_envs} envs, policy on {device}")
+        result = evaluate_libero(cfg, policy, log)
+        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+        log.info(f"LIBERO-spatial: success {result['success_rate']:.3f} ({result['successes']}/{result['episodes']}), "
+                 f"{result['env_steps']:,} env steps, {result['wall_s']:.0f} s")
+        return {"checkpoint": str(checkpoint), "config": cfg.name, "env": LIBERO_ID, "libero": result,
+                "tasks": result["tasks"], "success_rate": result["success_rate"], "episodes": result["episodes"],
+                "episodes_per_task": int(cfg.eval.episodes), "greedy": bool(cfg.vla_eval.greedy),
+                "merged_lora": bool(cfg.vla_eval.merge_lora and cfg.vla.lora), "env_steps": result["env_steps"],
                 "wall_s": time.time() - t_start, "device": device_name}
     if cfg.env.id != PUT_ON_PLATE_ID:
         raise ValueError(f"the VLA evaluator runs {PUT_ON_PLATE_ID}'s splits; env.id is {cfg.env.id}")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -67,9 +70,10 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
                          f"{', '.join(sorted(k for k in gym.registry if 'Panda' in k or 'Pendulum' in k))}")
     n = int(num_envs if num_envs is not None else env_cfg.num_envs)
     workers = min(int(getattr(env_cfg, "workers", 1) or 1), n)  # never more processes than copies
-    if workers > 1:
+    python = foreign_python(env_cfg.id)
+    if workers > 1 or python is not None:
         from envs.process_vector import ProcessVectorEnv
-        env = ProcessVectorEnv(env_cfg, n, workers)
+        env = ProcessVectorEnv(env_cfg, n, workers, python=python)
     else:
         env = gym_vector_env(env_cfg, n)
     if seed is not None:
@@ -89,6 +93,22 @@ def role_python(env_id: str) -> str | None:
     """The interpreter a process that makes env `env_id` must run (a path relative to the project's root), or
     None when any of the project's will do: LIBERO's simulator is in its own venv (envs/libero)."""
     return envs.libero.role_python(env_id)
+
+
+def foreign_python(env_id: str) -> str | None:
+    """The absolute path of the interpreter env `env_id` needs when it is not this process's venv (a LIBERO env
+    made from the main venv: its copies then step in worker processes of .venv-libero), else None."""
+    needed = role_python(env_id)
+    if needed is None:
+        return None
+    path = Path(needed) if os.path.isabs(needed) else Path(__file__).resolve().parents[1] / needed
+    if Path(sys.prefix).resolve() == path.parent.parent.resolve():  # <venv>/bin/python: already in that venv
+        return None
+    if not os.access(path, os.X_OK):
+        hint = f" (make it with `{envs.libero.SETUP_HINT}`)" if env_id == envs.libero.ENV_ID else ""
+        raise ModuleNotFoundError(f"env {env_id} runs in processes of the interpreter {path}, which does not "
+                                  f"exist{hint}")
+    return str(path)
 
 
 def env_spaces(env_cfg: Any) -> tuple[gym.Space, gym.Space]:

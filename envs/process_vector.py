@@ -10,13 +10,19 @@ statistics in the infos), and the same episodes: a vector of B copies seeded wit
 the in-process vector of B copies seeded with S does, whatever K is (tests/envs/test_process_vector.py).
 
 Workers are spawned (not forked: the caller may already hold a CUDA context), take their share of the copies'
-configuration, and answer one command at a time over a pipe. A worker that raises sends its traceback back;
+configuration, and answer one command at a time over a pipe. An env whose simulator lives in another venv
+(`envs.role_python`: LiberoSpatial-v0's in .venv-libero) gets workers of that interpreter: the caller (a policy in
+the main venv) batches over them as over any other. Spawning hands a worker the caller's `sys.path`, which would
+hide that venv's own packages behind the caller's, so a worker puts its interpreter's site-packages first before
+it imports the env (what is imported before that, numpy and gymnasium, is one version in both venvs). A worker that raises sends its traceback back;
 one that dies (a segfault in a simulator) shows as a closed pipe: either way the caller's next call raises an
 error naming the worker, its pid and the env id, instead of hanging.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import site
+import sys
 import traceback
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -27,9 +33,17 @@ from omegaconf import DictConfig, OmegaConf
 from core.roles import Env
 
 
-def _worker(conn, env_cfg: Any, num_envs: int) -> None:
+def _own_packages_first() -> None:
+    """This interpreter's site-packages ahead of the spawning process's path (module docstring)."""
+    own = site.getsitepackages()
+    sys.path[:] = own + [p for p in sys.path if p not in own]
+
+
+def _worker(conn, env_cfg: Any, num_envs: int, own_interpreter: bool = False) -> None:
     """One worker's loop: make its share of the copies, then answer (command, argument) messages."""
     try:
+        if own_interpreter:
+            _own_packages_first()
         from envs import gym_vector_env  # spawned: a fresh interpreter, registering the project's env ids
 
         env = gym_vector_env(env_cfg, num_envs)
@@ -45,7 +59,8 @@ def _worker(conn, env_cfg: Any, num_envs: int) -> None:
             break
         try:
             if command == "reset":
-                conn.send(("ok", env.reset(seed=arg)))
+                seeds, options = arg
+                conn.send(("ok", env.reset(seed=seeds, options=options)))
             elif command == "step":
                 out = env.step(arg)
                 conn.send(("ok", (*out, env.reports_success)))
@@ -60,6 +75,22 @@ def _worker(conn, env_cfg: Any, num_envs: int) -> None:
     conn.close()
 
 
+def _start(proc, python: str | None) -> None:
+    """Start a spawned process with `python` as its interpreter (multiprocessing's executable is process-wide, so
+    it is set for this start only)."""
+    if python is None:
+        proc.start()
+        return
+    from multiprocessing import spawn
+
+    previous = spawn.get_executable()
+    spawn.set_executable(python)
+    try:
+        proc.start()
+    finally:
+        spawn.set_executable(previous)
+
+
 def _concat(parts: list) -> Any:
     """Join the workers' results along the env axis: arrays, lists, and dicts (trees) of them."""
     first = parts[0]
@@ -71,7 +102,9 @@ def _concat(parts: list) -> Any:
 
 
 class ProcessVectorEnv(Env):
-    def __init__(self, env_cfg: Any, num_envs: int, workers: int, start_method: str = "spawn"):
+    def __init__(self, env_cfg: Any, num_envs: int, workers: int, start_method: str = "spawn",
+                 python: str | None = None):
+        """`python`: the workers' interpreter (an absolute path; None: this process's)."""
         if not 1 <= workers <= num_envs:
             raise ValueError(f"env.workers={workers} must be between 1 and the number of envs ({num_envs}): "
                              f"each worker steps at least one copy")
@@ -84,12 +117,14 @@ class ProcessVectorEnv(Env):
         shares = [len(s) for s in np.array_split(np.arange(num_envs), workers)]
         self._bounds = np.cumsum([0] + shares)
         ctx = mp.get_context(start_method)
+        if python is not None and start_method != "spawn":
+            raise ValueError(f"workers of another interpreter ({python}) must be spawned, not {start_method}ed")
         self._conns, self._procs = [], []
         for n in shares:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, env_cfg, n), daemon=True,
+            proc = ctx.Process(target=_worker, args=(child, env_cfg, n, python is not None), daemon=True,
                                name=f"env-worker-{len(self._procs)}")
-            proc.start()
+            _start(proc, python)
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
@@ -131,12 +166,15 @@ class ProcessVectorEnv(Env):
         return [rows[a:b] for a, b in zip(self._bounds[:-1], self._bounds[1:])]
 
     # -- the Env role -------------------------------------------------------------------------------
-    def reset(self, seed: int | Sequence[int] | None = None, after_each: Callable[[], None] | None = None) -> Any:
+    def reset(self, seed: int | Sequence[int] | None = None, after_each: Callable[[], None] | None = None,
+              options: Sequence[dict | None] | None = None) -> Any:
         """As SyncVectorEnv.reset; an int seed gives each copy the seed the in-process vector would.
         `after_each` is called once, after all workers have reset (their resets run side by side)."""
-        from envs.vector import env_seeds
+        from envs.vector import env_options_of, env_seeds
 
-        obs = _concat(self._send_all("reset", self._split(env_seeds(seed, self.num_envs))))
+        seeds = self._split(env_seeds(seed, self.num_envs))
+        options = self._split(env_options_of(options, self.num_envs))
+        obs = _concat(self._send_all("reset", list(zip(seeds, options))))
         if after_each is not None:
             after_each()
         return obs

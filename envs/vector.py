@@ -31,6 +31,16 @@ def env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list:
     return seeds
 
 
+def env_options_of(options: Sequence[dict | None] | None, num_envs: int) -> list:
+    """One reset-options dict (or None) per env."""
+    if options is None:
+        return [None] * num_envs
+    options = list(options)
+    if len(options) != num_envs:
+        raise ValueError(f"reset got {len(options)} options for {num_envs} envs")
+    return options
+
+
 class SyncVectorEnv(Env):
     def __init__(self, env_fns: list[Callable[[], gym.Env]]):
         if not env_fns:
@@ -54,13 +64,16 @@ class SyncVectorEnv(Env):
         self._success_once = np.zeros(self.num_envs, bool)
         self.reports_success = False  # becomes True once an env's info carries a success flag
 
-    def reset(self, seed: int | Sequence[int] | None = None, after_each: Callable[[], None] | None = None) -> Any:
+    def reset(self, seed: int | Sequence[int] | None = None, after_each: Callable[[], None] | None = None,
+              options: Sequence[dict | None] | None = None) -> Any:
         """Reset every env. `seed`: one seed per env, or one int from which each env's seed is derived
         (through a SeedSequence, not seed + i, so two vectors' seeds never overlap), or None. `after_each` is
-        called after each env's reset (a caller's heartbeats: one env's reset can take seconds)."""
+        called after each env's reset (a caller's heartbeats: one env's reset can take seconds). `options`: one
+        reset-options dict (or None) per env, e.g. LiberoSpatial-v0's task and init state of an evaluation."""
         obs = []
-        for env, env_seed in zip(self.envs, env_seeds(seed, self.num_envs)):
-            o, _ = env.reset(seed=env_seed)
+        for env, env_seed, env_options in zip(self.envs, env_seeds(seed, self.num_envs),
+                                              env_options_of(options, self.num_envs)):
+            o, _ = env.reset(seed=env_seed, options=env_options)
             obs.append(o)
             if after_each is not None:
                 after_each()

@@ -1,12 +1,16 @@
 """Evaluate a saved VLA on ZarlPutOnPlate-v1's splits: `python launch/eval_vla.py CONFIG vla.init_from=DIR
 [eval.episodes=128] [vla_eval.splits=[train,vision,semantic,execution]] [key=value ...]`; with a play-table config
-(calvin_sft_pi0, calvin_ppo_pi0_sde, ...) on CALVIN's 5-subtask chains (eval.episodes chains; average length).
+(calvin_sft_pi0, calvin_ppo_pi0_sde, ...) on CALVIN's 5-subtask chains (eval.episodes chains; average length); with
+libero_sft_oft in the real LIBERO-spatial simulator (eval.episodes init states per task of env.kwargs.tasks, the
+env in eval_env.workers processes of .venv-libero; success per task), whatever pipeline trained the checkpoint
+(the SFT base, or GRPO inside the world model).
 
 CONFIG is the VLA config the checkpoint was trained with (maniskill_sft_openvla, maniskill_ppo_oft, ...; it builds
 the base model and the env), DIR an SFT or VLA learner checkpoint or the run directory holding it (the newest).
 The policy is saved -> loaded -> LoRA-merged before it acts (actors/vla_evaluator.py). The summary (success per
 split, episodes, env steps, wall time, device) is printed and written to <run dir>/eval/<checkpoint>.json, where
-the run directory is runner.run_dir when given, else the one the checkpoint is in.
+the run directory is runner.run_dir when given, else the one the checkpoint is in (LIBERO:
+<checkpoint>.libero[-tasks<k>_...].json).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from omegaconf import OmegaConf  # noqa: E402
 
 from core.config import ConfigError, available_presets  # noqa: E402
 
@@ -30,7 +36,11 @@ def output_path(cfg, checkpoint: Path) -> Path:
         run_dir = Path(cfg.runner.run_dir)
     else:
         run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return run_dir / "eval" / f"{checkpoint.name}.json"
+    name = checkpoint.name
+    if cfg.env.id == "LiberoSpatial-v0":  # an evaluation split into parts by task writes one file per part
+        tasks = OmegaConf.merge(cfg.env, cfg.eval_env).kwargs.get("tasks", "all")
+        name += ".libero" + ("" if tasks == "all" else "-tasks" + "_".join(str(int(t)) for t in tasks))
+    return run_dir / "eval" / f"{name}.json"
 
 
 def main(argv: list[str]) -> int:

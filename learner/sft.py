@@ -141,7 +141,12 @@ def record_expert_demos(cfg, root: Path, log) -> dict:
     """Record `sft.record_episodes` expert episodes of the run's env into `root` (written under a temporary name
     and renamed when complete, so an interrupted recording is never taken for a data set)."""
     from envs.calvin import ENV_ID as CALVIN_ID
+    from envs.libero import ENV_ID as LIBERO_ID
 
+    if cfg.env.id == LIBERO_ID:  # the simulator is in LIBERO's venv, not in this one
+        raise FileNotFoundError(f"sft.demos: no LIBERO demonstrations at {root}; record them first with "
+                                f"`.venv-libero/bin/python -m envs.libero.demos out={root} episodes=N noise=[0.0] "
+                                f"only_successes=true` and give sft.demos={root}")
     partial = root.with_name(root.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

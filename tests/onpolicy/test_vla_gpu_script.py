@@ -46,5 +46,5 @@ def test_every_run_of_the_table_loads_with_its_config(size, tmp_path):
 
 
 def test_gpu_scripts_parse():
-    for name in ("maniskill_vla_h200.sh", "calvin_h200.sh", "gpu_parts.sh"):
+    for name in ("maniskill_vla_h200.sh", "calvin_h200.sh", "libero_h200.sh", "gpu_parts.sh"):
         assert subprocess.run(["bash", "-n", str(REPO / "scripts" / name)]).returncode == 0, name
