@@ -186,6 +186,13 @@ def evaluate_libero(cfg, policy, log) -> dict:
     return result
 
 
+def _device_name(device: str) -> str:
+    """The GPU's name for a results file ("NVIDIA H200"), or "cpu"."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+
+
 def saved_policy(cfg):
     """The policy `vla` builds with `vla.init_from`'s weights (LoRA merged as vla_eval asks), in eval mode."""
     from learner.vla_checkpoint import build_policy
@@ -217,11 +224,10 @@ def evaluate_vla(cfg, log) -> dict:
         log.info(f"evaluating {checkpoint} on {cfg.eval.episodes} CALVIN chains ({device}, "
                  f"{'deterministic' if cfg.vla_eval.greedy else 'sampled'})")
         chains = evaluate_calvin(cfg, policy, log)
-        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
         return {"checkpoint": str(checkpoint), "config": cfg.name, "chains": chains,
                 "first_chain": int(cfg.vla_eval.first_chain),
                 "avg_len": chains["avg_len"], "greedy": bool(cfg.vla_eval.greedy), "env_steps": chains["env_steps"],
-                "wall_s": time.time() - t_start, "device": device_name}
+                "wall_s": time.time() - t_start, "device": _device_name(device)}
     if cfg.env.id == LIBERO_ID:
         checkpoint = resolve(cfg.vla.init_from)
         t_start = time.time()
@@ -230,14 +236,13 @@ def evaluate_vla(cfg, log) -> dict:
         log.info(f"evaluating {checkpoint} on LIBERO-spatial: {cfg.eval.episodes} init states per task, "
                  f"{cfg.eval.num_envs} envs, policy on {device}")
         result = evaluate_libero(cfg, policy, log)
-        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
         log.info(f"LIBERO-spatial: success {result['success_rate']:.3f} ({result['successes']}/{result['episodes']}), "
                  f"{result['env_steps']:,} env steps, {result['wall_s']:.0f} s")
         return {"checkpoint": str(checkpoint), "config": cfg.name, "env": LIBERO_ID, "libero": result,
                 "tasks": result["tasks"], "success_rate": result["success_rate"], "episodes": result["episodes"],
                 "episodes_per_task": int(cfg.eval.episodes), "greedy": bool(cfg.vla_eval.greedy),
                 "merged_lora": bool(cfg.vla_eval.merge_lora and cfg.vla.lora), "env_steps": result["env_steps"],
-                "wall_s": time.time() - t_start, "device": device_name}
+                "wall_s": time.time() - t_start, "device": _device_name(device)}
     if cfg.env.id != PUT_ON_PLATE_ID:
         raise ValueError(f"the VLA evaluator runs {PUT_ON_PLATE_ID}'s splits; env.id is {cfg.env.id}")
     unknown = [s for s in cfg.vla_eval.splits if s not in SPLITS]
@@ -265,10 +270,9 @@ def evaluate_vla(cfg, log) -> dict:
         splits[split] = result
         log.info(f"{split}: success {result['success_rate']:.3f} ({result['successes']}/{result['episodes']}), "
                  f"{result['env_steps']:,} env steps, {result['wall_s']:.0f} s")
-    device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     return {"checkpoint": str(checkpoint), "config": cfg.name, "splits": splits,
             "success_rate": {s: r["success_rate"] for s, r in splits.items()},
             "episodes_per_split": cfg.eval.episodes, "num_envs": cfg.eval.num_envs, "greedy": greedy,
             "merged_lora": bool(cfg.vla_eval.merge_lora and cfg.vla.lora),
             "env_steps": sum(r["env_steps"] for r in splits.values()), "wall_s": time.time() - t_start,
-            "device": device_name}
+            "device": _device_name(device)}
