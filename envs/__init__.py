@@ -9,7 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.vector import SyncVectorEnv
+from envs.vector import gym_vector_env
 
 try:  # the Franka pick-cube envs need mujoco, which is a core dependency
     import envs.franka  # noqa: F401  (registers PandaPickCube-v0 and PandaPickCubeVision-v0)
@@ -79,14 +79,6 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
     if seed is not None:
         env.reset(seed=seed)
     return env
-
-
-def gym_vector_env(env_cfg: Any, num_envs: int) -> SyncVectorEnv:
-    """`num_envs` copies of a gymnasium env, made with `env_cfg.kwargs`, stepped in this process."""
-    kwargs = dict(env_cfg.kwargs or {})
-    if env_cfg.max_episode_steps:
-        kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
-    return SyncVectorEnv([lambda: gym.make(env_cfg.id, **kwargs) for _ in range(num_envs)])
 
 
 def role_python(env_id: str) -> str | None:

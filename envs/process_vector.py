@@ -44,7 +44,7 @@ def _worker(conn, env_cfg: Any, num_envs: int, own_interpreter: bool = False) ->
     try:
         if own_interpreter:
             _own_packages_first()
-        from envs import gym_vector_env  # spawned: a fresh interpreter, registering the project's env ids
+        from envs.vector import gym_vector_env  # spawned: a fresh interpreter (importing envs registers its ids)
 
         env = gym_vector_env(env_cfg, num_envs)
         conn.send(("ok", (env.single_observation_space, env.single_action_space)))

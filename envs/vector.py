@@ -134,3 +134,12 @@ class SyncVectorEnv(Env):
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def gym_vector_env(env_cfg: Any, num_envs: int) -> SyncVectorEnv:
+    """`num_envs` copies of a gymnasium env, made with `env_cfg.kwargs`, stepped in this process. (The project's
+    ids are registered by importing the `envs` package, which importing this module does first.)"""
+    kwargs = dict(env_cfg.kwargs or {})
+    if env_cfg.max_episode_steps:
+        kwargs["max_episode_steps"] = int(env_cfg.max_episode_steps)
+    return SyncVectorEnv([lambda: gym.make(env_cfg.id, **kwargs) for _ in range(num_envs)])

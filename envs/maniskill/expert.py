@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import torch
 
 import envs.maniskill.put_cube_on_plate as put_cube_on_plate
@@ -177,24 +175,3 @@ class ScriptedExpert:
         self.phase = nxt
         return action
 
-
-def expert_success_rate(env_id: str, seeds: list[int], env_kwargs: dict | None = None) -> float:
-    """The scripted expert's success rate over one seeded episode per seed of `env_id` (one env, state
-    observations, CPU physics). A plain function of picklable arguments, so that a process pool can run several
-    task splits side by side."""
-    from envs.maniskill.vector import ManiSkillVectorEnv
-
-    env = ManiSkillVectorEnv(env_id, 1, obs_mode="state", **(env_kwargs or {}))
-    expert = ScriptedExpert(env_id, 1)
-    wins = []
-    try:
-        for seed in seeds:
-            env.reset(seed=[seed])
-            while True:
-                _, _, _, _, info = env.step(expert.act(env.privileged_state()))
-                if info["done"][0]:
-                    wins.append(bool(info["episode_success"][0]))
-                    break
-    finally:
-        env.close()
-    return float(np.mean(wins))

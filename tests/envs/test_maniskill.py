@@ -26,8 +26,8 @@ from omegaconf import OmegaConf  # noqa: E402
 import envs  # noqa: E402
 from envs.maniskill import (ManiSkillGymEnv, ManiSkillVectorEnv, decode_instruction, put_on_plate,  # noqa: E402
                             split_seeds)
-from envs.maniskill.demos import DemoDataset, DemoWriter, record_demos  # noqa: E402
-from envs.maniskill.expert import ScriptedExpert, expert_success_rate  # noqa: E402
+from envs.maniskill.demos import DemoDataset, DemoWriter, expert_success_rate, record_demos  # noqa: E402
+from envs.maniskill.expert import ScriptedExpert  # noqa: E402
 
 PUT = "ZarlPutOnPlate-v1"
 EXPERT_EPISODES = 50
