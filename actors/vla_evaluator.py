@@ -182,7 +182,7 @@ def evaluate_libero(cfg, policy, log) -> dict:
         row["success_rate"] = row["successes"] / row["episodes"]
         log.info(f"task {task}: success {row['success_rate']:.3f} ({row['successes']}/{row['episodes']})")
     result.update(tasks=tasks, init_states=[init for _, init in episodes], num_envs=num_envs,
-                  workers=int(getattr(env_cfg, "workers", 1) or 1), wall_s=time.time() - t0)
+                  workers=env_cfg.workers, wall_s=time.time() - t0)
     return result
 
 

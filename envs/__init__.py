@@ -52,7 +52,8 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
     GPU) for ManiSkill ids, the world model (envs.world_model.vector.WorldModelVectorEnv) for WorldModel-v0,
     else B copies made by gymnasium.make with `env_cfg.kwargs`: stepped in this process (SyncVectorEnv), or in
     `env_cfg.workers` processes side by side (envs.process_vector.ProcessVectorEnv)."""
-    if int(getattr(env_cfg, "workers", 1) or 1) > 1 and (env_cfg.id == WORLD_MODEL_ID or uses_maniskill(env_cfg)):
+    workers = int(getattr(env_cfg, "workers", 1) or 1)
+    if workers > 1 and (env_cfg.id == WORLD_MODEL_ID or uses_maniskill(env_cfg)):
         raise ValueError(f"env.workers applies to gymnasium envs stepped on the CPU; {env_cfg.id} is a batched "
                          f"vector env of its own: leave env.workers at 1")
     if env_cfg.id == WORLD_MODEL_ID:
@@ -69,7 +70,7 @@ def make_vector_env(env_cfg: Any, num_envs: int | None = None, seed: int | None 
         raise ValueError(f"unknown environment id '{env_cfg.id}'; registered ids include "
                          f"{', '.join(sorted(k for k in gym.registry if 'Panda' in k or 'Pendulum' in k))}")
     n = int(num_envs if num_envs is not None else env_cfg.num_envs)
-    workers = min(int(getattr(env_cfg, "workers", 1) or 1), n)  # never more processes than copies
+    workers = min(workers, n)  # never more processes than copies
     python = foreign_python(env_cfg.id)
     if workers > 1 or python is not None:
         from envs.process_vector import ProcessVectorEnv

@@ -32,6 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.roles import Env
 
+# Nothing of the `envs` package is imported at this module's top: a worker of another venv unpickles its target
+# from here before it puts its own site-packages first (_own_packages_first), and `envs` imports the simulators.
+
 
 def _own_packages_first() -> None:
     """This interpreter's site-packages ahead of the spawning process's path (module docstring)."""

@@ -87,8 +87,10 @@ def check_env_ids(cfg: DictConfig) -> None:
 
     import envs  # registers the project's ids
 
-    eval_env = OmegaConf.merge(cfg.env, cfg.eval_env or {})
-    for key, env_cfg in (("env.id", cfg.env), ("eval_env.id", eval_env)):
+    checks = [("env.id", cfg.env)]
+    if (cfg.eval_env or {}).get("id") is not None:  # eval_env's overrides on env, e.g. its kwargs.backend
+        checks.append(("eval_env.id", OmegaConf.merge(cfg.env, cfg.eval_env)))
+    for key, env_cfg in checks:
         env_id = env_cfg.id
         if env_id is None or str(env_id) in envs.VECTOR_ONLY_IDS or envs.uses_maniskill(env_cfg):
             continue  # made by make_vector_env itself (a ManiSkill env: with a clear error where it is missing)
